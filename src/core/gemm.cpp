@@ -1,0 +1,142 @@
+// sgemm backends (OpenBLAS, oneDNN) behind one row-major interface; see gemm.h for the threading contract.
+#include "core/gemm.h"
+
+#include <cblas.h>
+#include <omp.h>
+#include <oneapi/dnnl/dnnl.h>
+
+#include <algorithm>
+#include <atomic>
+#include <string>
+
+#include "core/error.h"
+
+namespace moepp {
+namespace {
+
+std::atomic<GemmBackend> g_backend{GemmBackend::kOpenBLAS};
+
+// OpenBLAS runs single-threaded: moepp's OpenMP regions own the cores (two thread pools spinning side
+// by side halve throughput on this machine).
+struct OpenBlasSingleThreaded {
+  OpenBlasSingleThreaded() { openblas_set_num_threads(1); }
+};
+const OpenBlasSingleThreaded g_openblas_single_threaded;
+
+void sgemm_openblas(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                    int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+              static_cast<blasint>(M), static_cast<blasint>(N), static_cast<blasint>(K), alpha, A,
+              static_cast<blasint>(lda), B, static_cast<blasint>(ldb), beta, C, static_cast<blasint>(ldc));
+}
+
+// oneDNN: Debian's libdnnl is built with the OpenMP runtime (DNNL_CPU_RUNTIME == OMP, linked to libgomp,
+// the runtime moepp itself uses). It sizes its team as omp_in_parallel() ? 1 : omp_get_max_threads():
+// inside an active parallel region of ours it is single-threaded by itself, but from serial code (or from
+// a one-thread region, which is inactive) it would fork a team of all cores. For those calls we set the
+// calling thread's nthreads-var to 1 for the duration of the call (a per-task ICV: other threads and
+// later regions are not affected once it is restored).
+class OmpSerialScope {
+ public:
+  OmpSerialScope() {
+    if (!omp_in_parallel()) {
+      saved_ = omp_get_max_threads();
+      if (saved_ != 1) omp_set_num_threads(1);
+    }
+  }
+  ~OmpSerialScope() {
+    if (saved_ > 1) omp_set_num_threads(saved_);
+  }
+  OmpSerialScope(const OmpSerialScope&) = delete;
+  OmpSerialScope& operator=(const OmpSerialScope&) = delete;
+
+ private:
+  int saved_ = 0;
+};
+
+void sgemm_onednn(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                  int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  dnnl_status_t st;
+  {
+    OmpSerialScope serial;
+    st = dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  }
+  // Only bad arguments (leading dimensions) fail; the callers' shapes are checked, so this is a contract
+  // violation. (Thrown from inside a parallel region it ends the program, which is what it deserves.)
+  if (st != dnnl_success)
+    throw Error("dnnl_sgemm failed (status " + std::to_string(static_cast<int>(st)) + ", M=" +
+                std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K) + ")");
+}
+
+// The kAuto rule (placeholder until measured).
+GemmBackend auto_backend(bool ta, bool tb, int64_t M, int64_t N, int64_t K) {
+  (void)ta; (void)tb; (void)N; (void)K;
+  return M <= 128 ? GemmBackend::kOneDNN : GemmBackend::kOpenBLAS;
+}
+
+}  // namespace
+
+void set_gemm_backend(GemmBackend b) { g_backend.store(b); }
+GemmBackend gemm_backend() { return g_backend.load(); }
+
+const char* gemm_backend_name(GemmBackend b) {
+  switch (b) {
+    case GemmBackend::kOpenBLAS: return "openblas";
+    case GemmBackend::kOneDNN: return "onednn";
+    case GemmBackend::kAuto: return "auto";
+  }
+  return "?";
+}
+
+GemmBackend parse_gemm_backend(const std::string& name) {
+  if (name == "openblas") return GemmBackend::kOpenBLAS;
+  if (name == "onednn") return GemmBackend::kOneDNN;
+  if (name == "auto") return GemmBackend::kAuto;
+  throw Error("unknown GEMM backend '" + name + "' (expected openblas, onednn or auto)");
+}
+
+void sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+           const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) {  // C = beta * C
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+    return;
+  }
+  GemmBackend b = g_backend.load(std::memory_order_relaxed);
+  if (b == GemmBackend::kAuto) b = auto_backend(ta, tb, M, N, K);
+  if (b == GemmBackend::kOneDNN)
+    sgemm_onednn(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  else
+    sgemm_openblas(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void sgemm_parallel(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                    int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  const int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
+  if (nt <= 1 || M * N * std::max<int64_t>(K, 1) < (int64_t{1} << 18)) {
+    sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    return;
+  }
+  if (M >= N || M >= 64 * nt) {  // split rows of C (rows of op(A))
+    const int64_t chunk = (M + nt - 1) / nt;
+#pragma omp parallel for num_threads(nt) schedule(static, 1)
+    for (int t = 0; t < nt; ++t) {
+      const int64_t m0 = t * chunk, m1 = std::min(M, m0 + chunk);
+      if (m0 >= m1) continue;
+      const float* a = ta ? A + m0 : A + m0 * lda;
+      sgemm(ta, tb, m1 - m0, N, K, alpha, a, lda, B, ldb, beta, C + m0 * ldc, ldc);
+    }
+  } else {  // split columns of C (columns of op(B))
+    const int64_t chunk = ((N + nt - 1) / nt + 15) / 16 * 16;
+#pragma omp parallel for num_threads(nt) schedule(static, 1)
+    for (int t = 0; t < nt; ++t) {
+      const int64_t n0 = t * chunk, n1 = std::min(N, n0 + chunk);
+      if (n0 >= n1) continue;
+      const float* b = tb ? B + n0 * ldb : B + n0;
+      sgemm(ta, tb, M, n1 - n0, K, alpha, A, lda, b, ldb, beta, C + n0, ldc);
+    }
+  }
+}
+
+}  // namespace moepp

@@ -1,0 +1,31 @@
+// sgemm: the one entry point for fp32 matrix products. Row-major:
+//   C[M, N] = alpha * op(A)[M, K] * op(B)[K, N] + beta * C,  op(X) = X or X^T.
+// Backends: OpenBLAS (cblas_sgemm) and oneDNN (dnnl_sgemm). Threading contract: moepp owns the
+// threads (OpenMP); the libraries run single-threaded inside our parallel regions, so sgemm may be
+// called concurrently from several OpenMP threads on disjoint outputs. sgemm_parallel splits one
+// product over all threads itself.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace moepp {
+
+// kAuto picks OpenBLAS or oneDNN per call from the shape (see gemm.cpp for the measured rule).
+enum class GemmBackend { kOpenBLAS, kOneDNN, kAuto };
+
+void set_gemm_backend(GemmBackend b);
+GemmBackend gemm_backend();
+const char* gemm_backend_name(GemmBackend b);
+GemmBackend parse_gemm_backend(const std::string& name);  // "openblas" | "onednn" | "auto"; throws Error
+
+// Single-threaded product (call it from inside a parallel region, or for small work).
+void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+
+// The same product split over all OpenMP threads (by rows of C, or columns when M is small).
+void sgemm_parallel(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                    const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+                    int64_t ldc);
+
+}  // namespace moepp

@@ -1,0 +1,153 @@
+// Grouped SwiGLU experts: work items, gathers and the GEMM calls (see ffn_experts.h).
+#include "moe/ffn_experts.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "core/gemm.h"
+
+namespace moepp {
+namespace {
+
+constexpr int64_t kChunkRows = 256;  // rows per forward/backward work item (bench/: measured)
+
+struct Item {
+  int64_t expert, r0, r1;  // rows [r0, r1) of the concatenated FFN rows, or output rows for weight grads
+};
+
+// Chunks of every expert's rows, largest first so that dynamic scheduling balances the threads.
+std::vector<Item> row_chunks(const std::vector<int64_t>& offset, int64_t chunk) {
+  std::vector<Item> items;
+  for (size_t e = 0; e + 1 < offset.size(); ++e) {
+    const int64_t n = offset[e + 1] - offset[e];
+    if (n == 0) continue;
+    const int64_t pieces = (n + chunk - 1) / chunk;
+    const int64_t step = (n + pieces - 1) / pieces;
+    for (int64_t r = offset[e]; r < offset[e + 1]; r += step)
+      items.push_back({static_cast<int64_t>(e), r, std::min(offset[e + 1], r + step)});
+  }
+  std::stable_sort(items.begin(), items.end(), [](const Item& a, const Item& b) { return a.r1 - a.r0 > b.r1 - b.r0; });
+  return items;
+}
+
+inline float sigmoid(float v) { return 1.0f / (1.0f + std::exp(-v)); }
+
+void gather_rows(float* out, const float* x_in, const int32_t* slots, int64_t n, int64_t W, int64_t D) {
+  for (int64_t r = 0; r < n; ++r)
+    std::memcpy(out + r * D, x_in + static_cast<int64_t>(slots[r] / W) * D, sizeof(float) * D);
+}
+
+}  // namespace
+
+void ffn_experts_forward(MoeForwardState& st, const MoeConfig& cfg, const MoeParams& prm) {
+  const int64_t D = cfg.hidden, I = cfg.intermediate, W = st.W, rows = st.ffn_rows();
+  ensure_shape(st.ffn_h, {rows, 2 * I});
+  ensure_shape(st.ffn_a, {rows, I});
+  ensure_shape(st.ffn_o, {rows, D});
+  if (rows == 0) return;
+  const std::vector<Item> items = row_chunks(st.ffn_offset, kChunkRows);
+#pragma omp parallel
+  {
+    std::vector<float> xbuf(kChunkRows * D);
+#pragma omp for schedule(dynamic, 1)
+    for (size_t it = 0; it < items.size(); ++it) {
+      const Item& c = items[it];
+      const int64_t m = c.r1 - c.r0;
+      gather_rows(xbuf.data(), st.x_in, st.ffn_slot.data() + c.r0, m, W, D);
+      float* h = st.ffn_h.ptr() + c.r0 * 2 * I;
+      float* a = st.ffn_a.ptr() + c.r0 * I;
+      sgemm(false, true, m, 2 * I, D, 1.0f, xbuf.data(), D, prm.up[c.expert].ptr(), D, 0.0f, h, 2 * I);
+      for (int64_t r = 0; r < m; ++r) {
+        const float* g = h + r * 2 * I;
+        const float* u = g + I;
+        float* ar = a + r * I;
+        for (int64_t j = 0; j < I; ++j) ar[j] = g[j] * sigmoid(g[j]) * u[j];
+      }
+      sgemm(false, true, m, D, I, 1.0f, a, I, prm.down[c.expert].ptr(), I, 0.0f, st.ffn_o.ptr() + c.r0 * D, D);
+    }
+  }
+}
+
+void ffn_experts_backward(MoeBackwardScratch& sc, MoeParams& g, const float* dy, const MoeForwardState& st,
+                          const MoeConfig& cfg, const MoeParams& prm) {
+  const int64_t D = cfg.hidden, I = cfg.intermediate, W = st.W, rows = st.ffn_rows();
+  ensure_shape(sc.ffn_x, {rows, D});
+  ensure_shape(sc.ffn_do, {rows, D});
+  ensure_shape(sc.ffn_dh, {rows, 2 * I});
+  ensure_shape(sc.ffn_dx, {rows, D});
+  if (rows == 0) return;
+  const std::vector<Item> items = row_chunks(st.ffn_offset, kChunkRows);
+  // Pass A, per row chunk: dO, dw, dA, dH, X, dX.
+#pragma omp parallel
+  {
+    std::vector<float> da(kChunkRows * I);
+#pragma omp for schedule(dynamic, 1)
+    for (size_t it = 0; it < items.size(); ++it) {
+      const Item& c = items[it];
+      const int64_t m = c.r1 - c.r0;
+      float* dout = sc.ffn_do.ptr() + c.r0 * D;
+      const float* o = st.ffn_o.ptr() + c.r0 * D;
+      for (int64_t r = 0; r < m; ++r) {
+        const int32_t slot = st.ffn_slot[c.r0 + r];
+        const float* dyt = dy + static_cast<int64_t>(slot / W) * D;
+        const float wt = st.w[slot];
+        float dot = 0.0f;
+        for (int64_t j = 0; j < D; ++j) {
+          dout[r * D + j] = wt * dyt[j];
+          dot += dyt[j] * o[r * D + j];
+        }
+        sc.dw[slot] = dot;
+      }
+      // dA = dO · down  ([m, D] · [D, I])
+      sgemm(false, false, m, I, D, 1.0f, dout, D, prm.down[c.expert].ptr(), I, 0.0f, da.data(), I);
+      const float* h = st.ffn_h.ptr() + c.r0 * 2 * I;
+      float* dh = sc.ffn_dh.ptr() + c.r0 * 2 * I;
+      for (int64_t r = 0; r < m; ++r) {
+        const float* gr = h + r * 2 * I;
+        const float* ur = gr + I;
+        const float* dar = da.data() + r * I;
+        float* dg = dh + r * 2 * I;
+        float* du = dg + I;
+        for (int64_t j = 0; j < I; ++j) {
+          const float sg = sigmoid(gr[j]);
+          du[j] = dar[j] * gr[j] * sg;
+          dg[j] = dar[j] * ur[j] * sg * (1.0f + gr[j] * (1.0f - sg));
+        }
+      }
+      gather_rows(sc.ffn_x.ptr() + c.r0 * D, st.x_in, st.ffn_slot.data() + c.r0, m, W, D);
+      // dX = dH · up  ([m, 2I] · [2I, D])
+      sgemm(false, false, m, D, 2 * I, 1.0f, dh, 2 * I, prm.up[c.expert].ptr(), D, 0.0f, sc.ffn_dx.ptr() + c.r0 * D, D);
+    }
+  }
+  // Pass B, per block of weight-gradient rows: d_up[j0:j1] += dH[:, j0:j1]^T · X ; d_down likewise.
+  struct GradItem {
+    int64_t expert;
+    bool up;
+    int64_t j0, j1;
+  };
+  std::vector<GradItem> gitems;
+  constexpr int64_t kBlock = 256;
+  for (int64_t e = 0; e < cfg.n_ffn(); ++e) {
+    if (st.ffn_offset[e + 1] == st.ffn_offset[e]) continue;
+    for (int64_t j = 0; j < 2 * I; j += kBlock) gitems.push_back({e, true, j, std::min(2 * I, j + kBlock)});
+    for (int64_t j = 0; j < D; j += kBlock) gitems.push_back({e, false, j, std::min(D, j + kBlock)});
+  }
+#pragma omp parallel for schedule(dynamic, 1)
+  for (size_t it = 0; it < gitems.size(); ++it) {
+    const GradItem& c = gitems[it];
+    const int64_t off = st.ffn_offset[c.expert], n = st.ffn_offset[c.expert + 1] - off;
+    if (c.up) {
+      sgemm(true, false, c.j1 - c.j0, D, n, 1.0f, sc.ffn_dh.ptr() + off * 2 * I + c.j0, 2 * I,
+            sc.ffn_x.ptr() + off * D, D, 1.0f, g.up[c.expert].ptr() + c.j0 * D, D);
+    } else {
+      sgemm(true, false, c.j1 - c.j0, I, n, 1.0f, sc.ffn_do.ptr() + off * D + c.j0, D,
+            st.ffn_a.ptr() + off * I, I, 1.0f, g.down[c.expert].ptr() + c.j0 * I, I);
+    }
+  }
+}
+
+}  // namespace moepp

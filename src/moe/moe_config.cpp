@@ -1,0 +1,151 @@
+// Parsing and validation of MoeConfig from Hugging Face style JSON (keys in docs/layer.md).
+#include "moe/moe_config.h"
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "core/error.h"
+
+namespace moepp {
+namespace {
+
+using nlohmann::json;
+
+const std::set<std::string>& known_moe_keys() {
+  static const std::set<std::string> keys = {
+      "moe_top_k",          "moe_router",           "moe_2layer_gate",        "moe_use_logits_norm",
+      "moe_gate_norm_std",  "moe_use_mixtral_gating", "moe_feature_no_mul_topk", "moe_gating_residual",
+      "moe_tau",            "moe_aux_loss_coef",    "moe_capacity_factor",    "moe_relu_l1_coef",
+      "moe_expert_interval"};
+  return keys;
+}
+
+std::string where(const std::string& source, const std::string& key) { return source + ": field '" + key + "'"; }
+
+int64_t get_int(const json& j, const std::string& key, const std::string& source, std::optional<int64_t> def) {
+  if (!j.contains(key) || j[key].is_null()) {
+    if (def) return *def;
+    throw Error(where(source, key) + " is required");
+  }
+  const json& v = j[key];
+  if (!v.is_number_integer()) throw Error(where(source, key) + " must be an integer, got " + v.dump());
+  return v.get<int64_t>();
+}
+
+double get_number(const json& j, const std::string& key, const std::string& source, double def) {
+  if (!j.contains(key)) return def;
+  const json& v = j[key];
+  if (!v.is_number()) throw Error(where(source, key) + " must be a number, got " + v.dump());
+  const double d = v.get<double>();
+  if (!std::isfinite(d)) throw Error(where(source, key) + " must be finite");
+  return d;
+}
+
+bool get_bool(const json& j, const std::string& key, const std::string& source, bool def) {
+  if (!j.contains(key)) return def;
+  const json& v = j[key];
+  if (!v.is_boolean()) throw Error(where(source, key) + " must be true or false, got " + v.dump());
+  return v.get<bool>();
+}
+
+}  // namespace
+
+const char* router_name(RouterKind r) {
+  switch (r) {
+    case RouterKind::kMoepp: return "moepp";
+    case RouterKind::kTopK: return "topk";
+    case RouterKind::kAdaMoe: return "adamoe";
+    case RouterKind::kRelu: return "relu";
+  }
+  return "?";
+}
+
+MoeConfig MoeConfig::from_json(const json& j, const std::string& source) {
+  if (!j.is_object()) throw Error(source + ": the config must be a JSON object");
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    if (it.key().rfind("moe_", 0) == 0 && !known_moe_keys().count(it.key()))
+      throw Error(where(source, it.key()) + " is not a known moe_* setting (see docs/layer.md)");
+  }
+  MoeConfig c;
+  c.hidden = get_int(j, "hidden_size", source, std::nullopt);
+  c.intermediate = get_int(j, "intermediate_size", source, std::nullopt);
+  if (!j.contains("num_experts")) throw Error(where(source, "num_experts") + " is required");
+  const json& ne = j["num_experts"];
+  if (ne.is_number_integer()) {
+    c.n_experts = ne.get<int64_t>();
+  } else if (ne.is_array() && ne.size() == 1 && ne[0].is_number_integer()) {
+    c.n_experts = ne[0].get<int64_t>();
+  } else {
+    throw Error(where(source, "num_experts") + " must be an integer or a list of one integer, got " + ne.dump());
+  }
+
+  if (j.contains("moe_router")) {
+    const json& r = j["moe_router"];
+    if (!r.is_string()) throw Error(where(source, "moe_router") + " must be a string");
+    const std::string s = r.get<std::string>();
+    if (s == "moepp") c.router = RouterKind::kMoepp;
+    else if (s == "topk") c.router = RouterKind::kTopK;
+    else if (s == "adamoe") c.router = RouterKind::kAdaMoe;
+    else if (s == "relu") c.router = RouterKind::kRelu;
+    else throw Error(where(source, "moe_router") + " must be one of moepp, topk, adamoe, relu; got '" + s + "'");
+  }
+  const bool is_moepp = c.router == RouterKind::kMoepp;
+  c.n_zero = get_int(j, "n_zero_experts", source, is_moepp ? 1 : 0);
+  c.n_copy = get_int(j, "n_copy_experts", source, is_moepp ? 1 : 0);
+  c.n_constant = get_int(j, "n_constant_experts", source, is_moepp ? 2 : 0);
+  c.top_k = get_int(j, "moe_top_k", source, 2);
+  c.two_layer_gate = get_bool(j, "moe_2layer_gate", source, false);
+  c.logits_norm = get_bool(j, "moe_use_logits_norm", source, true);
+  c.gate_norm_std = static_cast<float>(get_number(j, "moe_gate_norm_std", source, 1.0));
+  c.mixtral_gating = get_bool(j, "moe_use_mixtral_gating", source, false);
+  c.no_mul_topk = get_bool(j, "moe_feature_no_mul_topk", source, true);
+  c.gating_residual = get_bool(j, "moe_gating_residual", source, is_moepp);
+  c.tau = static_cast<float>(get_number(j, "moe_tau", source, 0.75));
+  c.aux_loss_coef = static_cast<float>(get_number(j, "moe_aux_loss_coef", source, 0.01));
+  if (j.contains("moe_capacity_factor") && !j["moe_capacity_factor"].is_null())
+    c.capacity_factor = static_cast<float>(get_number(j, "moe_capacity_factor", source, 0.0));
+  c.relu_l1_coef = static_cast<float>(get_number(j, "moe_relu_l1_coef", source, 1e-8));
+  c.layer_index = get_int(j, "layer_index", source, 0);
+  c.training = get_bool(j, "training", source, false);
+  if (j.contains("moe_expert_interval") && get_int(j, "moe_expert_interval", source, 1) != 1)
+    throw Error(where(source, "moe_expert_interval") + " must be 1 (an MoE++ layer in every block)");
+  c.validate(source);
+  return c;
+}
+
+void MoeConfig::validate(const std::string& source) const {
+  auto bad = [&](const std::string& key, const std::string& msg) { throw Error(where(source, key) + " " + msg); };
+  if (hidden <= 0) bad("hidden_size", "must be > 0");
+  if (intermediate <= 0) bad("intermediate_size", "must be > 0");
+  if (n_experts <= 0) bad("num_experts", "must be > 0");
+  if (n_zero < 0) bad("n_zero_experts", "must be >= 0");
+  if (n_copy < 0) bad("n_copy_experts", "must be >= 0");
+  if (n_constant < 0) bad("n_constant_experts", "must be >= 0");
+  if (n_ffn() < 1)
+    bad("num_experts", "(" + std::to_string(n_experts) + ") leaves no FFN expert after " + std::to_string(n_zc()) +
+                           " zero-computation experts");
+  if (top_k < 1 || top_k > n_experts)
+    bad("moe_top_k", "must be in [1, num_experts = " + std::to_string(n_experts) + "], got " + std::to_string(top_k));
+  if ((router == RouterKind::kTopK || router == RouterKind::kRelu) && n_zc() != 0)
+    bad("moe_router", std::string("'") + router_name(router) +
+                          "' takes no zero-computation experts: set n_zero_experts, n_copy_experts and "
+                          "n_constant_experts to 0");
+  if (router == RouterKind::kAdaMoe && (n_copy != 0 || n_constant != 0))
+    bad("moe_router", "'adamoe' takes null (zero) experts only: set n_copy_experts and n_constant_experts to 0");
+  if (mixtral_gating && (router == RouterKind::kAdaMoe))
+    bad("moe_use_mixtral_gating", "applies to the moepp and topk routers only");
+  if (logits_norm && router != RouterKind::kRelu && n_experts < 2)
+    bad("moe_use_logits_norm", "needs num_experts >= 2 (the std of one logit is undefined)");
+  if (!(gate_norm_std > 0.0f)) bad("moe_gate_norm_std", "must be > 0");
+  if (!(tau > 0.0f && tau <= 1.0f)) bad("moe_tau", "must be in (0, 1]");
+  if (!(aux_loss_coef >= 0.0f)) bad("moe_aux_loss_coef", "must be >= 0");
+  if (!(relu_l1_coef >= 0.0f)) bad("moe_relu_l1_coef", "must be >= 0");
+  if (capacity_factor) {
+    if (!(*capacity_factor > 0.0f)) bad("moe_capacity_factor", "must be > 0 or null");
+    if (router == RouterKind::kRelu) bad("moe_capacity_factor", "is not supported with the relu router");
+  }
+  if (layer_index < 0) bad("layer_index", "must be >= 0");
+}
+
+}  // namespace moepp

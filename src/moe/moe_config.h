@@ -1,0 +1,62 @@
+// MoeConfig: every setting of one MoE++ layer (expert counts and layout, router variant and options,
+// training-mode losses and capacity), parsed and validated from a Hugging Face style config.json.
+// The exact meaning of every key is in docs/layer.md.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json_fwd.hpp>
+
+namespace moepp {
+
+enum class RouterKind { kMoepp, kTopK, kAdaMoe, kRelu };
+enum class ExpertKind { kFfn, kConstant, kCopy, kZero };
+
+const char* router_name(RouterKind r);
+
+struct MoeConfig {
+  int64_t hidden = 0;        // D
+  int64_t intermediate = 0;  // I, per FFN expert
+  int64_t n_experts = 0;     // E: FFN + zero-computation
+  int64_t n_zero = 0, n_copy = 0, n_constant = 0;
+  int64_t top_k = 2;  // K
+  RouterKind router = RouterKind::kMoepp;
+  bool two_layer_gate = false;
+  bool logits_norm = true;
+  float gate_norm_std = 1.0f;
+  bool mixtral_gating = false;
+  bool no_mul_topk = true;
+  bool gating_residual = true;
+  float tau = 0.75f;
+  float aux_loss_coef = 0.01f;
+  std::optional<float> capacity_factor;  // nullopt: dropless
+  float relu_l1_coef = 1e-8f;
+  int64_t layer_index = 0;
+  bool training = false;
+
+  // Expert layout: [0, n_ffn) FFN, then constant, then copy, then zero (last).
+  int64_t n_ffn() const { return n_experts - n_zero - n_copy - n_constant; }
+  int64_t n_zc() const { return n_zero + n_copy + n_constant; }
+  int64_t first_constant() const { return n_ffn(); }
+  int64_t first_copy() const { return n_ffn() + n_constant; }
+  int64_t first_zero() const { return n_experts - n_zero; }
+  ExpertKind kind(int64_t e) const {
+    if (e < first_constant()) return ExpertKind::kFfn;
+    if (e < first_copy()) return ExpertKind::kConstant;
+    if (e < first_zero()) return ExpertKind::kCopy;
+    return ExpertKind::kZero;
+  }
+  bool uses_residual() const { return gating_residual && layer_index > 0; }
+  bool uses_capacity() const { return training && capacity_factor.has_value(); }
+  // Width of the per-token slot arrays: K, or E for the ReLU router (a variable number of experts).
+  int64_t slot_width() const { return router == RouterKind::kRelu ? n_experts : top_k; }
+  int64_t gate_hidden() const { return 8 * n_experts; }  // two-layer router's hidden width
+
+  // Throws moepp::Error naming `source` and the field when a value is missing, mistyped or invalid.
+  static MoeConfig from_json(const nlohmann::json& j, const std::string& source);
+  void validate(const std::string& source) const;
+};
+
+}  // namespace moepp

@@ -1,0 +1,79 @@
+// MoeLayer: the order of the steps of forward and backward (the steps live in router, dispatch,
+// balance_loss, ffn_experts and combine).
+#include "moe/moe_layer.h"
+
+#include "core/error.h"
+#include "moe/balance_loss.h"
+#include "moe/combine.h"
+#include "moe/dispatch.h"
+#include "moe/ffn_experts.h"
+#include "moe/router.h"
+
+namespace moepp {
+
+MoeLayer::MoeLayer(MoeConfig cfg) : cfg_(std::move(cfg)) { cfg_.validate("MoeLayer"); }
+
+void MoeLayer::check_params(const MoeParams& params, const std::string& source) const {
+  const MoeParams want = MoeParams::zeros(cfg_);
+  auto have = params.named(cfg_);
+  auto need = want.named(cfg_);
+  check(have.size() == need.size(), source + ": expected " + std::to_string(need.size()) + " tensors, got " +
+                                        std::to_string(have.size()));
+  for (size_t i = 0; i < need.size(); ++i) {
+    check(have[i].first == need[i].first, source + ": expected tensor '" + need[i].first + "'");
+    check(have[i].second->shape == need[i].second->shape,
+          source + ": tensor '" + need[i].first + "' has shape " + shape_str(have[i].second->shape) +
+              ", expected " + shape_str(need[i].second->shape));
+  }
+}
+
+void MoeLayer::forward(Tensor& y, Tensor& z_out, MoeForwardState& st, const Tensor& x, const Tensor* z_prev,
+                       const MoeParams& prm) const {
+  const int64_t D = cfg_.hidden, E = cfg_.n_experts;
+  check(x.shape.size() == 2 && x.shape[1] == D, "MoeLayer: x must be [T, " + std::to_string(D) + "], got " + shape_str(x.shape));
+  const int64_t T = x.shape[0];
+  st.T = T;
+  st.W = cfg_.slot_width();
+  st.x = x.ptr();
+  st.z_prev = nullptr;
+  if (cfg_.uses_residual()) {
+    check(z_prev != nullptr, "MoeLayer: the gating residual z_prev is required in layer " + std::to_string(cfg_.layer_index));
+    check(z_prev->shape == std::vector<int64_t>{T, E},
+          "MoeLayer: z_prev must be " + shape_str({T, E}) + ", got " + shape_str(z_prev->shape));
+    st.z_prev = z_prev->ptr();
+  }
+  if (cfg_.no_mul_topk) {
+    st.x_in = x.ptr();
+  } else {
+    ensure_shape(st.x_scaled, {T, D});
+    const float k = static_cast<float>(cfg_.top_k);
+    for (size_t i = 0; i < x.numel(); ++i) st.x_scaled.data[i] = k * x.data[i];
+    st.x_in = st.x_scaled.ptr();
+  }
+  router_forward(st, cfg_, prm);
+  dispatch_slots(st, cfg_);
+  balance_loss_forward(st, cfg_);
+  ffn_experts_forward(st, cfg_, prm);
+  ensure_shape(y, {T, D});
+  combine_forward(y.ptr(), st, cfg_, prm);
+  z_out.shape = st.z.shape;
+  z_out.data.assign(st.z.data.begin(), st.z.data.end());
+}
+
+void MoeLayer::backward(Tensor& dx, Tensor* dz_prev, MoeParams& grads, MoeBackwardScratch& sc, const Tensor& dy,
+                        const Tensor* dz_out, MoeForwardState& st, const MoeParams& prm) const {
+  const int64_t T = st.T, D = cfg_.hidden, E = cfg_.n_experts;
+  check(dy.shape == std::vector<int64_t>{T, D}, "MoeLayer: dy must be " + shape_str({T, D}) + ", got " + shape_str(dy.shape));
+  if (dz_out)
+    check(dz_out->shape == std::vector<int64_t>{T, E},
+          "MoeLayer: dz_out must be " + shape_str({T, E}) + ", got " + shape_str(dz_out->shape));
+  sc.dw.assign(T * st.W, 0.0f);
+  dx = Tensor({T, D});
+  if (dz_prev) *dz_prev = Tensor({T, E});
+  ffn_experts_backward(sc, grads, dy.ptr(), st, cfg_, prm);
+  combine_backward(dx.ptr(), sc, grads, dy.ptr(), st, cfg_, prm);
+  router_backward(dx.ptr(), (dz_prev && cfg_.uses_residual()) ? dz_prev->ptr() : nullptr, grads, sc.dw.data(),
+                  dz_out ? dz_out->ptr() : nullptr, st, cfg_, prm);
+}
+
+}  // namespace moepp

@@ -1,0 +1,77 @@
+// MoeForwardState: what one forward pass of an MoE++ layer keeps for its backward pass and for
+// inspection: router logits and scores, each token's slots (expert id, weight, kept flag), the FFN
+// slots grouped by expert with their activations, and the balance-loss statistics. Buffers are
+// reused across calls (no reallocation when T does not grow).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace moepp {
+
+struct MoeForwardState {
+  int64_t T = 0;  // tokens
+  int64_t W = 0;  // slot width per token: K, or E for the ReLU router
+
+  // Inputs as seen by the experts: x itself, or K·x (moe_feature_no_mul_topk = false).
+  const float* x = nullptr;       // [T, D] the caller's x; must outlive backward
+  const float* z_prev = nullptr;  // [T, E] or null
+  Tensor x_scaled;                // [T, D] K·x when used
+  const float* x_in = nullptr;    // x or x_scaled
+
+  // Router.
+  Tensor gate_h;              // [T, 8E] tanh hidden of the two-layer router
+  Tensor z;                   // [T, E] router logits (the layer's router_logits output)
+  Tensor s;                   // [T, E] normalised scores (not for relu)
+  Tensor p;                   // [T, E] softmax(s) (not for relu)
+  std::vector<float> sigma;   // [T] std of z per token (logits norm)
+
+  // Slots, [T, W] row-major. ids -1 = padding (ReLU router).
+  std::vector<int32_t> ids;
+  std::vector<float> w;       // routing weight (before capacity)
+  std::vector<uint8_t> kept;  // 1 if the slot reaches its expert
+  std::vector<float> norm;    // [T] renormalisation denominator sum(q) (moepp, topk, adamoe)
+
+  // FFN slots grouped by expert: rows [ffn_offset[e], ffn_offset[e+1]) belong to FFN expert e.
+  std::vector<int64_t> ffn_offset;   // [N_FFN + 1]
+  std::vector<int32_t> ffn_slot;     // [rows] the slot (t * W + k) of each row
+  std::vector<int32_t> row_of_slot;  // [T * W] row of an FFN slot, -1 otherwise
+  Tensor ffn_h;                      // [rows, 2I] x_in · up^T (gate | up)
+  Tensor ffn_a;                      // [rows, I]  silu(g) * u
+  Tensor ffn_o;                      // [rows, D]  expert output (unweighted)
+
+  // Balance loss (training mode).
+  std::vector<float> select_frac;  // [E] fraction of tokens selecting each expert (f_i)
+  std::vector<float> aux_dp;       // [E] d aux_loss / d p_te (the same for every token)
+  std::vector<float> relu_count;   // [E] tokens with R_te > 0 (relu router)
+  float aux_loss = 0.0f;
+
+  // Counters of this pass.
+  int64_t ffn_rows() const { return ffn_offset.empty() ? 0 : ffn_offset.back(); }
+  int64_t zc_slots = 0;       // kept slots on zero-computation experts
+  int64_t dropped_slots = 0;  // slots dropped by capacity
+  float relu_sparsity = 0.0f; // fraction of R_te == 0 (relu router)
+};
+
+// Resizes t to `shape` reusing its storage (contents unspecified).
+inline void ensure_shape(Tensor& t, std::vector<int64_t> shape) {
+  t.data.resize(Tensor::numel_of(shape));
+  t.shape = std::move(shape);
+}
+
+}  // namespace moepp
+
+namespace moepp {
+
+// Scratch of the backward pass, reused across calls.
+struct MoeBackwardScratch {
+  Tensor ffn_x;   // [rows, D] gathered expert inputs
+  Tensor ffn_do;  // [rows, D] gradient of the expert outputs (w · dy)
+  Tensor ffn_dh;  // [rows, 2I] gradient of x_in · up^T
+  Tensor ffn_dx;  // [rows, D] gradient of the gathered inputs
+  std::vector<float> dw;  // [T, W] gradient of the slot weights
+};
+
+}  // namespace moepp
