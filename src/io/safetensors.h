@@ -79,6 +79,7 @@ class SafetensorsModel {
   std::vector<int32_t> read_i32(const std::string& name) const;
 
  private:
+  std::string path_;  // as given to the constructor, for messages
   std::vector<std::unique_ptr<SafetensorsFile>> shards_;
   std::map<std::string, size_t> where_;  // tensor -> shard index
   const SafetensorsFile& shard_of(const std::string& name) const;

@@ -13,6 +13,7 @@ std::vector<int64_t> expert_capacity(const MoeConfig& cfg, int64_t T) {
   const double slots = static_cast<double>(cfg.top_k) * static_cast<double>(T);
   if (cfg.router == RouterKind::kMoepp) {
     const double denom = cfg.tau * static_cast<double>(cfg.n_ffn()) + static_cast<double>(cfg.n_zc());
+    // In double, in the order written in docs/layer.md, so that exact integers stay exact.
     const int64_t c_ffn = static_cast<int64_t>(std::ceil(gamma * cfg.tau * slots / denom));
     const int64_t c_zc = static_cast<int64_t>(std::ceil(gamma * slots / denom));
     for (int64_t e = 0; e < E; ++e) cap[e] = cfg.kind(e) == ExpertKind::kFfn ? c_ffn : c_zc;

@@ -101,10 +101,10 @@ MoeConfig MoeConfig::from_json(const json& j, const std::string& source) {
   c.mixtral_gating = get_bool(j, "moe_use_mixtral_gating", source, false);
   c.no_mul_topk = get_bool(j, "moe_feature_no_mul_topk", source, true);
   c.gating_residual = get_bool(j, "moe_gating_residual", source, is_moepp);
-  c.tau = static_cast<float>(get_number(j, "moe_tau", source, 0.75));
+  c.tau = get_number(j, "moe_tau", source, 0.75);
   c.aux_loss_coef = static_cast<float>(get_number(j, "moe_aux_loss_coef", source, 0.01));
   if (j.contains("moe_capacity_factor") && !j["moe_capacity_factor"].is_null())
-    c.capacity_factor = static_cast<float>(get_number(j, "moe_capacity_factor", source, 0.0));
+    c.capacity_factor = get_number(j, "moe_capacity_factor", source, 0.0);
   c.relu_l1_coef = static_cast<float>(get_number(j, "moe_relu_l1_coef", source, 1e-8));
   c.layer_index = get_int(j, "layer_index", source, 0);
   c.training = get_bool(j, "training", source, false);
@@ -138,11 +138,11 @@ void MoeConfig::validate(const std::string& source) const {
   if (logits_norm && router != RouterKind::kRelu && n_experts < 2)
     bad("moe_use_logits_norm", "needs num_experts >= 2 (the std of one logit is undefined)");
   if (!(gate_norm_std > 0.0f)) bad("moe_gate_norm_std", "must be > 0");
-  if (!(tau > 0.0f && tau <= 1.0f)) bad("moe_tau", "must be in (0, 1]");
+  if (!(tau > 0.0 && tau <= 1.0)) bad("moe_tau", "must be in (0, 1]");
   if (!(aux_loss_coef >= 0.0f)) bad("moe_aux_loss_coef", "must be >= 0");
   if (!(relu_l1_coef >= 0.0f)) bad("moe_relu_l1_coef", "must be >= 0");
   if (capacity_factor) {
-    if (!(*capacity_factor > 0.0f)) bad("moe_capacity_factor", "must be > 0 or null");
+    if (!(*capacity_factor > 0.0)) bad("moe_capacity_factor", "must be > 0 or null");
     if (router == RouterKind::kRelu) bad("moe_capacity_factor", "is not supported with the relu router");
   }
   if (layer_index < 0) bad("layer_index", "must be >= 0");

@@ -29,9 +29,9 @@ struct MoeConfig {
   bool mixtral_gating = false;
   bool no_mul_topk = true;
   bool gating_residual = true;
-  float tau = 0.75f;
+  double tau = 0.75;
   float aux_loss_coef = 0.01f;
-  std::optional<float> capacity_factor;  // nullopt: dropless
+  std::optional<double> capacity_factor;  // nullopt: dropless
   float relu_l1_coef = 1e-8f;
   int64_t layer_index = 0;
   bool training = false;

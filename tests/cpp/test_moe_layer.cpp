@@ -157,7 +157,7 @@ TEST(LayerProperties, CapacityDropsByRankThenToken) {
   c.n_zero = c.n_copy = c.n_constant = 0;
   c.gating_residual = false;
   c.training = true;
-  c.capacity_factor = 0.5f;  // C = ceil(0.5 * 2 * 4 / 4) = 1 slot per expert
+  c.capacity_factor = 0.5;  // C = ceil(0.5 * 2 * 4 / 4) = 1 slot per expert
   MoeForwardState st;
   st.T = 4;
   st.W = 2;
@@ -176,7 +176,7 @@ TEST(LayerProperties, CapacityDropsByRankThenToken) {
 
 TEST(LayerProperties, MoeppCapacityPerType) {
   MoeConfig c = small_config(RouterKind::kMoepp);  // 4 FFN + 4 ZC, tau 0.75
-  c.capacity_factor = 1.1f;
+  c.capacity_factor = 1.1;
   // slots S = 2 * 100; C_FFN = ceil(1.1 * 0.75 * 200 / (0.75 * 4 + 4)) = ceil(23.57) = 24; C_ZC = ceil(31.43) = 32
   const auto cap = expert_capacity(c, 100);
   EXPECT_EQ(cap[0], 24);

@@ -1,0 +1,722 @@
+// Safetensors implementation: header parsing and validation (nlohmann-json), the memory-mapped reader
+// (SafetensorsFile), sharded models (SafetensorsModel, model.safetensors.index.json), the writer
+// (SafetensorsWriter, write_sharded, write_file_atomic) and the exact fp16/bf16 <-> fp32 conversions.
+#include "io/safetensors.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <bit>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <set>
+#include <sstream>
+#include <utility>
+
+#include <nlohmann/json.hpp>
+
+#if defined(__F16C__) && defined(__AVX__)
+#include <immintrin.h>
+#define MOEPP_HAVE_F16C 1
+#endif
+
+static_assert(std::endian::native == std::endian::little, "safetensors I/O assumes a little-endian host");
+
+namespace moepp::io {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+constexpr uint64_t kMaxHeaderBytes = 100ull * 1000 * 1000;  // larger headers are rejected as absurd
+constexpr int kMaxJsonDepth = 16;                          // the format needs 3
+
+// A name quoted for messages; very long (hostile) names are shortened.
+std::string q(const std::string& s) {
+  constexpr size_t kMax = 200;
+  if (s.size() <= kMax) return "'" + s + "'";
+  return "'" + s.substr(0, kMax) + "...' (" + std::to_string(s.size()) + " bytes)";
+}
+
+[[noreturn]] void fail(const std::string& source, const std::string& msg) { throw Error(source + ": " + msg); }
+
+std::string errno_text(int e) { return std::strerror(e); }
+
+bool mul_overflow(uint64_t a, uint64_t b, uint64_t* out) { return __builtin_mul_overflow(a, b, out); }
+
+bool parse_dtype(const std::string& s, DType* d) {
+  if (s == "F32") *d = DType::kF32;
+  else if (s == "F16") *d = DType::kF16;
+  else if (s == "BF16") *d = DType::kBF16;
+  else if (s == "I32") *d = DType::kI32;
+  else if (s == "I64") *d = DType::kI64;
+  else return false;
+  return true;
+}
+
+// A non-negative JSON integer as uint64 (false for anything else: floats, negatives, strings...).
+bool as_u64(const json& v, uint64_t* out) {
+  if (v.is_number_unsigned()) {
+    *out = v.get<uint64_t>();
+    return true;
+  }
+  if (v.is_number_integer()) {
+    const int64_t i = v.get<int64_t>();
+    if (i < 0) return false;
+    *out = static_cast<uint64_t>(i);
+    return true;
+  }
+  return false;
+}
+
+// Parses JSON text, rejecting duplicate object keys and nesting deeper than kMaxJsonDepth.
+json parse_json_strict(const uint8_t* first, const uint8_t* last, const std::string& source, const char* what) {
+  std::vector<std::set<std::string>> keys;  // one key set per open object
+  auto cb = [&](int depth, json::parse_event_t ev, json& parsed) -> bool {
+    switch (ev) {
+      case json::parse_event_t::object_start:
+      case json::parse_event_t::array_start:
+        if (depth >= kMaxJsonDepth) fail(source, std::string(what) + " is nested too deeply");
+        if (ev == json::parse_event_t::object_start) keys.emplace_back();
+        break;
+      case json::parse_event_t::key: {
+        const std::string& k = parsed.get_ref<const std::string&>();
+        if (!keys.empty() && !keys.back().insert(k).second)
+          fail(source, std::string(what) + " has the key " + q(k) + " twice");
+        break;
+      }
+      case json::parse_event_t::object_end:
+        if (!keys.empty()) keys.pop_back();
+        break;
+      default:
+        break;
+    }
+    return true;
+  };
+  // nlohmann-json stops at a NUL byte as if the input ended there; valid JSON never holds one.
+  if (std::memchr(first, 0, static_cast<size_t>(last - first)) != nullptr)
+    fail(source, std::string(what) + " is not valid JSON: it contains a NUL byte");
+  try {
+    return json::parse(first, last, cb, /*allow_exceptions=*/true, /*ignore_comments=*/false);
+  } catch (const json::exception& e) {
+    fail(source, std::string(what) + " is not valid JSON: " + e.what());
+  }
+}
+
+// Checked numel * dtype size for a validated (non-negative) shape; false on overflow.
+bool checked_nbytes(const std::vector<int64_t>& shape, size_t elem, uint64_t* out) {
+  uint64_t n = elem;
+  for (int64_t d : shape) {
+    if (d < 0 || mul_overflow(n, static_cast<uint64_t>(d), &n)) return false;
+  }
+  *out = n;
+  return true;
+}
+
+uint64_t numel_u64(const std::vector<int64_t>& shape) {
+  uint64_t n = 1;
+  for (int64_t d : shape) n *= static_cast<uint64_t>(d);  // validated by parse_header: cannot overflow
+  return n;
+}
+
+TensorInfo parse_entry(const std::string& name, const json& e, uint64_t data_size, const std::string& source) {
+  const std::string where = "tensor " + q(name);
+  if (!e.is_object()) fail(source, where + ": entry is not a JSON object");
+  for (const auto& [k, v] : e.items()) {
+    (void)v;
+    if (k != "dtype" && k != "shape" && k != "data_offsets") fail(source, where + ": unknown field " + q(k));
+  }
+  for (const char* k : {"dtype", "shape", "data_offsets"}) {
+    if (!e.contains(k)) fail(source, where + ": missing field '" + k + "'");
+  }
+  TensorInfo info{};
+
+  const json& dt = e["dtype"];
+  if (!dt.is_string()) fail(source, where + ": field 'dtype' is not a string");
+  const std::string& dts = dt.get_ref<const std::string&>();
+  if (!parse_dtype(dts, &info.dtype))
+    fail(source, where + ": unsupported dtype " + q(dts) + " (supported: F32, F16, BF16, I32, I64)");
+
+  const json& sh = e["shape"];
+  if (!sh.is_array()) fail(source, where + ": field 'shape' is not a list");
+  for (size_t i = 0; i < sh.size(); ++i) {
+    uint64_t d = 0;
+    if (!as_u64(sh[i], &d) || d > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
+      fail(source, where + ": field 'shape' element " + std::to_string(i) + " is not a non-negative integer");
+    info.shape.push_back(static_cast<int64_t>(d));
+  }
+
+  const json& off = e["data_offsets"];
+  if (!off.is_array() || off.size() != 2 || !as_u64(off[0], &info.begin) || !as_u64(off[1], &info.end))
+    fail(source, where + ": field 'data_offsets' is not a list of 2 non-negative integers");
+  if (info.begin > info.end)
+    fail(source, where + ": field 'data_offsets' begin " + std::to_string(info.begin) + " > end " +
+                     std::to_string(info.end));
+  if (info.end > data_size)
+    fail(source, where + ": field 'data_offsets' end " + std::to_string(info.end) +
+                     " is beyond the data buffer (" + std::to_string(data_size) + " bytes)");
+
+  uint64_t nbytes = 0;
+  if (!checked_nbytes(info.shape, dtype_size(info.dtype), &nbytes))
+    fail(source, where + ": shape " + shape_str(info.shape) + " is too large (size overflows)");
+  if (info.end - info.begin != nbytes)
+    fail(source, where + ": field 'data_offsets' spans " + std::to_string(info.end - info.begin) +
+                     " bytes but shape " + shape_str(info.shape) + " of " + dtype_name(info.dtype) + " needs " +
+                     std::to_string(nbytes));
+  return info;
+}
+
+// Bulk conversions into fp32 from unaligned little-endian storage.
+void convert_to_f32(DType dt, const uint8_t* src, size_t n, float* dst) {
+  switch (dt) {
+    case DType::kF32:
+      if (n) std::memcpy(dst, src, n * 4);
+      return;
+    case DType::kBF16:
+      for (size_t i = 0; i < n; ++i) {
+        uint16_t h;
+        std::memcpy(&h, src + 2 * i, 2);
+        dst[i] = bf16_to_f32(h);
+      }
+      return;
+    case DType::kF16: {
+      size_t i = 0;
+#ifdef MOEPP_HAVE_F16C
+      for (; i + 8 <= n; i += 8) {
+        const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 2 * i));
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(h));
+      }
+#endif
+      for (; i < n; ++i) {
+        uint16_t h;
+        std::memcpy(&h, src + 2 * i, 2);
+        dst[i] = f16_to_f32(h);
+      }
+      return;
+    }
+    default:
+      return;  // callers check the dtype first
+  }
+}
+
+// Writes all `parts` (pointer, size) to `path` atomically: temp file in the same directory, fsync,
+// rename, then fsync of the directory. Removes the temp file on failure.
+void write_parts_atomic(const std::string& path, const std::vector<std::pair<const void*, size_t>>& parts) {
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    const int e = errno;
+    throw Error("cannot write " + path + ": cannot create " + tmp + ": " + errno_text(e));
+  }
+  auto abort_with = [&](const std::string& what, int e, bool fd_open) {
+    if (fd_open) ::close(fd);
+    ::unlink(tmp.c_str());
+    throw Error("cannot write " + path + ": " + what + ": " + errno_text(e));
+  };
+  for (const auto& [ptr, size] : parts) {
+    const char* p = static_cast<const char*>(ptr);
+    size_t left = size;
+    while (left > 0) {
+      const size_t chunk = std::min<size_t>(left, size_t{1} << 30);
+      const ssize_t w = ::write(fd, p, chunk);
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        abort_with("write failed", errno, true);
+      }
+      if (w == 0) abort_with("write failed", EIO, true);
+      p += w;
+      left -= static_cast<size_t>(w);
+    }
+  }
+  if (::fsync(fd) != 0) abort_with("fsync failed", errno, true);
+  if (::close(fd) != 0) abort_with("close failed", errno, false);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) abort_with("rename failed", errno, false);
+  // Make the rename durable (best effort: some file systems refuse fsync on directories).
+  std::string dir = fs::path(path).parent_path().string();
+  if (dir.empty()) dir = ".";
+  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    (void)::fsync(dfd);
+    ::close(dfd);
+  }
+}
+
+bool is_regular_file(const std::string& p) {
+  std::error_code ec;
+  return fs::is_regular_file(p, ec);
+}
+
+std::string read_small_file(const std::string& path, uint64_t max_bytes) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error("cannot open " + path + ": " + errno_text(errno));
+  in.seekg(0, std::ios::end);
+  const std::streamoff size = in.tellg();
+  if (size < 0) throw Error("cannot read " + path);
+  if (static_cast<uint64_t>(size) > max_bytes)
+    throw Error(path + ": file is too large (" + std::to_string(size) + " bytes)");
+  in.seekg(0);
+  std::string s(static_cast<size_t>(size), '\0');
+  if (size > 0 && !in.read(s.data(), size)) throw Error("cannot read " + path);
+  return s;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------------
+// dtypes and conversions
+
+const char* dtype_name(DType d) {
+  switch (d) {
+    case DType::kF32: return "F32";
+    case DType::kF16: return "F16";
+    case DType::kBF16: return "BF16";
+    case DType::kI32: return "I32";
+    case DType::kI64: return "I64";
+  }
+  return "?";
+}
+
+size_t dtype_size(DType d) {
+  switch (d) {
+    case DType::kF32: return 4;
+    case DType::kF16: return 2;
+    case DType::kBF16: return 2;
+    case DType::kI32: return 4;
+    case DType::kI64: return 8;
+  }
+  return 0;
+}
+
+float bf16_to_f32(uint16_t h) { return std::bit_cast<float>(static_cast<uint32_t>(h) << 16); }
+
+uint16_t f32_to_bf16(float f) {
+  const uint32_t x = std::bit_cast<uint32_t>(f);
+  if ((x & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<uint16_t>((x >> 16) | 0x0040u);  // NaN stays (quiet) NaN
+  const uint32_t rounding = 0x7FFFu + ((x >> 16) & 1u);  // round to nearest, ties to even; overflow gives inf
+  return static_cast<uint16_t>((x + rounding) >> 16);
+}
+
+float f16_to_f32(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const uint32_t exp = (h >> 10) & 0x1Fu;
+  const uint32_t mant = h & 0x3FFu;
+  if (exp == 0) {
+    if (mant == 0) return std::bit_cast<float>(sign);
+    const float v = std::ldexp(static_cast<float>(mant), -24);  // subnormal: exact in fp32
+    return sign ? -v : v;
+  }
+  if (exp == 31) {
+    if (mant == 0) return std::bit_cast<float>(sign | 0x7F800000u);
+    return std::bit_cast<float>(sign | 0x7FC00000u | (mant << 13));  // NaN, quieted (as F16C does)
+  }
+  return std::bit_cast<float>(sign | ((exp + 112) << 23) | (mant << 13));
+}
+
+uint16_t f32_to_f16(float f) {
+  const uint32_t bits = std::bit_cast<uint32_t>(f);
+  const uint16_t sign = static_cast<uint16_t>((bits >> 16) & 0x8000u);
+  const uint32_t x = bits & 0x7FFFFFFFu;
+  if (x > 0x7F800000u) return static_cast<uint16_t>(sign | 0x7E00u | ((x >> 13) & 0x3FFu));  // quiet NaN
+  if (x >= 0x477FF000u) return static_cast<uint16_t>(sign | 0x7C00u);  // >= 65520 rounds to inf (and inf)
+  if (x >= 0x38800000u) {                                              // normal in fp16 (>= 2^-14)
+    const uint32_t mant = x & 0x7FFFFFu;
+    uint32_t h = (((x >> 23) - 112u) << 10) | (mant >> 13);
+    const uint32_t rem = mant & 0x1FFFu;
+    if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) ++h;  // carry into the exponent is correct
+    return static_cast<uint16_t>(sign | h);
+  }
+  if (x <= 0x33000000u) return sign;  // <= 2^-25 (half the smallest subnormal, tie to even 0)
+  // Subnormal in fp16: value = m * 2^(e-150), result = round(value / 2^-24) = round(m >> (126 - e)).
+  const uint32_t e = x >> 23;
+  const uint32_t m = (x & 0x7FFFFFu) | 0x800000u;
+  const uint32_t shift = 126u - e;  // 14..24
+  uint32_t h = m >> shift;
+  const uint32_t rem = m & ((1u << shift) - 1u);
+  const uint32_t half = 1u << (shift - 1u);
+  if (rem > half || (rem == half && (h & 1u))) ++h;
+  return static_cast<uint16_t>(sign | h);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Header parsing
+
+Header parse_header(const uint8_t* bytes, size_t available, uint64_t file_size, const std::string& source) {
+  if (file_size < 8 || available < 8 || bytes == nullptr)
+    fail(source, "file is too short for a safetensors header (" + std::to_string(file_size) + " bytes, need >= 8)");
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = (n << 8) | bytes[i];
+  if (n > kMaxHeaderBytes)
+    fail(source, "header length " + std::to_string(n) + " is absurd (limit " + std::to_string(kMaxHeaderBytes) +
+                     " bytes); not a safetensors file?");
+  if (n > file_size - 8)
+    fail(source, "header length " + std::to_string(n) + " is larger than the file (" + std::to_string(file_size) +
+                     " bytes)");
+  if (n > available - 8)
+    fail(source, "header length " + std::to_string(n) + " but only " + std::to_string(available - 8) +
+                     " header bytes were read");
+
+  Header h;
+  h.data_start = 8 + n;
+  const uint64_t data_size = file_size - h.data_start;
+  const json root = parse_json_strict(bytes + 8, bytes + 8 + n, source, "header");
+  if (!root.is_object()) fail(source, "header is not a JSON object");
+
+  for (const auto& [name, entry] : root.items()) {
+    if (name == "__metadata__") {
+      if (!entry.is_object()) fail(source, "field '__metadata__' is not an object");
+      for (const auto& [k, v] : entry.items()) {
+        if (!v.is_string()) fail(source, "field '__metadata__' entry " + q(k) + " is not a string");
+        h.metadata[k] = v.get<std::string>();
+      }
+      continue;
+    }
+    h.tensors.emplace(name, parse_entry(name, entry, data_size, source));
+  }
+
+  // No two tensors may share bytes (empty tensors occupy none).
+  std::vector<std::pair<const std::string*, const TensorInfo*>> order;
+  order.reserve(h.tensors.size());
+  for (const auto& [name, info] : h.tensors)
+    if (info.end > info.begin) order.emplace_back(&name, &info);
+  std::sort(order.begin(), order.end(), [](const auto& a, const auto& b) {
+    return a.second->begin != b.second->begin ? a.second->begin < b.second->begin : *a.first < *b.first;
+  });
+  for (size_t i = 1; i < order.size(); ++i) {
+    if (order[i].second->begin < order[i - 1].second->end)
+      fail(source, "tensor " + q(*order[i].first) + " overlaps tensor " + q(*order[i - 1].first) +
+                       " in the data buffer");
+  }
+  return h;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// SafetensorsFile
+
+SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    const int e = errno;
+    throw Error("cannot open " + path + ": " + errno_text(e));
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    const int e = errno;
+    ::close(fd);
+    throw Error("cannot stat " + path + ": " + errno_text(e));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw Error(path + ": not a regular file");
+  }
+  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  if (size > 0) {
+    if (size > std::numeric_limits<size_t>::max()) {
+      ::close(fd);
+      throw Error(path + ": file too large to map");
+    }
+    void* m = ::mmap(nullptr, static_cast<size_t>(size), PROT_READ, MAP_PRIVATE, fd, 0);
+    if (m == MAP_FAILED) {
+      const int e = errno;
+      ::close(fd);
+      throw Error("cannot mmap " + path + ": " + errno_text(e));
+    }
+    map_ = static_cast<const uint8_t*>(m);
+    map_size_ = static_cast<size_t>(size);
+  }
+  ::close(fd);
+  try {
+    header_ = parse_header(map_, map_size_, size, path_);
+  } catch (...) {
+    if (map_) ::munmap(const_cast<uint8_t*>(map_), map_size_);
+    map_ = nullptr;
+    throw;
+  }
+}
+
+SafetensorsFile::~SafetensorsFile() {
+  if (map_) ::munmap(const_cast<uint8_t*>(map_), map_size_);
+}
+
+std::vector<std::string> SafetensorsFile::names() const {
+  std::vector<std::string> r;
+  r.reserve(header_.tensors.size());
+  for (const auto& kv : header_.tensors) r.push_back(kv.first);
+  return r;  // std::map order: sorted
+}
+
+const TensorInfo& SafetensorsFile::info(const std::string& name) const {
+  auto it = header_.tensors.find(name);
+  if (it == header_.tensors.end()) fail(path_, "no tensor named " + q(name));
+  return it->second;
+}
+
+const uint8_t* SafetensorsFile::raw(const std::string& name) const {
+  const TensorInfo& i = info(name);
+  return map_ + header_.data_start + i.begin;
+}
+
+Tensor SafetensorsFile::read_f32(const std::string& name) const {
+  const TensorInfo& i = info(name);
+  if (i.dtype != DType::kF32 && i.dtype != DType::kF16 && i.dtype != DType::kBF16)
+    fail(path_, "tensor " + q(name) + " has dtype " + dtype_name(i.dtype) + "; expected F32, F16 or BF16");
+  Tensor t;
+  t.shape = i.shape;
+  t.data.resize(static_cast<size_t>(numel_u64(i.shape)));
+  convert_to_f32(i.dtype, raw(name), t.data.size(), t.data.data());
+  return t;
+}
+
+std::vector<int32_t> SafetensorsFile::read_i32(const std::string& name) const {
+  const TensorInfo& i = info(name);
+  const size_t n = static_cast<size_t>(numel_u64(i.shape));
+  const uint8_t* src = raw(name);
+  std::vector<int32_t> out(n);
+  if (i.dtype == DType::kI32) {
+    if (n) std::memcpy(out.data(), src, n * 4);
+  } else if (i.dtype == DType::kI64) {
+    for (size_t k = 0; k < n; ++k) {
+      int64_t v;
+      std::memcpy(&v, src + 8 * k, 8);
+      if (v < std::numeric_limits<int32_t>::min() || v > std::numeric_limits<int32_t>::max())
+        fail(path_, "tensor " + q(name) + " element " + std::to_string(k) + " = " + std::to_string(v) +
+                        " does not fit in int32");
+      out[k] = static_cast<int32_t>(v);
+    }
+  } else {
+    fail(path_, "tensor " + q(name) + " has dtype " + dtype_name(i.dtype) + "; expected I32 or I64");
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// SafetensorsModel
+
+SafetensorsModel::SafetensorsModel(const std::string& path) : path_(path) {
+  std::error_code ec;
+  const fs::file_status st = fs::status(path, ec);
+  if (ec || !fs::exists(st)) throw Error("cannot open model " + path + ": no such file or directory");
+
+  std::string index_path;
+  if (fs::is_directory(st)) {
+    const std::string single = (fs::path(path) / "model.safetensors").string();
+    const std::string index = (fs::path(path) / "model.safetensors.index.json").string();
+    if (is_regular_file(single)) {
+      shards_.push_back(std::make_unique<SafetensorsFile>(single));
+    } else if (is_regular_file(index)) {
+      index_path = index;
+    } else {
+      throw Error("model directory " + path + " holds neither model.safetensors nor model.safetensors.index.json");
+    }
+  } else if (fs::path(path).extension() == ".json") {
+    index_path = path;
+  } else {
+    shards_.push_back(std::make_unique<SafetensorsFile>(path));
+  }
+
+  if (index_path.empty()) {
+    for (const auto& kv : shards_[0]->header().tensors) where_[kv.first] = 0;
+    return;
+  }
+
+  const std::string text = read_small_file(index_path, kMaxHeaderBytes);
+  const auto* b = reinterpret_cast<const uint8_t*>(text.data());
+  const json root = parse_json_strict(b, b + text.size(), index_path, "index");
+  if (!root.is_object()) fail(index_path, "index is not a JSON object");
+  if (root.contains("metadata") && !root["metadata"].is_object()) fail(index_path, "field 'metadata' is not an object");
+  if (!root.contains("weight_map")) fail(index_path, "missing field 'weight_map'");
+  const json& wm = root["weight_map"];
+  if (!wm.is_object()) fail(index_path, "field 'weight_map' is not an object");
+
+  const fs::path base = fs::path(index_path).parent_path();
+  std::map<std::string, size_t> shard_ids;  // shard file name -> index in shards_
+  for (const auto& [name, file] : wm.items()) {
+    if (!file.is_string()) fail(index_path, "field 'weight_map' entry " + q(name) + " is not a string");
+    const std::string& f = file.get_ref<const std::string&>();
+    if (f.empty() || fs::path(f).is_absolute())
+      fail(index_path, "field 'weight_map' entry " + q(name) + ": shard file name " + q(f) +
+                           " must be a non-empty relative path");
+    auto it = shard_ids.find(f);
+    if (it == shard_ids.end()) {
+      const std::string shard_path = (base / f).string();
+      if (!is_regular_file(shard_path))
+        fail(index_path, "tensor " + q(name) + " is in shard " + q(f) + ", but " + shard_path + " does not exist");
+      shards_.push_back(std::make_unique<SafetensorsFile>(shard_path));
+      it = shard_ids.emplace(f, shards_.size() - 1).first;
+    }
+    if (!shards_[it->second]->contains(name))
+      fail(index_path, "tensor " + q(name) + " is listed in shard " + q(f) + ", but that shard does not hold it");
+    where_[name] = it->second;
+  }
+}
+
+bool SafetensorsModel::contains(const std::string& name) const { return where_.count(name) != 0; }
+
+std::vector<std::string> SafetensorsModel::names() const {
+  std::vector<std::string> r;
+  r.reserve(where_.size());
+  for (const auto& kv : where_) r.push_back(kv.first);
+  return r;
+}
+
+const SafetensorsFile& SafetensorsModel::shard_of(const std::string& name) const {
+  auto it = where_.find(name);
+  if (it == where_.end()) fail(path_, "no tensor named " + q(name));
+  return *shards_[it->second];
+}
+
+const TensorInfo& SafetensorsModel::info(const std::string& name) const { return shard_of(name).info(name); }
+Tensor SafetensorsModel::read_f32(const std::string& name) const { return shard_of(name).read_f32(name); }
+std::vector<int32_t> SafetensorsModel::read_i32(const std::string& name) const {
+  return shard_of(name).read_i32(name);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Writing
+
+void SafetensorsWriter::add(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
+                            const void* data, size_t nbytes) {
+  if (name == "__metadata__") throw Error("safetensors writer: the tensor name '__metadata__' is reserved");
+  if (names_.count(name)) throw Error("safetensors writer: duplicate tensor name " + q(name));
+  uint64_t need = 0;
+  if (!checked_nbytes(shape, dtype_size(dtype), &need))
+    throw Error("safetensors writer: tensor " + q(name) + ": invalid shape " + shape_str(shape));
+  if (need != nbytes)
+    throw Error("safetensors writer: tensor " + q(name) + ": " + std::to_string(nbytes) + " bytes given but shape " +
+                shape_str(shape) + " of " + dtype_name(dtype) + " needs " + std::to_string(need));
+  if (nbytes && data == nullptr) throw Error("safetensors writer: tensor " + q(name) + ": null data");
+  Entry e{name, dtype, shape, {}};
+  if (nbytes) e.bytes.assign(static_cast<const uint8_t*>(data), static_cast<const uint8_t*>(data) + nbytes);
+  entries_.push_back(std::move(e));
+  names_.insert(name);
+}
+
+void SafetensorsWriter::add_f32(const std::string& name, const Tensor& t) {
+  if (t.data.size() != Tensor::numel_of(t.shape))
+    throw Error("safetensors writer: tensor " + q(name) + ": data size does not match shape " + shape_str(t.shape));
+  add(name, DType::kF32, t.shape, t.data.data(), t.data.size() * 4);
+}
+
+void SafetensorsWriter::add_f32(const std::string& name, const std::vector<int64_t>& shape, const float* data) {
+  uint64_t nbytes = 0;
+  if (!checked_nbytes(shape, 4, &nbytes))
+    throw Error("safetensors writer: tensor " + q(name) + ": invalid shape " + shape_str(shape));
+  add(name, DType::kF32, shape, data, static_cast<size_t>(nbytes));
+}
+
+void SafetensorsWriter::add_bf16(const std::string& name, const Tensor& t) {
+  if (t.data.size() != Tensor::numel_of(t.shape))
+    throw Error("safetensors writer: tensor " + q(name) + ": data size does not match shape " + shape_str(t.shape));
+  std::vector<uint16_t> h(t.data.size());
+  for (size_t i = 0; i < h.size(); ++i) h[i] = f32_to_bf16(t.data[i]);
+  add(name, DType::kBF16, t.shape, h.data(), h.size() * 2);
+}
+
+void SafetensorsWriter::add_i32(const std::string& name, const std::vector<int64_t>& shape, const int32_t* data) {
+  uint64_t nbytes = 0;
+  if (!checked_nbytes(shape, 4, &nbytes))
+    throw Error("safetensors writer: tensor " + q(name) + ": invalid shape " + shape_str(shape));
+  add(name, DType::kI32, shape, data, static_cast<size_t>(nbytes));
+}
+
+void SafetensorsWriter::set_metadata(const std::string& key, const std::string& value) { metadata_[key] = value; }
+
+void SafetensorsWriter::write(const std::string& path) const {
+  // Data order: larger elements first (then by name), so every tensor is naturally aligned relative to
+  // the 8-byte aligned data start with no gaps between tensors (as other safetensors readers require).
+  std::vector<const Entry*> order;
+  order.reserve(entries_.size());
+  for (const Entry& e : entries_) order.push_back(&e);
+  std::sort(order.begin(), order.end(), [](const Entry* a, const Entry* b) {
+    const size_t sa = dtype_size(a->dtype), sb = dtype_size(b->dtype);
+    return sa != sb ? sa > sb : a->name < b->name;
+  });
+
+  json header = json::object();  // std::map-backed: keys come out sorted
+  uint64_t offset = 0;
+  for (const Entry* e : order) {
+    const uint64_t end = offset + e->bytes.size();
+    header[e->name] = {{"dtype", dtype_name(e->dtype)}, {"shape", e->shape}, {"data_offsets", {offset, end}}};
+    offset = end;
+  }
+  if (!metadata_.empty()) header["__metadata__"] = metadata_;
+
+  std::string text;
+  try {
+    text = header.dump();
+  } catch (const json::exception& ex) {
+    throw Error("cannot write " + path + ": tensor names and metadata must be valid UTF-8 (" + ex.what() + ")");
+  }
+  text.append((8 - text.size() % 8) % 8, ' ');
+  uint8_t len[8];
+  for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(static_cast<uint64_t>(text.size()) >> (8 * i));
+
+  std::vector<std::pair<const void*, size_t>> parts;
+  parts.reserve(order.size() + 2);
+  parts.emplace_back(len, 8);
+  parts.emplace_back(text.data(), text.size());
+  for (const Entry* e : order)
+    if (!e->bytes.empty()) parts.emplace_back(e->bytes.data(), e->bytes.size());
+  write_parts_atomic(path, parts);
+}
+
+void write_file_atomic(const std::string& path, const void* data, size_t size) {
+  write_parts_atomic(path, {{data, size}});
+}
+
+void write_sharded(const std::string& dir, const std::vector<std::pair<std::string, Tensor>>& tensors,
+                   size_t max_shard_bytes) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw Error("cannot create directory " + dir + ": " + ec.message());
+
+  std::set<std::string> seen;
+  std::vector<std::vector<size_t>> groups(1);  // tensor indices per shard, in the given order
+  uint64_t cur = 0, total = 0;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const auto& [name, t] = tensors[i];
+    if (!seen.insert(name).second) throw Error("write_sharded " + dir + ": duplicate tensor name " + q(name));
+    const uint64_t nb = static_cast<uint64_t>(t.data.size()) * 4;
+    if (!groups.back().empty() && cur + nb > max_shard_bytes) {
+      groups.emplace_back();
+      cur = 0;
+    }
+    groups.back().push_back(i);
+    cur += nb;
+    total += nb;
+  }
+
+  const size_t n = groups.size();
+  auto shard_name = [n](size_t i) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "model-%05zu-of-%05zu.safetensors", i + 1, n);
+    return std::string(buf);
+  };
+  json weight_map = json::object();
+  for (size_t s = 0; s < n; ++s) {
+    SafetensorsWriter w;
+    for (size_t i : groups[s]) {
+      w.add_f32(tensors[i].first, tensors[i].second);
+      weight_map[tensors[i].first] = shard_name(s);
+    }
+    w.write((fs::path(dir) / shard_name(s)).string());
+  }
+  const json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
+  std::string text;
+  try {
+    text = index.dump(2) + "\n";
+  } catch (const json::exception& ex) {
+    throw Error("write_sharded " + dir + ": tensor names must be valid UTF-8 (" + ex.what() + ")");
+  }
+  write_file_atomic((fs::path(dir) / "model.safetensors.index.json").string(), text.data(), text.size());
+}
+
+}  // namespace moepp::io
