@@ -8,6 +8,7 @@ PKGS=(
   libopenblas-dev libopenblas0-pthread        # GEMM (pthread build; we pin it to 1 thread inside our own OpenMP regions)
   libdnnl-dev ocl-icd-opencl-dev opencl-headers  # oneDNN matmul (find_package(dnnl) needs the OpenCL headers)
   nlohmann-json3-dev libcli11-dev             # JSON, command line
+  libsentencepiece-dev                        # tokenizer (SentencePiece BPE, byte fallback)
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   clang libclang-rt-14-dev                    # libFuzzer for the safetensors header fuzz target
   python3 python3-torch python3-numpy         # independent reference implementation used by the parity tests

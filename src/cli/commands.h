@@ -8,5 +8,10 @@ namespace moepp::cli {
 
 void register_layer_command(CLI::App& app);  // moepp layer   (cli/layer_command.cpp)
 void register_bench_command(CLI::App& app);  // moepp bench … (bench/bench_command.cpp)
+void register_dump_command(CLI::App& app);   // moepp dump    (cli/dump_command.cpp)
+void register_tokenizer_command(CLI::App& app);  // moepp tokenizer train|encode|decode (cli/tokenizer_command.cpp)
+void register_data_command(CLI::App& app);       // moepp data tokenize|info (cli/data_command.cpp)
+
+void register_train_command(CLI::App& app);      // moepp train, moepp generate (cli/train_command.cpp)
 
 }  // namespace moepp::cli

@@ -13,6 +13,10 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   moepp::cli::register_layer_command(app);
   moepp::cli::register_bench_command(app);
+  moepp::cli::register_dump_command(app);
+  moepp::cli::register_tokenizer_command(app);
+  moepp::cli::register_data_command(app);
+  moepp::cli::register_train_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -11,7 +11,8 @@
 
 namespace moepp {
 
-// kAuto picks OpenBLAS or oneDNN per call from the shape (see gemm.cpp for the measured rule).
+// kAuto (the default) picks OpenBLAS or oneDNN per call from the shape (see gemm.cpp for the measured
+// rule). The environment variable MOEPP_GEMM_BACKEND (openblas | onednn | auto) sets the initial value.
 enum class GemmBackend { kOpenBLAS, kOneDNN, kAuto };
 
 void set_gemm_backend(GemmBackend b);

@@ -1,0 +1,58 @@
+// `moepp bench …`: registration of the benchmark subcommands (gemm, layer) on the CLI.
+#include <memory>
+#include <string>
+
+#include "cli/commands.h"
+#include "core/error.h"
+#include "gemm_bench.h"
+#include "layer_bench.h"
+
+namespace moepp::cli {
+namespace {
+
+void check_status(const char* what, int rc) {
+  if (rc != 0) throw Error(std::string(what) + " failed (status " + std::to_string(rc) + ")");
+}
+
+}  // namespace
+
+void register_bench_command(CLI::App& app) {
+  CLI::App* bench = app.add_subcommand("bench", "Benchmarks (GEMM backends, the MoE++ layer)");
+  bench->require_subcommand(1);
+
+  // moepp bench gemm [--json] [--reps N]
+  struct GemmArgs {
+    bool json = false;
+    int reps = 5;
+  };
+  auto g = std::make_shared<GemmArgs>();
+  CLI::App* gemm = bench->add_subcommand(
+      "gemm", "sgemm GFLOP/s, OpenBLAS vs oneDNN (and auto), at the MoE expert shapes");
+  gemm->add_flag("--json", g->json, "One JSON object per line per shape");
+  gemm->add_option("--reps", g->reps, "Timings per shape and backend; the best is reported")
+      ->capture_default_str();
+  gemm->callback([g] {
+    if (g->reps < 1) throw Error("bench gemm: --reps must be >= 1 (got " + std::to_string(g->reps) + ")");
+    check_status("bench gemm", run_gemm_bench(g->json, g->reps));
+  });
+
+  // moepp bench layer [--json] [--reps N] [--tokens T] [--cases LIST] [--fractions LIST] [--torch]
+  auto l = std::make_shared<LayerBenchOptions>();
+  CLI::App* layer = bench->add_subcommand("layer", "MoE++ layer forward/backward time vs FFN slot fraction");
+  layer->add_flag("--json", l->json, "One JSON object per line per measurement");
+  layer->add_option("--reps", l->reps, "Timings per measurement; the best is reported")->capture_default_str();
+  layer->add_option("--tokens", l->tokens, "Tokens per layer call")->capture_default_str();
+  layer->add_option("--cases", l->cases,
+                    "Comma list of shapes: 768x2048-8+4, 768x2048-16+4, 768x2048-32+8, 1536x4096-16+4, or all")
+      ->capture_default_str();
+  layer->add_option("--fractions", l->fractions, "Comma list of target FFN slot fractions")
+      ->capture_default_str();
+  layer->add_flag("--torch", l->torch, "Also run the PyTorch eager comparison (bench/torch_layer_eager.py)");
+  layer->callback([l] {
+    if (l->reps < 1) throw Error("bench layer: --reps must be >= 1 (got " + std::to_string(l->reps) + ")");
+    if (l->tokens < 1) throw Error("bench layer: --tokens must be >= 1 (got " + std::to_string(l->tokens) + ")");
+    check_status("bench layer", run_layer_bench(*l));
+  });
+}
+
+}  // namespace moepp::cli

@@ -1,0 +1,72 @@
+// Checkpoint save/load (see checkpoint.h).
+#include "io/checkpoint.h"
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+#include "core/error.h"
+#include "io/safetensors.h"
+
+namespace moepp::io {
+namespace fs = std::filesystem;
+
+void save_model(const std::string& dir, const ModelConfig& cfg, const ModelParams& params) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw Error("save_model: cannot create directory " + dir + ": " + ec.message());
+  SafetensorsWriter w;
+  for (const auto& [name, t] : params.named(cfg)) w.add_f32(name, *t);
+  w.set_metadata("format", "pt");
+  w.write((fs::path(dir) / "model.safetensors").string());
+  const std::string text = cfg.to_json().dump(2) + "\n";
+  write_file_atomic((fs::path(dir) / "config.json").string(), text.data(), text.size());
+}
+
+ModelConfig load_model_config(const std::string& dir) {
+  const std::string path = (fs::path(dir) / "config.json").string();
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw Error(path + ": cannot open the model config");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(ss.str());
+  } catch (const nlohmann::json::parse_error& e) {
+    throw Error(path + ": invalid JSON: " + e.what());
+  }
+  return ModelConfig::from_json(j, path);
+}
+
+std::pair<ModelConfig, ModelParams> load_model(const std::string& dir) {
+  ModelConfig cfg = load_model_config(dir);
+  const fs::path single = fs::path(dir) / "model.safetensors";
+  const std::string source =
+      fs::is_regular_file(single) ? single.string() : (fs::path(dir) / "model.safetensors.index.json").string();
+  const SafetensorsModel m(dir);
+  ModelParams params = ModelParams::zeros(cfg);
+  std::set<std::string> loaded;
+  const std::string layer0_map = "model.layers.0.mlp.moe.gate.gate_map.weight";
+  for (auto& [name, t] : params.named(cfg)) {
+    if (!m.contains(name)) {
+      if (name == layer0_map) continue;
+      throw Error(source + ": missing tensor '" + name + "'");
+    }
+    const TensorInfo& info = m.info(name);
+    if (info.shape != t->shape)
+      throw Error(source + ": tensor '" + name + "' has shape " + shape_str(info.shape) + ", expected " +
+                  shape_str(t->shape));
+    if (info.dtype != DType::kF32 && info.dtype != DType::kBF16 && info.dtype != DType::kF16)
+      throw Error(source + ": tensor '" + name + "' has dtype " + dtype_name(info.dtype) +
+                  "; expected F32, BF16 or F16");
+    *t = m.read_f32(name);
+    loaded.insert(name);
+  }
+  for (const std::string& name : m.names())
+    if (!loaded.count(name)) throw Error(source + ": unexpected tensor '" + name + "' for this config");
+  return {std::move(cfg), std::move(params)};
+}
+
+}  // namespace moepp::io

@@ -1,0 +1,187 @@
+// ModelConfig <-> config.json (Hugging Face keys of spec §5; the MoE++ keys are MoeConfig's).
+#include "model/model_config.h"
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+#include <optional>
+
+#include "core/error.h"
+
+namespace moepp {
+namespace {
+
+using nlohmann::json;
+
+std::string where(const std::string& source, const std::string& key) { return source + ": field '" + key + "'"; }
+
+int64_t get_int(const json& j, const std::string& key, const std::string& source, std::optional<int64_t> def) {
+  if (!j.contains(key) || j[key].is_null()) {
+    if (def) return *def;
+    throw Error(where(source, key) + " is required");
+  }
+  const json& v = j[key];
+  if (!v.is_number_integer()) throw Error(where(source, key) + " must be an integer, got " + v.dump());
+  return v.get<int64_t>();
+}
+
+double get_number(const json& j, const std::string& key, const std::string& source, double def) {
+  if (!j.contains(key) || j[key].is_null()) return def;
+  const json& v = j[key];
+  if (!v.is_number()) throw Error(where(source, key) + " must be a number, got " + v.dump());
+  const double d = v.get<double>();
+  if (!std::isfinite(d)) throw Error(where(source, key) + " must be finite");
+  return d;
+}
+
+int32_t get_token_id(const json& j, const std::string& key, const std::string& source, int32_t def) {
+  const int64_t v = get_int(j, key, source, def);
+  if (v < 0 || v > INT32_MAX) throw Error(where(source, key) + " must be a token id >= 0, got " + std::to_string(v));
+  return static_cast<int32_t>(v);
+}
+
+// The shortest decimal that reads back as the same float (1e-06, not 9.999999974752427e-07).
+double short_decimal(float f) {
+  char buf[32];
+  for (int prec = 6; prec <= 9; ++prec) {
+    std::snprintf(buf, sizeof buf, "%.*g", prec, static_cast<double>(f));
+    if (std::strtof(buf, nullptr) == f) return std::strtod(buf, nullptr);
+  }
+  return static_cast<double>(f);
+}
+
+}  // namespace
+
+MoeConfig ModelConfig::layer_moe(int i, bool training) const {
+  MoeConfig c = moe;
+  c.layer_index = i;
+  c.training = training;
+  return c;
+}
+
+ModelConfig ModelConfig::from_json(const json& j, const std::string& source) {
+  if (!j.is_object()) throw Error(source + ": the config must be a JSON object");
+  ModelConfig c;
+  c.vocab = get_int(j, "vocab_size", source, std::nullopt);
+  c.hidden = get_int(j, "hidden_size", source, std::nullopt);
+  c.n_layers = get_int(j, "num_hidden_layers", source, std::nullopt);
+  c.n_heads = get_int(j, "num_attention_heads", source, std::nullopt);
+  c.n_kv_heads = get_int(j, "num_key_value_heads", source, c.n_heads);
+  c.max_pos = get_int(j, "max_position_embeddings", source, 2048);
+  c.rms_eps = static_cast<float>(get_number(j, "rms_norm_eps", source, 1e-6));
+  c.rope_theta = static_cast<float>(get_number(j, "rope_theta", source, 1e4));
+  c.bos = get_token_id(j, "bos_token_id", source, 1);
+  c.eos = get_token_id(j, "eos_token_id", source, 2);
+  c.pad = get_token_id(j, "pad_token_id", source, 0);
+
+  if (j.contains("tie_word_embeddings") && !j["tie_word_embeddings"].is_null()) {
+    const json& v = j["tie_word_embeddings"];
+    if (!v.is_boolean()) throw Error(where(source, "tie_word_embeddings") + " must be true or false, got " + v.dump());
+    if (v.get<bool>())
+      throw Error(where(source, "tie_word_embeddings") +
+                  " is true: tied embeddings are not supported (MoE++ has a separate lm_head)");
+  }
+  if (j.contains("hidden_act")) {
+    const json& v = j["hidden_act"];
+    if (!v.is_string() || v.get<std::string>() != "silu")
+      throw Error(where(source, "hidden_act") + " must be \"silu\" (SwiGLU experts), got " + v.dump());
+  }
+  if (j.contains("model_type") && !j["model_type"].is_string())
+    throw Error(where(source, "model_type") + " must be a string, got " + j["model_type"].dump());
+  if (j.contains("architectures")) {
+    const json& a = j["architectures"];
+    bool ok = a.is_array();
+    if (ok)
+      for (const json& s : a) ok = ok && s.is_string();
+    if (!ok) throw Error(where(source, "architectures") + " must be a list of strings, got " + a.dump());
+  }
+  if (j.contains("rope_scaling") && !j["rope_scaling"].is_null())
+    throw Error(where(source, "rope_scaling") + " is not supported (plain RoPE only); remove it or set it to null");
+  for (const char* key : {"attention_bias", "mlp_bias"})
+    if (j.contains(key) && !(j[key].is_boolean() && !j[key].get<bool>()))
+      throw Error(where(source, key) + " must be false (the model has no biases), got " + j[key].dump());
+
+  c.moe = MoeConfig::from_json(j, source);
+  c.moe.layer_index = 0;
+  c.moe.training = false;
+
+  c.head_dim = c.n_heads > 0 ? c.hidden / c.n_heads : 0;
+  c.validate(source);
+  if (j.contains("head_dim") && !j["head_dim"].is_null()) {
+    const int64_t hd = get_int(j, "head_dim", source, std::nullopt);
+    if (hd != c.head_dim)
+      throw Error(where(source, "head_dim") + " is " + std::to_string(hd) + ", but hidden_size / num_attention_heads = " +
+                  std::to_string(c.head_dim) + " (other head sizes are not supported)");
+  }
+  return c;
+}
+
+void ModelConfig::validate(const std::string& source) const {
+  auto bad = [&](const std::string& key, const std::string& msg) { throw Error(where(source, key) + " " + msg); };
+  if (vocab <= 0 || vocab > INT32_MAX) bad("vocab_size", "must be in [1, 2^31 - 1], got " + std::to_string(vocab));
+  if (hidden <= 0) bad("hidden_size", "must be > 0");
+  if (n_layers <= 0) bad("num_hidden_layers", "must be > 0");
+  if (n_heads <= 0) bad("num_attention_heads", "must be > 0");
+  if (hidden % n_heads != 0)
+    bad("num_attention_heads", "= " + std::to_string(n_heads) + " must divide hidden_size = " + std::to_string(hidden));
+  if (n_kv_heads <= 0 || n_heads % n_kv_heads != 0)
+    bad("num_key_value_heads", "= " + std::to_string(n_kv_heads) + " must be > 0 and divide num_attention_heads = " +
+                                   std::to_string(n_heads));
+  if (head_dim != hidden / n_heads)
+    bad("head_dim", "is " + std::to_string(head_dim) + ", but hidden_size / num_attention_heads = " +
+                        std::to_string(hidden / n_heads));
+  if (head_dim % 2 != 0)
+    bad("num_attention_heads", "gives head_dim = " + std::to_string(head_dim) + ", which must be even for RoPE");
+  if (max_pos <= 0) bad("max_position_embeddings", "must be > 0");
+  if (!(rms_eps > 0.0f)) bad("rms_norm_eps", "must be > 0");
+  if (!(rope_theta > 0.0f)) bad("rope_theta", "must be > 0");
+  if (moe.hidden != hidden) bad("hidden_size", "differs between the model and its MoE++ layer config");
+  if (bos >= vocab) bad("bos_token_id", "must be < vocab_size");
+  if (eos >= vocab) bad("eos_token_id", "must be < vocab_size");
+  if (pad >= vocab) bad("pad_token_id", "must be < vocab_size");
+  moe.validate(source);
+}
+
+json ModelConfig::to_json() const {
+  json j;
+  j["architectures"] = json::array({"MoeForCausalLM"});
+  j["model_type"] = "MoE++";
+  j["torch_dtype"] = "float32";
+  j["vocab_size"] = vocab;
+  j["hidden_size"] = hidden;
+  j["intermediate_size"] = moe.intermediate;
+  j["num_hidden_layers"] = n_layers;
+  j["num_attention_heads"] = n_heads;
+  j["num_key_value_heads"] = n_kv_heads;
+  j["head_dim"] = head_dim;
+  j["max_position_embeddings"] = max_pos;
+  j["rms_norm_eps"] = short_decimal(rms_eps);
+  j["rope_theta"] = short_decimal(rope_theta);
+  j["hidden_act"] = "silu";
+  j["tie_word_embeddings"] = false;
+  j["bos_token_id"] = bos;
+  j["eos_token_id"] = eos;
+  j["pad_token_id"] = pad;
+  // MoE++ layer (released-config keys, then the extension keys of docs/layer.md).
+  j["num_experts"] = json::array({moe.n_experts});
+  j["moe_expert_interval"] = 1;
+  j["moe_2layer_gate"] = moe.two_layer_gate;
+  j["moe_use_logits_norm"] = moe.logits_norm;
+  j["moe_gate_norm_std"] = short_decimal(moe.gate_norm_std);
+  j["moe_use_mixtral_gating"] = moe.mixtral_gating;
+  j["moe_feature_no_mul_topk"] = moe.no_mul_topk;
+  j["n_zero_experts"] = moe.n_zero;
+  j["n_copy_experts"] = moe.n_copy;
+  j["n_constant_experts"] = moe.n_constant;
+  j["moe_top_k"] = moe.top_k;
+  j["moe_router"] = router_name(moe.router);
+  j["moe_gating_residual"] = moe.gating_residual;
+  j["moe_tau"] = moe.tau;
+  j["moe_aux_loss_coef"] = short_decimal(moe.aux_loss_coef);
+  j["moe_capacity_factor"] = moe.capacity_factor ? json(*moe.capacity_factor) : json(nullptr);
+  j["moe_relu_l1_coef"] = short_decimal(moe.relu_l1_coef);
+  return j;
+}
+
+}  // namespace moepp

@@ -1,0 +1,38 @@
+// ModelConfig: the shape of a LLaMA-style MoE++ decoder (vocabulary, width, depth, attention heads,
+// RoPE, RMSNorm) plus the MoE++ layer template used by every block, read from and written to a
+// Hugging Face style config.json (spec §5 keys plus the extension keys of docs/layer.md).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "moe/moe_config.h"
+
+namespace moepp {
+
+struct ModelConfig {
+  int64_t vocab = 0;       // V
+  int64_t hidden = 0;      // D
+  int64_t n_layers = 0;    // L
+  int64_t n_heads = 0;     // H
+  int64_t n_kv_heads = 0;  // KVH (divides H)
+  int64_t head_dim = 0;    // hd = D / H (even: RoPE pairs i and i + hd/2)
+  int64_t max_pos = 2048;  // max_position_embeddings: longest sequence T
+  float rms_eps = 1e-6f;
+  float rope_theta = 1e4f;
+  int32_t bos = 1, eos = 2, pad = 0;
+  MoeConfig moe;  // layer template: layer i uses a copy with layer_index = i
+
+  // The MoE++ config of block i (layer_index = i, training mode as given).
+  MoeConfig layer_moe(int i, bool training) const;
+
+  // Parses and validates a config.json; errors name `source` and the field.
+  static ModelConfig from_json(const nlohmann::json& j, const std::string& source);
+  // A complete config.json that from_json reads back to the same config.
+  nlohmann::json to_json() const;
+  void validate(const std::string& source) const;
+};
+
+}  // namespace moepp

@@ -1,0 +1,60 @@
+// AdamW update and global gradient-norm clipping.
+#include "train/adamw.h"
+
+#include <cmath>
+
+namespace moepp {
+
+bool decays(const Tensor& t) { return t.shape.size() >= 2; }
+
+AdamW::AdamW(std::vector<ParamRef> params, AdamWConfig cfg) : params_(std::move(params)), cfg_(cfg) {
+  for (const ParamRef& p : params_) {
+    m_.emplace_back(p.value->shape);
+    v_.emplace_back(p.value->shape);
+  }
+}
+
+void AdamW::step(float lr) {
+  ++step_;
+  const double bc1 = 1.0 - std::pow(static_cast<double>(cfg_.beta1), static_cast<double>(step_));
+  const double bc2 = 1.0 - std::pow(static_cast<double>(cfg_.beta2), static_cast<double>(step_));
+  const float b1 = cfg_.beta1, b2 = cfg_.beta2, eps = cfg_.eps;
+  const float step_size = static_cast<float>(lr / bc1);
+  const float inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
+  for (size_t i = 0; i < params_.size(); ++i) {
+    float* w = params_[i].value->ptr();
+    const float* g = params_[i].grad->ptr();
+    float* m = m_[i].ptr();
+    float* v = v_[i].ptr();
+    const float wd = decays(*params_[i].value) ? cfg_.weight_decay : 0.0f;
+    const int64_t n = static_cast<int64_t>(params_[i].value->numel());
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t j = 0; j < n; ++j) {
+      m[j] = b1 * m[j] + (1.0f - b1) * g[j];
+      v[j] = b2 * v[j] + (1.0f - b2) * g[j] * g[j];
+      const float denom = std::sqrt(v[j]) * inv_sqrt_bc2 + eps;
+      w[j] -= step_size * m[j] / denom + lr * wd * w[j];
+    }
+  }
+}
+
+float clip_grad_norm(const std::vector<ParamRef>& params, float max_norm) {
+  double sq = 0.0;
+  for (const ParamRef& p : params) {
+    const float* g = p.grad->ptr();
+    const int64_t n = static_cast<int64_t>(p.grad->numel());
+    double s = 0.0;
+#pragma omp parallel for reduction(+ : s) schedule(static) if (n > 65536)
+    for (int64_t j = 0; j < n; ++j) s += static_cast<double>(g[j]) * g[j];
+    sq += s;
+  }
+  const float norm = static_cast<float>(std::sqrt(sq));
+  if (max_norm > 0.0f && norm > max_norm) {
+    const float scale = max_norm / (norm + 1e-6f);
+    for (const ParamRef& p : params)
+      for (float& x : p.grad->data) x *= scale;
+  }
+  return norm;
+}
+
+}  // namespace moepp

@@ -1,0 +1,52 @@
+// AdamW (decoupled weight decay) over a list of named parameters, with its state (m, v, step) kept
+// per parameter so that it can be checkpointed and restored exactly.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace moepp {
+
+struct ParamRef {
+  std::string name;
+  Tensor* value;
+  Tensor* grad;
+};
+
+struct AdamWConfig {
+  float beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f;
+  float weight_decay = 0.1f;
+};
+
+// Weight decay applies to matrices (rank >= 2: linears, embeddings, lm_head, router, gate_map) and not
+// to vectors (RMSNorm weights, constant experts' v).
+bool decays(const Tensor& t);
+
+class AdamW {
+ public:
+  AdamW(std::vector<ParamRef> params, AdamWConfig cfg);
+
+  // One update with learning rate lr: p -= lr * (m_hat / (sqrt(v_hat) + eps) + wd * p).
+  void step(float lr);
+
+  int64_t steps() const { return step_; }
+  void set_steps(int64_t s) { step_ = s; }
+  const std::vector<ParamRef>& params() const { return params_; }
+  std::vector<Tensor>& m() { return m_; }
+  std::vector<Tensor>& v() { return v_; }
+
+ private:
+  std::vector<ParamRef> params_;
+  AdamWConfig cfg_;
+  std::vector<Tensor> m_, v_;
+  int64_t step_ = 0;
+};
+
+// Global L2 norm of all gradients; scales them to max_norm when above it (max_norm <= 0: no clipping).
+// Returns the norm before clipping.
+float clip_grad_norm(const std::vector<ParamRef>& params, float max_norm);
+
+}  // namespace moepp

@@ -1,0 +1,120 @@
+// Parsing and validation of TrainConfig (see train_config.h).
+#include "train/train_config.h"
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "core/error.h"
+
+namespace moepp {
+namespace {
+
+template <class T>
+void read(const nlohmann::json& j, const char* key, T& out, const std::string& source) {
+  if (!j.contains(key)) return;
+  const nlohmann::json& v = j[key];
+  const std::string where = source + ": field '" + key + "'";
+  if constexpr (std::is_same_v<T, bool>) {
+    if (!v.is_boolean()) throw Error(where + " must be true or false");
+  } else if constexpr (std::is_integral_v<T>) {
+    if (!v.is_number_integer()) throw Error(where + " must be an integer, got " + v.dump());
+  } else if constexpr (std::is_floating_point_v<T>) {
+    if (!v.is_number()) throw Error(where + " must be a number, got " + v.dump());
+  } else {
+    if (!v.is_string()) throw Error(where + " must be a string, got " + v.dump());
+  }
+  out = v.get<T>();
+}
+
+}  // namespace
+
+TrainConfig TrainConfig::from_json(const nlohmann::json& j, const std::string& source) {
+  static const std::set<std::string> known = {
+      "model", "train_text", "valid_text", "tokenizer_vocab", "batch_size", "seq_len", "grad_accum", "steps",
+      "lr", "min_lr", "init_lr", "warmup_steps", "schedule", "weight_decay", "grad_clip", "beta1", "beta2",
+      "init_std", "seed", "eval_every", "eval_batches", "ckpt_every", "sample_prompt", "sample_tokens", "comment"};
+  if (!j.is_object()) throw Error(source + ": a training config must be a JSON object");
+  for (auto it = j.begin(); it != j.end(); ++it)
+    if (!known.count(it.key())) throw Error(source + ": unknown field '" + it.key() + "'");
+  TrainConfig c;
+  if (!j.contains("model") || !j["model"].is_object()) throw Error(source + ": field 'model' (an object) is required");
+  c.model = j["model"];
+  read(j, "train_text", c.train_text, source);
+  read(j, "valid_text", c.valid_text, source);
+  if (c.train_text.empty()) throw Error(source + ": field 'train_text' is required");
+  read(j, "tokenizer_vocab", c.tokenizer_vocab, source);
+  read(j, "batch_size", c.batch_size, source);
+  read(j, "seq_len", c.seq_len, source);
+  read(j, "grad_accum", c.grad_accum, source);
+  read(j, "steps", c.steps, source);
+  read(j, "lr", c.lr, source);
+  read(j, "min_lr", c.min_lr, source);
+  read(j, "init_lr", c.init_lr, source);
+  read(j, "warmup_steps", c.warmup_steps, source);
+  std::string schedule = "cosine";
+  read(j, "schedule", schedule, source);
+  if (schedule != "cosine" && schedule != "linear") throw Error(source + ": field 'schedule' must be cosine or linear");
+  c.cosine = schedule == "cosine";
+  read(j, "weight_decay", c.weight_decay, source);
+  read(j, "grad_clip", c.grad_clip, source);
+  read(j, "beta1", c.beta1, source);
+  read(j, "beta2", c.beta2, source);
+  read(j, "init_std", c.init_std, source);
+  read(j, "seed", c.seed, source);
+  read(j, "eval_every", c.eval_every, source);
+  read(j, "eval_batches", c.eval_batches, source);
+  read(j, "ckpt_every", c.ckpt_every, source);
+  read(j, "sample_prompt", c.sample_prompt, source);
+  read(j, "sample_tokens", c.sample_tokens, source);
+  auto positive = [&](int64_t v, const char* k) { check(v > 0, source + ": field '" + k + "' must be > 0"); };
+  positive(c.batch_size, "batch_size");
+  positive(c.seq_len, "seq_len");
+  positive(c.grad_accum, "grad_accum");
+  positive(c.steps, "steps");
+  positive(c.eval_every, "eval_every");
+  positive(c.eval_batches, "eval_batches");
+  positive(c.ckpt_every, "ckpt_every");
+  check(c.tokenizer_vocab >= 300, source + ": field 'tokenizer_vocab' must be >= 300");
+  check(c.warmup_steps >= 0, source + ": field 'warmup_steps' must be >= 0");
+  check(c.lr > 0 && c.min_lr >= 0 && c.init_lr >= 0, source + ": learning rates must be positive");
+  check(c.weight_decay >= 0 && c.grad_clip >= 0, source + ": weight_decay and grad_clip must be >= 0");
+  check(c.beta1 >= 0 && c.beta1 < 1 && c.beta2 >= 0 && c.beta2 < 1, source + ": beta1 and beta2 must be in [0, 1)");
+  check(c.sample_tokens >= 0, source + ": field 'sample_tokens' must be >= 0");
+  return c;
+}
+
+TrainConfig TrainConfig::from_file(const std::string& path) {
+  std::ifstream f(path);
+  if (!f) throw Error(path + ": cannot open the training config");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(ss.str());
+  } catch (const nlohmann::json::parse_error& e) {
+    throw Error(path + ": invalid JSON: " + e.what());
+  }
+  TrainConfig c = from_json(j, path);
+  const std::filesystem::path base = std::filesystem::path(path).parent_path();
+  auto resolve = [&](std::string& p) {
+    if (!p.empty() && std::filesystem::path(p).is_relative() && !std::filesystem::exists(p)) p = (base / p).string();
+  };
+  resolve(c.train_text);
+  resolve(c.valid_text);
+  return c;
+}
+
+nlohmann::json TrainConfig::to_json() const {
+  return {{"model", model},         {"train_text", train_text},   {"valid_text", valid_text},
+          {"tokenizer_vocab", tokenizer_vocab}, {"batch_size", batch_size}, {"seq_len", seq_len},
+          {"grad_accum", grad_accum}, {"steps", steps},             {"lr", lr},
+          {"min_lr", min_lr},       {"init_lr", init_lr},         {"warmup_steps", warmup_steps},
+          {"schedule", cosine ? "cosine" : "linear"}, {"weight_decay", weight_decay}, {"grad_clip", grad_clip},
+          {"beta1", beta1},         {"beta2", beta2},             {"init_std", init_std},
+          {"seed", seed},           {"eval_every", eval_every},   {"eval_batches", eval_batches},
+          {"ckpt_every", ckpt_every}, {"sample_prompt", sample_prompt}, {"sample_tokens", sample_tokens}};
+}
+
+}  // namespace moepp

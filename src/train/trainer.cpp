@@ -1,0 +1,318 @@
+// The training loop, run preparation, checkpoints and resume (see trainer.h).
+#include "train/trainer.h"
+
+#include <omp.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "core/error.h"
+#include "data/token_shards.h"
+#include "infer/generate.h"
+#include "io/checkpoint.h"
+#include "io/safetensors.h"
+#include "model/model.h"
+#include "model/model_state.h"
+#include "tokenizer/tokenizer.h"
+#include "train/adamw.h"
+#include "train/lr_schedule.h"
+
+namespace fs = std::filesystem;
+
+namespace moepp {
+namespace {
+
+std::string read_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw Error(path + ": cannot open");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+void write_text_atomic(const std::string& path, const std::string& text) {
+  io::write_file_atomic(path, text.data(), text.size());
+}
+
+nlohmann::json read_json(const std::string& path) {
+  try {
+    return nlohmann::json::parse(read_file(path));
+  } catch (const nlohmann::json::parse_error& e) {
+    throw Error(path + ": invalid JSON: " + e.what());
+  }
+}
+
+// Tokenizer and shards of a run directory, made once.
+struct RunData {
+  Tokenizer tok;
+  data::TokenShard train, valid;
+  double valid_bytes_per_token = 0.0;
+};
+
+void tokenize_to_shard(const Tokenizer& tok, const std::string& text_path, const std::string& shard_path,
+                       uint64_t& n_bytes) {
+  const std::vector<std::string> docs = data::read_text_documents(text_path);
+  check(!docs.empty(), text_path + ": no documents (documents are separated by blank lines)");
+  data::TokenShardWriter w(shard_path, static_cast<uint32_t>(tok.vocab_size()), tok.bos_id(), tok.eos_id(),
+                           data::kShardFlagBos | data::kShardFlagEos);
+  n_bytes = 0;
+  for (const std::string& d : docs) {
+    w.add_document(tok.encode(d));
+    n_bytes += d.size();
+  }
+  w.finish();
+}
+
+RunData prepare_data(const TrainConfig& cfg, const std::string& out, bool quiet) {
+  fs::create_directories(fs::path(out) / "data");
+  const std::string tok_path = (fs::path(out) / "tokenizer.model").string();
+  if (!fs::exists(tok_path)) {
+    if (!quiet) std::fprintf(stderr, "moepp train: training a %d-piece BPE tokenizer on %s\n", cfg.tokenizer_vocab, cfg.train_text.c_str());
+    train_tokenizer({cfg.train_text}, tok_path, cfg.tokenizer_vocab);
+  }
+  Tokenizer tok(tok_path);
+  const std::string meta_path = (fs::path(out) / "data" / "meta.json").string();
+  const std::string train_bin = (fs::path(out) / "data" / "train.bin").string();
+  const std::string valid_bin = (fs::path(out) / "data" / "valid.bin").string();
+  if (!fs::exists(meta_path)) {
+    if (!quiet) std::fprintf(stderr, "moepp train: tokenizing %s and %s\n", cfg.train_text.c_str(), cfg.valid_text.c_str());
+    uint64_t train_bytes = 0, valid_bytes = 0;
+    tokenize_to_shard(tok, cfg.train_text, train_bin, train_bytes);
+    check(!cfg.valid_text.empty(), "training config: field 'valid_text' is required");
+    tokenize_to_shard(tok, cfg.valid_text, valid_bin, valid_bytes);
+    const nlohmann::json meta = {{"train_text", cfg.train_text}, {"valid_text", cfg.valid_text},
+                                 {"train_bytes", train_bytes},   {"valid_bytes", valid_bytes}};
+    write_text_atomic(meta_path, meta.dump(2) + "\n");
+  }
+  const nlohmann::json meta = read_json(meta_path);
+  RunData d{std::move(tok), data::TokenShard(train_bin), data::TokenShard(valid_bin), 0.0};
+  d.valid_bytes_per_token = meta.at("valid_bytes").get<double>() / static_cast<double>(d.valid.size());
+  return d;
+}
+
+std::vector<ParamRef> param_refs(const ModelConfig& mc, ModelParams& p, ModelParams& g) {
+  std::vector<ParamRef> r;
+  auto pn = p.named(mc);
+  auto gn = g.named(mc);
+  for (size_t i = 0; i < pn.size(); ++i) r.push_back({pn[i].first, pn[i].second, gn[i].second});
+  return r;
+}
+
+void save_checkpoint(const std::string& out, int64_t step, const ModelConfig& mc, const ModelParams& p,
+                     AdamW& opt, const TrainConfig& cfg) {
+  const fs::path final_dir = fs::path(out) / ("checkpoint-" + std::to_string(step));
+  const fs::path tmp = fs::path(out) / (".checkpoint-tmp-" + std::to_string(getpid()));
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  io::save_model(tmp.string(), mc, p);
+  fs::copy_file(fs::path(out) / "tokenizer.model", tmp / "tokenizer.model");
+  io::SafetensorsWriter w;
+  for (size_t i = 0; i < opt.params().size(); ++i) {
+    w.add_f32("m." + opt.params()[i].name, opt.m()[i]);
+    w.add_f32("v." + opt.params()[i].name, opt.v()[i]);
+  }
+  w.set_metadata("step", std::to_string(opt.steps()));
+  w.write((tmp / "optimizer.safetensors").string());
+  const nlohmann::json state = {{"step", step}, {"optimizer_steps", opt.steps()}, {"train_config", cfg.to_json()}};
+  write_text_atomic((tmp / "trainer_state.json").string(), state.dump(2) + "\n");
+  fs::remove_all(final_dir);
+  fs::rename(tmp, final_dir);
+  write_text_atomic((fs::path(out) / "latest").string(), final_dir.filename().string() + "\n");
+  // Older checkpoints are removed only once `latest` names the new one.
+  for (const auto& e : fs::directory_iterator(out)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind("checkpoint-", 0) == 0 && e.path() != final_dir) fs::remove_all(e.path());
+  }
+}
+
+// Keeps the log lines of steps <= step (and evals at or before it): the resumed run appends the rest.
+void truncate_log(const std::string& path, int64_t step) {
+  if (!fs::exists(path)) return;
+  std::ifstream f(path);
+  std::string line, kept;
+  while (std::getline(f, line)) {
+    if (line.empty()) continue;
+    try {
+      const nlohmann::json j = nlohmann::json::parse(line);
+      if (j.value("step", int64_t{0}) <= step) kept += line + "\n";
+    } catch (const nlohmann::json::parse_error&) {
+      break;  // a line cut by a kill
+    }
+  }
+  write_text_atomic(path, kept);
+}
+
+float evaluate(const Model& model, const ModelParams& p, const data::TokenShard& valid, const TrainConfig& cfg,
+               ModelState& st) {
+  const int64_t T = std::min<int64_t>(cfg.seq_len, static_cast<int64_t>(valid.size()) - 1);
+  check(T >= 1, valid.path() + ": the validation shard is too small");
+  data::BatchSampler s(valid, cfg.batch_size, T, cfg.seed, data::BatchSampler::Mode::kSequential);
+  const int64_t batches = std::min<int64_t>(cfg.eval_batches,
+                                            std::max<int64_t>(1, static_cast<int64_t>(s.num_windows()) / cfg.batch_size));
+  double sum = 0.0;
+  for (int64_t b = 0; b < batches; ++b) {
+    const data::TokenBatch tb = s.batch_at(static_cast<uint64_t>(b));
+    sum += model.forward(st, tb.inputs.data(), tb.targets.data(), tb.batch, tb.seq_len, p, false);
+  }
+  return static_cast<float>(sum / static_cast<double>(batches));
+}
+
+std::string fmt_duration(double s) {
+  char buf[32];
+  const int m = static_cast<int>(s) / 60, sec = static_cast<int>(s) % 60;
+  std::snprintf(buf, sizeof buf, "%dm%02ds", m, sec);
+  return buf;
+}
+
+void progress(int64_t step, int64_t total, float loss, float lr, double tps, double eta_s) {
+  const int width = 24;
+  const int filled = static_cast<int>(width * static_cast<double>(step) / static_cast<double>(total));
+  std::string bar(filled, '#');
+  bar += std::string(width - filled, '.');
+  std::fprintf(stderr, "\r[%s] %lld/%lld loss %.4f lr %.2e %.0f tok/s ETA %s   ", bar.c_str(),
+               static_cast<long long>(step), static_cast<long long>(total), loss, lr, tps, fmt_duration(eta_s).c_str());
+  std::fflush(stderr);
+}
+
+}  // namespace
+
+std::string resolve_model_dir(const std::string& path) {
+  const fs::path latest = fs::path(path) / "latest";
+  if (fs::exists(latest)) {
+    std::string name = read_file(latest.string());
+    while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();
+    return (fs::path(path) / name).string();
+  }
+  return path;
+}
+
+float train(const TrainConfig& cfg, const TrainOptions& opt) {
+  check(!opt.out_dir.empty(), "moepp train: --out is required");
+  const bool tty = isatty(2) && !opt.quiet;
+  fs::create_directories(opt.out_dir);
+  const std::string log_path = (fs::path(opt.out_dir) / "log.jsonl").string();
+  RunData data = prepare_data(cfg, opt.out_dir, opt.quiet);
+
+  // Model config: the run's JSON with the tokenizer's vocabulary and special ids.
+  nlohmann::json mj = cfg.model;
+  mj["vocab_size"] = data.tok.vocab_size();
+  mj["bos_token_id"] = data.tok.bos_id();
+  mj["eos_token_id"] = data.tok.eos_id();
+  mj["pad_token_id"] = data.tok.pad_id();
+  if (!mj.contains("max_position_embeddings")) mj["max_position_embeddings"] = cfg.seq_len;
+  ModelConfig mc = ModelConfig::from_json(mj, "training config field 'model'");
+  check(cfg.seq_len <= mc.max_pos, "training config: seq_len exceeds the model's max_position_embeddings");
+  check(static_cast<int64_t>(data.train.size()) > cfg.seq_len + 1, data.train.path() + ": fewer tokens than seq_len + 1");
+
+  ModelParams params = ModelParams::zeros(mc), grads = ModelParams::zeros(mc);
+  int64_t start_step = 0;
+  AdamWConfig ac{cfg.beta1, cfg.beta2, 1e-8f, cfg.weight_decay};
+  std::unique_ptr<AdamW> adam;
+  if (opt.resume && fs::exists(fs::path(opt.out_dir) / "latest")) {
+    const std::string dir = resolve_model_dir(opt.out_dir);
+    auto [lc, lp] = io::load_model(dir);
+    params = std::move(lp);
+    const nlohmann::json state = read_json((fs::path(dir) / "trainer_state.json").string());
+    start_step = state.at("step").get<int64_t>();
+    adam = std::make_unique<AdamW>(param_refs(mc, params, grads), ac);
+    io::SafetensorsFile of((fs::path(dir) / "optimizer.safetensors").string());
+    for (size_t i = 0; i < adam->params().size(); ++i) {
+      adam->m()[i] = of.read_f32("m." + adam->params()[i].name);
+      adam->v()[i] = of.read_f32("v." + adam->params()[i].name);
+      check(adam->m()[i].shape == adam->params()[i].value->shape,
+            of.path() + ": optimizer state of '" + adam->params()[i].name + "' has the wrong shape");
+    }
+    adam->set_steps(state.at("optimizer_steps").get<int64_t>());
+    truncate_log(log_path, start_step);
+    if (!opt.quiet) std::fprintf(stderr, "moepp train: resuming from %s at step %lld\n", dir.c_str(), static_cast<long long>(start_step));
+  } else {
+    if (opt.resume && !opt.quiet) std::fprintf(stderr, "moepp train: nothing to resume in %s, starting fresh\n", opt.out_dir.c_str());
+    params.init_random(mc, cfg.seed, cfg.init_std);
+    adam = std::make_unique<AdamW>(param_refs(mc, params, grads), ac);
+    write_text_atomic((fs::path(opt.out_dir) / "train_config.json").string(), cfg.to_json().dump(2) + "\n");
+    write_text_atomic(log_path, "");
+  }
+
+  const Model model(mc);
+  const LrSchedule sched{cfg.init_lr, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.steps, cfg.cosine};
+  data::BatchSampler sampler(data.train, cfg.batch_size, cfg.seq_len, cfg.seed);
+  ModelState st, est;
+  std::FILE* log = std::fopen(log_path.c_str(), "a");
+  check(log != nullptr, log_path + ": cannot open for appending");
+  const auto t_start = std::chrono::steady_clock::now();
+  int64_t tokens_done = 0;
+  float last_val = NAN;
+  const int64_t last_step = opt.stop_after > 0 ? std::min(cfg.steps, opt.stop_after) : cfg.steps;
+
+  for (int64_t step = start_step; step < last_step; ++step) {
+    const auto t0 = std::chrono::steady_clock::now();
+    grads.zero();
+    double loss = 0.0, aux = 0.0;
+    std::vector<double> ffn(mc.n_layers, 0.0);
+    for (int64_t micro = 0; micro < cfg.grad_accum; ++micro) {
+      const data::TokenBatch b = sampler.batch_at(static_cast<uint64_t>(step * cfg.grad_accum + micro));
+      loss += model.forward(st, b.inputs.data(), b.targets.data(), b.batch, b.seq_len, params, true);
+      aux += st.aux_loss_sum;
+      for (int64_t l = 0; l < mc.n_layers; ++l) ffn[l] += st.ffn_experts_per_token[l];
+      model.backward(grads, st, params);
+    }
+    const double inv = 1.0 / static_cast<double>(cfg.grad_accum);
+    if (cfg.grad_accum > 1)
+      for (auto& [n, g] : grads.named(mc))
+        for (float& x : g->data) x *= static_cast<float>(inv);
+    const float gnorm = clip_grad_norm(adam->params(), cfg.grad_clip);
+    const float lr = sched.at(step);
+    adam->step(lr);
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const int64_t ntok = cfg.batch_size * cfg.seq_len * cfg.grad_accum;
+    tokens_done += ntok;
+    nlohmann::json rec = {{"step", step + 1}, {"loss", loss * inv}, {"aux_loss", aux * inv},  {"lr", lr},
+                          {"grad_norm", gnorm}, {"tokens", (step + 1) * ntok}, {"tokens_per_s", ntok / dt}};
+    nlohmann::json fl = nlohmann::json::array();
+    for (double v : ffn) fl.push_back(v * inv);
+    rec["ffn_experts_per_token"] = fl;
+    const bool do_eval = (step + 1) % cfg.eval_every == 0 || step + 1 == cfg.steps;
+    if (do_eval) {
+      last_val = evaluate(model, params, data.valid, cfg, est);
+      rec["val_loss"] = last_val;
+      rec["val_bits_per_byte"] = last_val / std::log(2.0) / data.valid_bytes_per_token;
+    }
+    std::fprintf(log, "%s\n", rec.dump().c_str());
+    std::fflush(log);
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+    const double tps = static_cast<double>(tokens_done) / elapsed;
+    const double eta = static_cast<double>(last_step - step - 1) * ntok / tps;
+    if (tty) {
+      progress(step + 1, cfg.steps, static_cast<float>(loss * inv), lr, tps, eta);
+      if (do_eval) std::fprintf(stderr, "\n  step %lld: val_loss %.4f\n", static_cast<long long>(step + 1), last_val);
+    } else if (!opt.quiet && ((step + 1) % 10 == 0 || do_eval)) {
+      std::fprintf(stderr, "step %lld/%lld loss %.4f lr %.2e %.0f tok/s%s\n", static_cast<long long>(step + 1),
+                   static_cast<long long>(cfg.steps), loss * inv, lr, tps,
+                   do_eval ? (" val_loss " + std::to_string(last_val)).c_str() : "");
+    }
+    if ((step + 1) % cfg.ckpt_every == 0 || step + 1 == last_step)
+      save_checkpoint(opt.out_dir, step + 1, mc, params, *adam, cfg);
+  }
+  std::fclose(log);
+  if (tty) std::fprintf(stderr, "\n");
+  if (std::isnan(last_val)) last_val = evaluate(model, params, data.valid, cfg, est);
+  if (!opt.quiet && !cfg.sample_prompt.empty() && cfg.sample_tokens > 0 && last_step == cfg.steps) {
+    std::vector<int32_t> prompt = {mc.bos};
+    for (int32_t id : data.tok.encode(cfg.sample_prompt)) prompt.push_back(id);
+    SampleOptions so;
+    so.max_new_tokens = cfg.sample_tokens;
+    so.seed = cfg.seed;
+    const std::vector<int32_t> out = generate(model, params, prompt, so);
+    std::printf("val_loss %.4f nats/token, %.4f bits/byte\nsample: %s\n", last_val,
+                last_val / std::log(2.0) / data.valid_bytes_per_token,
+                data.tok.decode(std::vector<int32_t>(out.begin() + 1, out.end())).c_str());
+  }
+  return last_val;
+}
+
+}  // namespace moepp

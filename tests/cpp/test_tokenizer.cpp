@@ -1,0 +1,235 @@
+// Tests for tokenizer/: train a tiny BPE tokenizer on a few KB of generated text (fast), exact
+// encode/decode round trips (byte fallback for characters never seen in training: emoji, CJK,
+// control bytes), the special ids, determinism of training, and the moepp::Error cases (missing or
+// corrupt model, bad inputs, bad ids), plus the `moepp tokenizer` CLI.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "tokenizer/tokenizer.h"
+
+namespace fs = std::filesystem;
+using moepp::Error;
+using moepp::Tokenizer;
+
+namespace {
+
+std::string slurp(const std::string& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+void spit(const std::string& p, const std::string& bytes) {
+  std::ofstream out(p, std::ios::binary);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+// A few KB of plain English-like text (ASCII only), generated deterministically.
+std::string training_text() {
+  const char* words[] = {"the",   "ship",   "sailed", "across", "a",     "grey",   "sea",   "and",
+                         "whale", "rose",   "from",   "deep",   "water", "while",  "men",   "watched",
+                         "in",    "silence", "of",    "morning", "light", "Captain", "said", "nothing"};
+  const int n = sizeof(words) / sizeof(words[0]);
+  std::string s;
+  uint32_t x = 12345;
+  for (int line = 0; line < 120; ++line) {
+    for (int w = 0; w < 12; ++w) {
+      x = x * 1103515245u + 12345u;
+      if (w) s += ' ';
+      s += words[(x >> 16) % n];
+    }
+    s += (line % 7 == 0) ? ", 1851.\n" : ".\n";
+    if (line % 10 == 9) s += "\n";
+  }
+  return s;
+}
+
+class TokenizerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new fs::path(fs::path(::testing::TempDir()) / ("moepp_tok_" + std::to_string(::getpid())));
+    fs::remove_all(*dir_);
+    fs::create_directories(*dir_);
+    spit((*dir_ / "train.txt").string(), training_text());
+    moepp::train_tokenizer({(*dir_ / "train.txt").string()}, model(), 320);
+  }
+  static void TearDownTestSuite() {
+    std::error_code ec;
+    fs::remove_all(*dir_, ec);
+    delete dir_;
+    dir_ = nullptr;
+  }
+  static std::string model() { return (*dir_ / "tok" / "tokenizer.model").string(); }
+  static std::string path(const std::string& name) { return (*dir_ / name).string(); }
+  static fs::path* dir_;
+};
+fs::path* TokenizerTest::dir_ = nullptr;
+
+TEST_F(TokenizerTest, SpecialIdsAndVocab) {
+  const Tokenizer tok(model());
+  EXPECT_EQ(tok.vocab_size(), 320);
+  EXPECT_EQ(tok.pad_id(), 0);
+  EXPECT_EQ(tok.bos_id(), 1);
+  EXPECT_EQ(tok.eos_id(), 2);
+  EXPECT_EQ(tok.unk_id(), 3);
+  EXPECT_EQ(tok.id_to_piece(1), "<s>");
+  EXPECT_EQ(tok.id_to_piece(2), "</s>");
+  int bytes = 0;
+  for (int32_t i = 0; i < tok.vocab_size(); ++i) bytes += tok.is_byte(i);
+  EXPECT_EQ(bytes, 256);  // byte fallback pieces <0x00> .. <0xFF>
+}
+
+TEST_F(TokenizerTest, RoundTripSeenText) {
+  const Tokenizer tok(model());
+  const std::string s = "the whale rose from deep water, 1851.";
+  const std::vector<int32_t> ids = tok.encode(s);
+  ASSERT_FALSE(ids.empty());
+  EXPECT_LT(ids.size(), s.size());  // merges happened
+  for (int32_t id : ids) {
+    EXPECT_GE(id, 4);
+    EXPECT_LT(id, tok.vocab_size());
+  }
+  EXPECT_EQ(tok.decode(ids), s);
+}
+
+TEST_F(TokenizerTest, ByteFallbackRoundTripsUnseenCharacters) {
+  const Tokenizer tok(model());
+  const std::vector<std::string> texts = {
+      "emoji \xF0\x9F\x98\x80 and \xF0\x9F\x90\x8B whale",      // 😀 🐋
+      "\xE6\xBC\xA2\xE5\xAD\x97 \xE3\x81\x8B\xE3\x81\xAA",      // 漢字 かな
+      "caf\xC3\xA9 na\xC3\xAFve \xE2\x80\x94 \xE2\x80\x9Cquoted\xE2\x80\x9D",  // café naïve — “quoted”
+      "  leading spaces, tabs\tand\nnew lines\n\n",
+      "ZQXJ {}[]<>|~^ \x01\x7F",
+  };
+  for (const std::string& s : texts) {
+    const std::vector<int32_t> ids = tok.encode(s);
+    for (int32_t id : ids) EXPECT_NE(id, tok.unk_id()) << s;
+    EXPECT_EQ(tok.decode(ids), s) << s;
+  }
+  // An unseen character is spelled in bytes.
+  const std::vector<int32_t> ids = tok.encode("\xF0\x9F\x98\x80");
+  int byte_pieces = 0;
+  for (int32_t id : ids) byte_pieces += tok.is_byte(id);
+  EXPECT_EQ(byte_pieces, 4);
+}
+
+TEST_F(TokenizerTest, EmptyTextAndControlIds) {
+  const Tokenizer tok(model());
+  EXPECT_TRUE(tok.encode("").empty());
+  EXPECT_EQ(tok.decode({}), "");
+  std::vector<int32_t> ids = tok.encode("the sea");
+  ids.insert(ids.begin(), tok.bos_id());
+  ids.push_back(tok.eos_id());
+  ids.push_back(tok.pad_id());
+  EXPECT_EQ(tok.decode(ids), "the sea");
+}
+
+TEST_F(TokenizerTest, DecodeRejectsOutOfRangeIds) {
+  const Tokenizer tok(model());
+  EXPECT_THROW(tok.decode({5, 320}), Error);
+  EXPECT_THROW(tok.decode({-1}), Error);
+  EXPECT_THROW(tok.id_to_piece(1000), Error);
+  try {
+    tok.decode({5, 99999});
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("99999"), std::string::npos);
+  }
+}
+
+TEST_F(TokenizerTest, TrainingIsDeterministic) {
+  const std::string again = path("again/tokenizer.model");
+  moepp::train_tokenizer({path("train.txt")}, again, 320);
+  EXPECT_EQ(slurp(again), slurp(model()));
+}
+
+TEST_F(TokenizerTest, LongLinesAreCutNotDropped) {
+  // One 20 KB line (longer than max_sentence_bytes) must still train a usable model.
+  std::string line;
+  for (int i = 0; line.size() < 20000; ++i) line += (i % 3 ? "harpoon " : "leviathan ");
+  spit(path("long.txt"), line + "\n");
+  const std::string m = path("long/tokenizer.model");
+  moepp::TokenizerTrainOptions o;
+  o.max_sentence_bytes = 1024;
+  moepp::train_tokenizer({path("long.txt")}, m, 300, o);
+  const Tokenizer tok(m);
+  const std::vector<int32_t> ids = tok.encode("leviathan harpoon");
+  EXPECT_LE(ids.size(), 4u);  // learned whole words, not bytes
+  EXPECT_EQ(tok.decode(ids), "leviathan harpoon");
+}
+
+TEST_F(TokenizerTest, LoadErrors) {
+  try {
+    Tokenizer t(path("missing.model"));
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("missing.model"), std::string::npos) << e.what();
+  }
+  spit(path("corrupt.model"), "this is not a protobuf \xFF\xFE\x00\x01 at all");
+  try {
+    Tokenizer t(path("corrupt.model"));
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("corrupt.model"), std::string::npos) << e.what();
+  }
+  spit(path("empty.model"), "");
+  EXPECT_THROW(Tokenizer(path("empty.model")), Error);
+  // A truncated real model.
+  const std::string bytes = slurp(model());
+  spit(path("truncated.model"), bytes.substr(0, bytes.size() / 2));
+  EXPECT_THROW(Tokenizer(path("truncated.model")), Error);
+  EXPECT_THROW(Tokenizer(dir_->string()), Error);  // a directory
+  Tokenizer none;
+  EXPECT_FALSE(none.loaded());
+  EXPECT_THROW(none.encode("x"), Error);
+}
+
+TEST_F(TokenizerTest, TrainErrors) {
+  EXPECT_THROW(moepp::train_tokenizer({path("nope.txt")}, path("x/tokenizer.model"), 320), Error);
+  spit(path("blank.txt"), "\n\n  \n");
+  EXPECT_THROW(moepp::train_tokenizer({path("blank.txt")}, path("x/tokenizer.model"), 320), Error);
+  EXPECT_THROW(moepp::train_tokenizer({path("train.txt")}, path("x/tokenizer.model"), 100), Error);  // < 300
+  EXPECT_THROW(moepp::train_tokenizer({}, path("x/tokenizer.model"), 320), Error);
+  // More pieces than the text supports: the trainer's complaint becomes a moepp::Error.
+  EXPECT_THROW(moepp::train_tokenizer({path("train.txt")}, path("x/tokenizer.model"), 50000), Error);
+  EXPECT_FALSE(fs::exists(path("x/tokenizer.model")));
+}
+
+TEST_F(TokenizerTest, MoveKeepsModel) {
+  Tokenizer a(model());
+  Tokenizer b = std::move(a);
+  EXPECT_EQ(b.decode(b.encode("grey sea")), "grey sea");
+}
+
+#ifdef MOEPP_BINARY
+TEST_F(TokenizerTest, CliTrainEncodeDecode) {
+  const std::string bin = MOEPP_BINARY;
+  const std::string m = path("cli/tokenizer.model");
+  const std::string out = path("cli_out.txt");
+  ASSERT_EQ(std::system((bin + " tokenizer train --input " + path("train.txt") + " --vocab-size 330 --out " + m +
+                         " > " + out + " 2>&1")
+                            .c_str()),
+            0)
+      << slurp(out);
+  ASSERT_EQ(std::system((bin + " tokenizer encode --model " + m + " --text 'the sea' --bos > " + out).c_str()), 0);
+  std::string ids = slurp(out);
+  ASSERT_EQ(ids.rfind("1 ", 0), 0u) << ids;
+  while (!ids.empty() && ids.back() == '\n') ids.pop_back();
+  ASSERT_EQ(std::system((bin + " tokenizer decode --model " + m + " --ids '" + ids + "' > " + out).c_str()), 0);
+  EXPECT_EQ(slurp(out), "the sea\n");
+  EXPECT_NE(std::system((bin + " tokenizer encode --model " + path("missing.model") + " --text x > " + out +
+                         " 2>&1")
+                            .c_str()),
+            0);
+  EXPECT_NE(slurp(out).find("missing.model"), std::string::npos);
+}
+#endif
+
+}  // namespace
