@@ -84,15 +84,19 @@ void sgemm_onednn(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha
                 std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K) + ")");
 }
 
-// The kAuto rule, from `moepp bench gemm` on the 2-core AVX2 target (single-threaded calls, 2 at a time):
-// - A^T·B (the weight gradients dW = dH^T·X, K = tokens): oneDNN, 1.3-1.7x at K <= 128, 1.0-1.15x above;
-// - A·B^T (the forward projections) with M <= 128 rows: oneDNN (about 1.1-1.3x on the up projection,
-//   even on the down projection); from 256 rows OpenBLAS is as fast or faster;
-// - A·B (the input gradients dX = dH·W): OpenBLAS; oneDNN's kernel is 0.4-0.7x at wide N (2048, 4096)
-//   with M <= 256 and never clearly ahead elsewhere.
-GemmBackend auto_backend(bool ta, bool tb, int64_t M) {
-  if (ta && !tb) return GemmBackend::kOneDNN;
-  if (!ta && tb && M <= 128) return GemmBackend::kOneDNN;
+// The kAuto rule, measured on the 2-core AVX2 target (Zen 3), single-threaded calls two at a time, as
+// the expert loops make them (`moepp bench gemm`, and per-thread CPU time to see through the machine's
+// noise). Where neither library is clearly ahead, OpenBLAS (the reference backend) is kept.
+// - A·B^T (forward projections x·W^T): oneDNN up to 128 rows of C (1.0-1.3x, mostly ~1.1x);
+//   from 256 rows OpenBLAS (oneDNN 0.8-0.95x at 256, level from 512).
+// - A^T·B (weight gradients dW = dH^T·X, K = tokens) with beta == 0 and >= 512 rows of C: oneDNN. With
+//   beta == 0 OpenBLAS first zeroes C in a separate pass, which costs it 1.3-2x at K <= 128 (1.1-1.2x at
+//   K = 128-512); with beta == 1 (accumulating) the two are level; at 256 rows oneDNN is 0.5-0.9x.
+// - A·B (input gradients dX = dH·W): OpenBLAS; oneDNN is 0.5x at N = 4096, K = 1536 (the 1536x4096
+//   down projection) and 0.8-0.95x at most other MoE shapes.
+GemmBackend auto_backend(bool ta, bool tb, int64_t M, float beta) {
+  if (!ta && tb) return M <= 128 ? GemmBackend::kOneDNN : GemmBackend::kOpenBLAS;
+  if (ta && !tb && beta == 0.0f && M >= 512) return GemmBackend::kOneDNN;
   return GemmBackend::kOpenBLAS;
 }
 
@@ -126,7 +130,7 @@ void sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const
     return;
   }
   GemmBackend b = g_backend.load(std::memory_order_relaxed);
-  if (b == GemmBackend::kAuto) b = auto_backend(ta, tb, M);
+  if (b == GemmBackend::kAuto) b = auto_backend(ta, tb, M, beta);
   if (b == GemmBackend::kOneDNN)
     sgemm_onednn(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   else
