@@ -12,6 +12,7 @@ PKGS=(
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   clang libclang-rt-14-dev                    # libFuzzer for the safetensors header fuzz target
   python3 python3-torch python3-numpy         # independent reference implementation used by the parity tests
+  python3-matplotlib                          # PNG plots of `moepp analyze` and training logs (scripts/plot_*.py)
 )
 
 SUDO=""

@@ -13,5 +13,6 @@ void register_tokenizer_command(CLI::App& app);  // moepp tokenizer train|encode
 void register_data_command(CLI::App& app);       // moepp data tokenize|info (cli/data_command.cpp)
 
 void register_train_command(CLI::App& app);      // moepp train, moepp generate (cli/train_command.cpp)
+void register_analyze_command(CLI::App& app);    // moepp analyze (cli/analyze_command.cpp)
 
 }  // namespace moepp::cli
