@@ -1,4 +1,4 @@
-// `moepp bench …`: registration of the benchmark subcommands (gemm, layer) on the CLI.
+// `moepp bench …`: registration of the benchmark subcommands (gemm, layer, train) on the CLI.
 #include <memory>
 #include <string>
 
@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "gemm_bench.h"
 #include "layer_bench.h"
+#include "train_bench.h"
 
 namespace moepp::cli {
 namespace {
@@ -17,7 +18,7 @@ void check_status(const char* what, int rc) {
 }  // namespace
 
 void register_bench_command(CLI::App& app) {
-  CLI::App* bench = app.add_subcommand("bench", "Benchmarks (GEMM backends, the MoE++ layer)");
+  CLI::App* bench = app.add_subcommand("bench", "Benchmarks (GEMM backends, the MoE++ layer, training throughput)");
   bench->require_subcommand(1);
 
   // moepp bench gemm [--json] [--reps N]
@@ -52,6 +53,25 @@ void register_bench_command(CLI::App& app) {
     if (l->reps < 1) throw Error("bench layer: --reps must be >= 1 (got " + std::to_string(l->reps) + ")");
     if (l->tokens < 1) throw Error("bench layer: --tokens must be >= 1 (got " + std::to_string(l->tokens) + ")");
     check_status("bench layer", run_layer_bench(*l));
+  });
+
+  // moepp bench train [--config FILE] [--batch B] [--seq-len T] [--steps N] [--warmup N] [--torch]
+  auto t = std::make_shared<TrainBenchOptions>();
+  CLI::App* train = bench->add_subcommand(
+      "train", "Training tokens/s of a model preset (forward, backward, clip, AdamW), optionally vs PyTorch eager");
+  train->add_option("--config", t->config,
+                    "Training config whose 'model' block (and batch_size, seq_len, optimiser) is used "
+                    "(default: configs/slice-moepp.json, vocab_size = its tokenizer_vocab)");
+  train->add_option("--batch", t->batch, "Sequences per step (default: the config's batch_size)");
+  train->add_option("--seq-len", t->seq_len, "Tokens per sequence (default: the config's seq_len)");
+  train->add_option("--steps", t->steps, "Timed steps; the median is reported")->capture_default_str();
+  train->add_option("--warmup", t->warmup, "Untimed steps first")->capture_default_str();
+  train->add_flag("--torch", t->torch, "Also time the same model in PyTorch eager (bench/torch_train_eager.py)");
+  train->callback([t] {
+    if (t->steps < 1) throw Error("bench train: --steps must be >= 1 (got " + std::to_string(t->steps) + ")");
+    if (t->warmup < 0) throw Error("bench train: --warmup must be >= 0 (got " + std::to_string(t->warmup) + ")");
+    if (t->batch < 0 || t->seq_len < 0) throw Error("bench train: --batch and --seq-len must be >= 1");
+    check_status("bench train", run_train_bench(*t));
   });
 }
 

@@ -15,12 +15,20 @@ Prints one JSON line: {"impl": "torch_eager", ..., "fwd_ms", "fwd_bwd_ms", "ffn_
 fwd_ms is the inference forward (torch.no_grad); fwd_bwd_ms is forward + y.backward(grad_y) with every
 parameter and x requiring grad. Times are the best of --reps after a warm-up.
 
+Threads: Debian's torch 1.13 runs matmuls in OpenBLAS (pthread build, its own pool, all cores by
+default; torch.set_num_threads does not change it) and everything else in ATen's OpenMP pool
+(--threads). On the 2-core target the fastest setting is --threads 1 --blas-threads 2 (the defaults):
+with --threads 2 the two pools compete for the cores (at T=4096, 768x2048, 8+4: forward 1.2-1.5x and
+forward+backward 1.1-1.2x slower), and --blas-threads 1 leaves a core idle in the matmuls
+(forward+backward 1.5-1.7x slower).
+
 Run with Debian's interpreter: /usr/bin/python3 bench/torch_layer_eager.py --d 768 --i 2048 ...
 """
 
 import argparse
 import ctypes
 import json
+import os
 import sys
 import time
 
@@ -173,7 +181,8 @@ def best_ms(fn, reps, warmup):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description="PyTorch eager MoE++ layer timing, expert loop as in the "
+                                             "authors' released code (see the module docstring)")
     ap.add_argument("--d", type=int, default=768)
     ap.add_argument("--i", type=int, default=2048)
     ap.add_argument("--n-ffn", type=int, default=8)
@@ -185,9 +194,11 @@ def main(argv=None):
     ap.add_argument("--ffn-fraction", type=float, default=None,
                     help="target share of routing slots on FFN experts (default: unsteered router)")
     ap.add_argument("--gate-residual", action="store_true", help="add z_prev . Wmap^T to the logits")
-    ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
-    ap.add_argument("--blas-threads", type=int, default=None,
-                    help="OpenBLAS threads for torch's matmuls (default: leave OpenBLAS as it is)")
+    cores = len(os.sched_getaffinity(0))
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch.set_num_threads, ATen's OpenMP pool (default 1: fastest here, see above)")
+    ap.add_argument("--blas-threads", type=int, default=cores,
+                    help="OpenBLAS threads for torch's matmuls (default: all %d cores)" % cores)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--backward", action="store_true", help="also time forward + backward")

@@ -87,16 +87,17 @@ void sgemm_onednn(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha
 // The kAuto rule, measured on the 2-core AVX2 target (Zen 3), single-threaded calls two at a time, as
 // the expert loops make them (`moepp bench gemm`, and per-thread CPU time to see through the machine's
 // noise). Where neither library is clearly ahead, OpenBLAS (the reference backend) is kept.
-// - A·B^T (forward projections x·W^T): oneDNN up to 128 rows of C (1.0-1.3x, mostly ~1.1x);
-//   from 256 rows OpenBLAS (oneDNN 0.8-0.95x at 256, level from 512).
-// - A^T·B (weight gradients dW = dH^T·X, K = tokens) with beta == 0 and >= 512 rows of C: oneDNN. With
-//   beta == 0 OpenBLAS first zeroes C in a separate pass, which costs it 1.3-2x at K <= 128 (1.1-1.2x at
-//   K = 128-512); with beta == 1 (accumulating) the two are level; at 256 rows oneDNN is 0.5-0.9x.
+// - A·B^T (forward projections x·W^T): oneDNN up to 64 rows of C (1.0-1.3x, mostly ~1.1x); at 128 rows
+//   the two are level (0.91-1.11x), from 192 rows OpenBLAS (oneDNN 0.8-0.95x at 192-256, level at 512+).
+// - A^T·B (weight gradients dW = dH^T·X, K = tokens) with beta == 0 and more than 256 rows of C: oneDNN.
+//   With beta == 0 OpenBLAS zeroes C in a separate pass first: oneDNN is 1.6-2x faster at K = 16,
+//   1.1-1.5x at K = 64-128, level (0.9-1.1x) from K = 256. With beta == 1 (accumulating) the two are
+//   level. Up to 256 rows oneDNN takes another path, 0.5-0.85x at K = 64-256.
 // - A·B (input gradients dX = dH·W): OpenBLAS; oneDNN is 0.5x at N = 4096, K = 1536 (the 1536x4096
-//   down projection) and 0.8-0.95x at most other MoE shapes.
+//   down projection), 0.8-0.95x at most other MoE shapes, ahead (1.1-1.3x) only at N = 768, M <= 64.
 GemmBackend auto_backend(bool ta, bool tb, int64_t M, float beta) {
-  if (!ta && tb) return M <= 128 ? GemmBackend::kOneDNN : GemmBackend::kOpenBLAS;
-  if (ta && !tb && beta == 0.0f && M >= 512) return GemmBackend::kOneDNN;
+  if (!ta && tb) return M <= 64 ? GemmBackend::kOneDNN : GemmBackend::kOpenBLAS;
+  if (ta && !tb && beta == 0.0f && M > 256) return GemmBackend::kOneDNN;
   return GemmBackend::kOpenBLAS;
 }
 

@@ -12,7 +12,7 @@
 
 #include "core/error.h"
 #include "core/gemm.h"
-#include "model/fast_exp.h"
+#include "core/fast_exp.h"
 
 namespace moepp {
 namespace {

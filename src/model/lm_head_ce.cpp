@@ -7,7 +7,7 @@
 #include <cstring>
 
 #include "core/gemm.h"
-#include "model/fast_exp.h"
+#include "core/fast_exp.h"
 
 namespace moepp {
 namespace {

@@ -1,0 +1,207 @@
+// `moepp bench train`: tokens/s of full training steps (zero grads, forward, backward, grad clipping,
+// AdamW step: exactly the trainer's step, grad_accum 1) of a preset model on random tokens, and with
+// --torch the same model, optimiser and batch in PyTorch eager (bench/torch_train_eager.py), in one
+// run. Prints one JSON object; step times are medians over the timed steps.
+#include "train_bench.h"
+
+#include <omp.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+#include <vector>
+
+#include "core/error.h"
+#include "core/gemm.h"
+#include "model/model.h"
+#include "model/model_params.h"
+#include "model/model_state.h"
+#include "train/adamw.h"
+#include "train/train_config.h"
+
+namespace moepp {
+namespace {
+
+double now_ms() {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// Runs bench/torch_train_eager.py on mc (written to a temporary config.json); null on failure.
+nlohmann::json run_torch(const ModelConfig& mc, const TrainConfig& tc, int64_t B, int64_t T, int steps, int warmup) {
+  const std::filesystem::path tmp =
+      std::filesystem::temp_directory_path() / ("moepp-train-bench-" + std::to_string(getpid()) + ".json");
+  {
+    std::ofstream f(tmp);
+    if (!f) return {};
+    f << mc.to_json().dump() << "\n";
+  }
+  std::ostringstream cmd;
+  cmd << "/usr/bin/python3 " << MOEPP_SOURCE_DIR << "/bench/torch_train_eager.py --model " << tmp.string()
+      << " --batch " << B << " --seq-len " << T << " --steps " << steps << " --warmup " << warmup << " --lr " << tc.lr
+      << " --weight-decay " << tc.weight_decay << " --beta1 " << tc.beta1 << " --beta2 " << tc.beta2 << " --clip "
+      << tc.grad_clip << " --init-std " << tc.init_std << " --threads 1," << std::max(2, omp_get_max_threads());
+  FILE* f = popen(cmd.str().c_str(), "r");
+  if (!f) {
+    std::filesystem::remove(tmp);
+    return {};
+  }
+  std::string out;
+  char buf[4096];
+  while (fgets(buf, sizeof buf, f)) out += buf;
+  const int rc = pclose(f);
+  std::filesystem::remove(tmp);
+  if (rc != 0) return {};
+  const size_t brace = out.rfind("\n{");
+  try {
+    return nlohmann::json::parse(brace == std::string::npos ? out : out.substr(brace + 1));
+  } catch (...) {
+    return {};
+  }
+}
+
+}  // namespace
+
+int run_train_bench(const TrainBenchOptions& opt) {
+  check(opt.steps >= 1, "bench train: --steps must be >= 1");
+  check(opt.warmup >= 0, "bench train: --warmup must be >= 0");
+  const std::string config_path =
+      opt.config.empty() ? std::string(MOEPP_SOURCE_DIR) + "/configs/slice-moepp.json" : opt.config;
+  const TrainConfig tc = TrainConfig::from_file(config_path);
+  const int64_t B = opt.batch > 0 ? opt.batch : tc.batch_size;
+  const int64_t T = opt.seq_len > 0 ? opt.seq_len : tc.seq_len;
+  check(B >= 1 && T >= 1, "bench train: --batch and --seq-len must be >= 1");
+
+  // The model block as the trainer builds it; the vocabulary is the tokenizer's size (tokenizer_vocab).
+  nlohmann::json mj = tc.model;
+  if (!mj.contains("vocab_size")) mj["vocab_size"] = tc.tokenizer_vocab;
+  if (!mj.contains("max_position_embeddings")) mj["max_position_embeddings"] = T;
+  const ModelConfig mc = ModelConfig::from_json(mj, config_path + ": field 'model'");
+  check(T <= mc.max_pos, "bench train: --seq-len exceeds the model's max_position_embeddings");
+
+  ModelParams params = ModelParams::zeros(mc), grads = ModelParams::zeros(mc);
+  params.init_random(mc, tc.seed, tc.init_std);
+  std::vector<ParamRef> refs;
+  {
+    auto pn = params.named(mc);
+    auto gn = grads.named(mc);
+    for (size_t i = 0; i < pn.size(); ++i) refs.push_back({pn[i].first, pn[i].second, gn[i].second});
+  }
+  AdamW adam(refs, AdamWConfig{tc.beta1, tc.beta2, 1e-8f, tc.weight_decay});
+  const Model model(mc);
+  ModelState st;
+
+  // One random batch per step (inputs and next-token targets of B windows of T + 1 tokens).
+  const int total = opt.warmup + opt.steps;
+  std::mt19937 rng(12345);
+  std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(mc.vocab - 1));
+  std::vector<std::vector<int32_t>> inputs(total), targets(total);
+  for (int s = 0; s < total; ++s) {
+    inputs[s].resize(B * T);
+    targets[s].resize(B * T);
+    for (int64_t b = 0; b < B; ++b) {
+      std::vector<int32_t> w(T + 1);
+      for (int32_t& x : w) x = tok(rng);
+      std::copy(w.begin(), w.end() - 1, inputs[s].begin() + b * T);
+      std::copy(w.begin() + 1, w.end(), targets[s].begin() + b * T);
+    }
+  }
+
+  std::vector<double> step_ms, fwd_ms, bwd_ms, opt_ms, ffn_per_tok;
+  double loss_first = 0.0, loss_last = 0.0;
+  for (int s = 0; s < total; ++s) {
+    const double t0 = now_ms();
+    grads.zero();
+    const float loss = model.forward(st, inputs[s].data(), targets[s].data(), B, T, params, true);
+    const double t1 = now_ms();
+    model.backward(grads, st, params);
+    const double t2 = now_ms();
+    clip_grad_norm(adam.params(), tc.grad_clip);
+    adam.step(tc.lr);
+    const double t3 = now_ms();
+    if (s == 0) loss_first = loss;
+    loss_last = loss;
+    if (s < opt.warmup) continue;
+    step_ms.push_back(t3 - t0);
+    fwd_ms.push_back(t1 - t0);  // includes grads.zero()
+    bwd_ms.push_back(t2 - t1);
+    opt_ms.push_back(t3 - t2);
+    double f = 0.0;
+    for (float v : st.ffn_experts_per_token) f += v;
+    ffn_per_tok.push_back(f / static_cast<double>(mc.n_layers));
+  }
+
+  const int64_t ntok = B * T;
+  const double ms = median(step_ms);
+  const MoeConfig& e = mc.moe;
+  nlohmann::json r = {
+      {"bench", "train"},
+      {"config", config_path},
+      {"model",
+       {{"vocab", mc.vocab},
+        {"hidden", mc.hidden},
+        {"layers", mc.n_layers},
+        {"heads", mc.n_heads},
+        {"kv_heads", mc.n_kv_heads},
+        {"intermediate", e.intermediate},
+        {"experts", e.n_experts},
+        {"ffn_experts", e.n_ffn()},
+        {"zero_experts", e.n_zero},
+        {"copy_experts", e.n_copy},
+        {"constant_experts", e.n_constant},
+        {"top_k", e.top_k},
+        {"router", router_name(e.router)},
+        {"params", params.numel()}}},
+      {"batch", B},
+      {"seq_len", T},
+      {"tokens_per_step", ntok},
+      {"steps", opt.steps},
+      {"warmup", opt.warmup},
+      {"threads", omp_get_max_threads()},
+      {"gemm_backend", gemm_backend_name(gemm_backend())},
+      {"moepp_step_ms", ms},
+      {"moepp_step_ms_min", *std::min_element(step_ms.begin(), step_ms.end())},
+      {"moepp_forward_ms", median(fwd_ms)},
+      {"moepp_backward_ms", median(bwd_ms)},
+      {"moepp_clip_adamw_ms", median(opt_ms)},
+      {"moepp_tokens_per_s", static_cast<double>(ntok) / (ms * 1e-3)},
+      {"moepp_ffn_experts_per_token", median(ffn_per_tok)},
+      {"moepp_loss_first", loss_first},
+      {"moepp_loss_last", loss_last},
+  };
+  if (opt.torch) {
+    const nlohmann::json t = run_torch(mc, tc, B, T, opt.steps, opt.warmup);
+    if (!t.is_null() && t.contains("step_ms")) {
+      const double tms = t["step_ms"].get<double>();
+      r["torch_version"] = t.value("torch", "");
+      r["torch_step_ms"] = tms;
+      r["torch_tokens_per_s"] = static_cast<double>(ntok) / (tms * 1e-3);
+      r["torch_threads"] = t["threads"];
+      r["torch_blas_threads"] = t["blas_threads"];
+      r["torch_by_threads"] = t["by_threads"];
+      r["torch_ffn_experts_per_token"] = t.value("ffn_experts_per_token", 0.0);
+      r["torch_params"] = t.value("params", 0);
+      r["torch_loss_first"] = t.value("loss_first", 0.0);
+      r["torch_loss_last"] = t.value("loss_last", 0.0);
+      r["speedup"] = tms / ms;
+    } else {
+      r["torch_error"] = "bench/torch_train_eager.py failed (run it by hand to see why)";
+    }
+  }
+  std::printf("%s\n", r.dump().c_str());
+  std::fflush(stdout);
+  return 0;
+}
+
+}  // namespace moepp
