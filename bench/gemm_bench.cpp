@@ -7,6 +7,8 @@
 //   up      h[T,2I]  = x[T,D]   · Wup[2I,D]^T      down    y[T,D]  = a[T,I]   · Wdown[D,I]^T
 //   up_dx   dx[T,D]  = dh[T,2I] · Wup[2I,D]        down_dx da[T,I] = dy[T,D]  · Wdown[D,I]
 //   up_dw   dWup     = dh^T[2I,T] · x[T,D]         down_dw dWdown  = dy^T[D,T] · a[T,I]
+// All with alpha = 1, beta = 0 (the auto rule in core/gemm.cpp also looks at beta: with beta = 1 the
+// A^T·B products stay on OpenBLAS). "auto" is GemmBackend::kAuto, the per-call choice of core/gemm.cpp.
 // Backends are interleaved within each repetition so machine noise hits them alike; best of `reps`.
 #include "gemm_bench.h"
 

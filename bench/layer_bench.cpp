@@ -137,13 +137,14 @@ double dense_ms(const MoeConfig& c, int64_t rows, int reps) {
   });
 }
 
-// Runs bench/torch_layer_eager.py (the released code's approach in PyTorch eager); empty on failure.
+// Runs bench/torch_layer_eager.py (the released code's approach in PyTorch eager) with its fastest
+// thread setting here (torch 1 thread, its OpenBLAS on all cores); empty on failure.
 nlohmann::json run_torch(const ShapeCase& s, bool moepp, double fraction, int tokens, int reps) {
   std::ostringstream cmd;
   cmd << "/usr/bin/python3 " << MOEPP_SOURCE_DIR << "/bench/torch_layer_eager.py --d " << s.d << " --i " << s.i
       << " --n-ffn " << s.n_ffn << " --n-zero " << (moepp ? s.n_zero : 0) << " --n-copy " << (moepp ? s.n_copy : 0)
       << " --n-const " << (moepp ? s.n_const : 0) << " --tokens " << tokens << " --ffn-fraction " << fraction
-      << " --threads " << omp_get_max_threads() << " --reps " << reps << " --backward 2>/dev/null";
+      << " --threads 1 --blas-threads " << omp_get_max_threads() << " --reps " << reps << " --backward 2>/dev/null";
   FILE* f = popen(cmd.str().c_str(), "r");
   if (!f) return {};
   std::string out;
