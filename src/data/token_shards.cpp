@@ -14,6 +14,7 @@
 #include <limits>
 
 #include "core/error.h"
+#include "io/mapped_file.h"
 
 namespace fs = std::filesystem;
 
@@ -216,39 +217,13 @@ ShardInfo parse_shard_header(const uint8_t* b, size_t available, uint64_t file_s
 }
 
 TokenShard::TokenShard(const std::string& path) : path_(path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    const int e = errno;
-    throw Error("cannot open token shard " + path + ": " + errno_text(e));
+  {
+    const io::FileMapping m = io::map_file_readonly(path, "token shard");
+    map_ = m.data;
+    map_size_ = m.size;
   }
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    const int e = errno;
-    ::close(fd);
-    throw Error("cannot stat " + path + ": " + errno_text(e));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    throw Error(path + ": not a regular file");
-  }
-  const uint64_t size = static_cast<uint64_t>(st.st_size);
-  if (size > 0) {
-    if (size > std::numeric_limits<size_t>::max()) {
-      ::close(fd);
-      throw Error(path + ": file too large to map");
-    }
-    void* m = ::mmap(nullptr, static_cast<size_t>(size), PROT_READ, MAP_SHARED, fd, 0);
-    if (m == MAP_FAILED) {
-      const int e = errno;
-      ::close(fd);
-      throw Error("cannot mmap " + path + ": " + errno_text(e));
-    }
-    map_ = static_cast<const uint8_t*>(m);
-    map_size_ = static_cast<size_t>(size);
-  }
-  ::close(fd);
   try {
-    info_ = parse_shard_header(map_, map_size_, size, path_);
+    info_ = parse_shard_header(map_, map_size_, map_size_, path_);
     // Every id must be inside the vocabulary: one pass, cheap next to any use of the tokens.
     const uint8_t* p = map_ + kShardHeaderBytes;
     const uint32_t V = info_.vocab_size;

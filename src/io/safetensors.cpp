@@ -2,6 +2,7 @@
 // (SafetensorsFile), sharded models (SafetensorsModel, model.safetensors.index.json), the writer
 // (SafetensorsWriter, write_sharded, write_file_atomic) and the exact fp16/bf16 <-> fp32 conversions.
 #include "io/safetensors.h"
+#include "io/mapped_file.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -402,39 +403,13 @@ Header parse_header(const uint8_t* bytes, size_t available, uint64_t file_size, 
 // SafetensorsFile
 
 SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    const int e = errno;
-    throw Error("cannot open " + path + ": " + errno_text(e));
+  {
+    const FileMapping m = map_file_readonly(path);
+    map_ = m.data;
+    map_size_ = m.size;
   }
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    const int e = errno;
-    ::close(fd);
-    throw Error("cannot stat " + path + ": " + errno_text(e));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    throw Error(path + ": not a regular file");
-  }
-  const uint64_t size = static_cast<uint64_t>(st.st_size);
-  if (size > 0) {
-    if (size > std::numeric_limits<size_t>::max()) {
-      ::close(fd);
-      throw Error(path + ": file too large to map");
-    }
-    void* m = ::mmap(nullptr, static_cast<size_t>(size), PROT_READ, MAP_PRIVATE, fd, 0);
-    if (m == MAP_FAILED) {
-      const int e = errno;
-      ::close(fd);
-      throw Error("cannot mmap " + path + ": " + errno_text(e));
-    }
-    map_ = static_cast<const uint8_t*>(m);
-    map_size_ = static_cast<size_t>(size);
-  }
-  ::close(fd);
   try {
-    header_ = parse_header(map_, map_size_, size, path_);
+    header_ = parse_header(map_, map_size_, map_size_, path_);
   } catch (...) {
     if (map_) ::munmap(const_cast<uint8_t*>(map_), map_size_);
     map_ = nullptr;
