@@ -8,6 +8,7 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
+#include "io/json_file.h"
 #include "io/safetensors.h"
 #include "moe/moe_layer.h"
 
@@ -18,18 +19,6 @@ struct LayerArgs {
   std::string config, weights, inputs, out;
 };
 
-nlohmann::json read_json_file(const std::string& path) {
-  std::ifstream f(path);
-  if (!f) throw Error(path + ": cannot open the config file");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  try {
-    return nlohmann::json::parse(ss.str());
-  } catch (const nlohmann::json::parse_error& e) {
-    throw Error(path + ": invalid JSON: " + e.what());
-  }
-}
-
 Tensor read_input(const io::SafetensorsFile& f, const std::string& name, const std::vector<int64_t>& shape) {
   Tensor t = f.read_f32(name);
   if (t.shape != shape)
@@ -38,7 +27,7 @@ Tensor read_input(const io::SafetensorsFile& f, const std::string& name, const s
 }
 
 void run_layer(const LayerArgs& a) {
-  const MoeConfig cfg = MoeConfig::from_json(read_json_file(a.config), a.config);
+  const MoeConfig cfg = MoeConfig::from_json(io::read_json_file(a.config, "the config file"), a.config);
   const MoeLayer layer(cfg);
   const int64_t D = cfg.hidden, E = cfg.n_experts;
 

@@ -1,5 +1,6 @@
 // Checkpoint save/load (see checkpoint.h).
 #include "io/checkpoint.h"
+#include "io/json_file.h"
 
 #include <filesystem>
 #include <fstream>
@@ -27,17 +28,7 @@ void save_model(const std::string& dir, const ModelConfig& cfg, const ModelParam
 
 ModelConfig load_model_config(const std::string& dir) {
   const std::string path = (fs::path(dir) / "config.json").string();
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error(path + ": cannot open the model config");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(ss.str());
-  } catch (const nlohmann::json::parse_error& e) {
-    throw Error(path + ": invalid JSON: " + e.what());
-  }
-  return ModelConfig::from_json(j, path);
+  return ModelConfig::from_json(read_json_file(path, "the model config"), path);
 }
 
 std::pair<ModelConfig, ModelParams> load_model(const std::string& dir) {

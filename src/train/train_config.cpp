@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "io/json_file.h"
 
 namespace moepp {
 namespace {
@@ -86,16 +87,7 @@ TrainConfig TrainConfig::from_json(const nlohmann::json& j, const std::string& s
 }
 
 TrainConfig TrainConfig::from_file(const std::string& path) {
-  std::ifstream f(path);
-  if (!f) throw Error(path + ": cannot open the training config");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(ss.str());
-  } catch (const nlohmann::json::parse_error& e) {
-    throw Error(path + ": invalid JSON: " + e.what());
-  }
+  const nlohmann::json j = io::read_json_file(path, "the training config");
   TrainConfig c = from_json(j, path);
   const std::filesystem::path base = std::filesystem::path(path).parent_path();
   auto resolve = [&](std::string& p) {

@@ -15,6 +15,7 @@
 #include "data/token_shards.h"
 #include "infer/generate.h"
 #include "io/checkpoint.h"
+#include "io/json_file.h"
 #include "io/safetensors.h"
 #include "model/model.h"
 #include "model/model_state.h"
@@ -37,14 +38,6 @@ std::string read_file(const std::string& path) {
 
 void write_text_atomic(const std::string& path, const std::string& text) {
   io::write_file_atomic(path, text.data(), text.size());
-}
-
-nlohmann::json read_json(const std::string& path) {
-  try {
-    return nlohmann::json::parse(read_file(path));
-  } catch (const nlohmann::json::parse_error& e) {
-    throw Error(path + ": invalid JSON: " + e.what());
-  }
 }
 
 // Tokenizer and shards of a run directory, made once.
@@ -89,7 +82,7 @@ RunData prepare_data(const TrainConfig& cfg, const std::string& out, bool quiet)
                                  {"train_bytes", train_bytes},   {"valid_bytes", valid_bytes}};
     write_text_atomic(meta_path, meta.dump(2) + "\n");
   }
-  const nlohmann::json meta = read_json(meta_path);
+  const nlohmann::json meta = io::read_json_file(meta_path);
   RunData d{std::move(tok), data::TokenShard(train_bin), data::TokenShard(valid_bin), 0.0};
   d.valid_bytes_per_token = meta.at("valid_bytes").get<double>() / static_cast<double>(d.valid.size());
   return d;
@@ -217,7 +210,7 @@ float train(const TrainConfig& cfg, const TrainOptions& opt) {
     const std::string dir = resolve_model_dir(opt.out_dir);
     auto [lc, lp] = io::load_model(dir);
     params = std::move(lp);
-    const nlohmann::json state = read_json((fs::path(dir) / "trainer_state.json").string());
+    const nlohmann::json state = io::read_json_file((fs::path(dir) / "trainer_state.json").string());
     start_step = state.at("step").get<int64_t>();
     adam = std::make_unique<AdamW>(param_refs(mc, params, grads), ac);
     io::SafetensorsFile of((fs::path(dir) / "optimizer.safetensors").string());
