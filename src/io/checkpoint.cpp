@@ -1,15 +1,18 @@
-// Checkpoint save/load (see checkpoint.h).
+// Checkpoint save/load (see checkpoint.h). Loading reads the weights through io/weight_source.h, so
+// every format it knows (safetensors single/sharded, PyTorch .bin single/sharded) loads.
 #include "io/checkpoint.h"
 #include "io/json_file.h"
 
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 
 #include "core/error.h"
 #include "io/safetensors.h"
+#include "io/weight_source.h"
 
 namespace moepp::io {
 namespace fs = std::filesystem;
@@ -33,29 +36,27 @@ ModelConfig load_model_config(const std::string& dir) {
 
 std::pair<ModelConfig, ModelParams> load_model(const std::string& dir) {
   ModelConfig cfg = load_model_config(dir);
-  const fs::path single = fs::path(dir) / "model.safetensors";
-  const std::string source =
-      fs::is_regular_file(single) ? single.string() : (fs::path(dir) / "model.safetensors.index.json").string();
-  const SafetensorsModel m(dir);
+  const std::unique_ptr<WeightSource> m = open_weights(dir);
+  const std::string& source = m->source();
   ModelParams params = ModelParams::zeros(cfg);
   std::set<std::string> loaded;
   const std::string layer0_map = "model.layers.0.mlp.moe.gate.gate_map.weight";
   for (auto& [name, t] : params.named(cfg)) {
-    if (!m.contains(name)) {
+    if (!m->contains(name)) {
       if (name == layer0_map) continue;
       throw Error(source + ": missing tensor '" + name + "'");
     }
-    const TensorInfo& info = m.info(name);
+    const WeightInfo info = m->info(name);
     if (info.shape != t->shape)
       throw Error(source + ": tensor '" + name + "' has shape " + shape_str(info.shape) + ", expected " +
                   shape_str(t->shape));
     if (info.dtype != DType::kF32 && info.dtype != DType::kBF16 && info.dtype != DType::kF16)
       throw Error(source + ": tensor '" + name + "' has dtype " + dtype_name(info.dtype) +
                   "; expected F32, BF16 or F16");
-    *t = m.read_f32(name);
+    m->read_f32(name, t->data.data());
     loaded.insert(name);
   }
-  for (const std::string& name : m.names())
+  for (const std::string& name : m->names())
     if (!loaded.count(name)) throw Error(source + ": unexpected tensor '" + name + "' for this config");
   return {std::move(cfg), std::move(params)};
 }

@@ -553,6 +553,7 @@ Tensor SafetensorsModel::read_f32(const std::string& name) const { return shard_
 std::vector<int32_t> SafetensorsModel::read_i32(const std::string& name) const {
   return shard_of(name).read_i32(name);
 }
+const uint8_t* SafetensorsModel::raw(const std::string& name) const { return shard_of(name).raw(name); }
 
 // ---------------------------------------------------------------------------------------------------
 // Writing

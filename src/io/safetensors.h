@@ -77,6 +77,7 @@ class SafetensorsModel {
   const TensorInfo& info(const std::string& name) const;
   Tensor read_f32(const std::string& name) const;
   std::vector<int32_t> read_i32(const std::string& name) const;
+  const uint8_t* raw(const std::string& name) const;  // pointer into the shard's mapping
 
  private:
   std::string path_;  // as given to the constructor, for messages

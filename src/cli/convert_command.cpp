@@ -1,0 +1,106 @@
+// `moepp convert --model DIR --out DIR [--dtype f32|bf16]`: rewrites a checkpoint in any format that
+// io/weight_source.h reads (safetensors single/sharded, PyTorch .bin single/sharded) as
+// OUT/config.json + OUT/model.safetensors (+ OUT/tokenizer.model when DIR has one). Tensors are read
+// one at a time; floating tensors are written as F32 or BF16 (round to nearest even), integer tensors
+// unchanged. Every file is written atomically. See docs/checkpoints.md.
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <memory>
+#include <string>
+
+#include "cli/commands.h"
+#include "core/error.h"
+#include "core/tensor.h"
+#include "io/checkpoint.h"
+#include "io/safetensors.h"
+#include "io/weight_source.h"
+
+namespace moepp::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct ConvertArgs {
+  std::string model, out, dtype = "f32";
+};
+
+std::string read_whole_file(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  if (!in) throw Error("cannot open " + p.string());
+  std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) throw Error("cannot read " + p.string());
+  return s;
+}
+
+void run_convert(const ConvertArgs& a) {
+  check(a.dtype == "f32" || a.dtype == "bf16", "--dtype " + a.dtype + ": expected f32 or bf16");
+  const bool bf16 = a.dtype == "bf16";
+  const fs::path in_dir(a.model), out_dir(a.out);
+  io::load_model_config(a.model);  // the config must be one this engine runs (errors name the field)
+  const std::unique_ptr<io::WeightSource> src = io::open_weights(a.model);
+
+  std::error_code ec;
+  fs::create_directories(out_dir, ec);
+  if (ec) throw Error("convert: cannot create directory " + a.out + ": " + ec.message());
+  if (fs::equivalent(in_dir, out_dir, ec))
+    throw Error("convert: --out " + a.out + " is the --model directory; choose another");
+
+  io::SafetensorsWriter w;
+  uint64_t bytes = 0;
+  const std::vector<std::string> names = src->names();
+  for (const std::string& name : names) {
+    const io::WeightInfo info = src->info(name);
+    if (info.dtype == io::DType::kF32 || info.dtype == io::DType::kF16 || info.dtype == io::DType::kBF16) {
+      Tensor t(info.shape);
+      src->read_f32(name, t.ptr());
+      if (bf16) {
+        w.add_bf16(name, t);
+        bytes += t.numel() * 2;
+      } else {
+        w.add_f32(name, t);
+        bytes += t.numel() * 4;
+      }
+    } else {  // integer tensors (I32, I64) pass through unchanged
+      const uint8_t* p = src->mapped(name);
+      if (!p)
+        throw Error(src->source() + ": tensor '" + name + "' (" + io::dtype_name(info.dtype) +
+                    ") is not contiguous; integer tensors are only copied when contiguous");
+      const size_t nb = Tensor::numel_of(info.shape) * io::dtype_size(info.dtype);
+      w.add(name, info.dtype, info.shape, p, nb);
+      bytes += nb;
+    }
+  }
+  w.set_metadata("format", "pt");
+  const fs::path weights = out_dir / "model.safetensors";
+  w.write(weights.string());
+
+  const std::string config = read_whole_file(in_dir / "config.json");
+  io::write_file_atomic((out_dir / "config.json").string(), config.data(), config.size());
+  bool tokenizer = false;
+  if (fs::is_regular_file(in_dir / "tokenizer.model", ec)) {
+    const std::string tok = read_whole_file(in_dir / "tokenizer.model");
+    io::write_file_atomic((out_dir / "tokenizer.model").string(), tok.data(), tok.size());
+    tokenizer = true;
+  }
+  std::printf("converted %zu tensors (%.1f MB, %s) from %s to %s%s\n", names.size(), static_cast<double>(bytes) / 1e6,
+              bf16 ? "BF16" : "F32", src->source().c_str(), weights.string().c_str(),
+              tokenizer ? " (+ config.json, tokenizer.model)" : " (+ config.json)");
+}
+
+}  // namespace
+
+void register_convert_command(CLI::App& app) {
+  auto args = std::make_shared<ConvertArgs>();
+  CLI::App* sub = app.add_subcommand(
+      "convert",
+      "Convert a checkpoint (safetensors or PyTorch .bin, single or sharded) to config.json + model.safetensors");
+  sub->add_option("--model", args->model, "checkpoint directory (config.json + weights in any supported format)")
+      ->required();
+  sub->add_option("--out", args->out, "output directory (created if needed)")->required();
+  sub->add_option("--dtype", args->dtype, "dtype of the floating tensors written: f32 or bf16")->capture_default_str();
+  sub->callback([args] { run_convert(*args); });
+}
+
+}  // namespace moepp::cli

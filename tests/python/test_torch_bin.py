@@ -1,0 +1,338 @@
+#!/usr/bin/python3
+"""PyTorch `.bin` checkpoints (torch.save zip + pickle, as the released MoE-Plus-Plus-7B ships) read by
+the C++ engine natively, against the same weights in safetensors.
+
+Run: /usr/bin/python3 tests/python/test_torch_bin.py --moepp /path/to/moepp [-k SUBSTRING] [-v]
+
+One small random MoE++ model (model_ref.make_weights) is written in many layouts:
+  safetensors F32 / BF16 / F16, sharded BF16 (model.safetensors.index.json);
+  pytorch_model.bin F32 / BF16 / F16 (torch.save of a dict of tensors), sharded BF16
+  (pytorch_model-0000i-of-0000n.bin + pytorch_model.bin.index.json), a protocol-4 pickle, and a
+  "state_dict" variant (OrderedDict with _metadata, nn.Parameter values, every tensor a view into one
+  shared flat storage at an offset, the 2-D ones transposed views, i.e. non-contiguous);
+and `moepp convert` outputs of several of them (--dtype f32 and bf16). `moepp dump` runs each on the
+same tokens; the logits must be bitwise identical within a dtype group (the same values reach the
+engine whatever the format). Error cases: truncated .bin, missing / unexpected / mis-shaped tensor,
+F64 tensor, a pickled non-tensor object (a disallowed global), a deflate-compressed zip, an index
+naming a missing shard: each exits 1 with a message naming the file. Prints `N passed, M failed`;
+exit 1 on failure.
+"""
+import argparse
+import collections
+import datetime
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import model_ref as M  # noqa: E402
+import safetensors_np as st  # noqa: E402
+
+CONFIG = {"architectures": ["MoeForCausalLM"], "model_type": "MoE++", "vocab_size": 97, "hidden_size": 32,
+          "intermediate_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+          "max_position_embeddings": 128, "num_experts": [8], "rms_norm_eps": 1e-6, "rope_theta": 10000.0,
+          "hidden_act": "silu", "tie_word_embeddings": False, "torch_dtype": "bfloat16"}
+TOKENS = "1,5,9,33,2,70,64,12,88,3,41,41,7,0,96"
+TORCH_DT = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
+
+
+class Failure(Exception):
+    pass
+
+
+def weights_in(W, dtype):
+    """{name: torch tensor of `dtype`} (rounded by torch: round to nearest even)."""
+    return {k: torch.from_numpy(v).to(TORCH_DT[dtype]) for k, v in W.items()}
+
+
+def new_dir(tmp, name, tokenizer=b"not really a sentencepiece model\x00\x01"):
+    d = os.path.join(tmp, name)
+    os.makedirs(d)
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump(CONFIG, f, indent=1)
+    with open(os.path.join(d, "tokenizer.model"), "wb") as f:
+        f.write(tokenizer)
+    return d
+
+
+def write_st(d, T, dtype, shards=1):
+    W = {k: v.float().numpy() for k, v in T.items()}  # exact: the values are representable in dtype
+    names = list(W)
+    if shards == 1:
+        st.save(os.path.join(d, "model.safetensors"), W, dtypes={k: dtype for k in names})
+        return
+    weight_map = {}
+    for s, idx in enumerate(np.array_split(np.arange(len(names)), shards)):
+        fn = f"model-{s + 1:05d}-of-{shards:05d}.safetensors"
+        part = {names[i]: W[names[i]] for i in idx}
+        st.save(os.path.join(d, fn), part, dtypes={k: dtype for k in part})
+        weight_map.update({k: fn for k in part})
+    with open(os.path.join(d, "model.safetensors.index.json"), "w") as f:
+        json.dump({"metadata": {"total_size": 0}, "weight_map": weight_map}, f)
+
+
+def write_bin(d, T, shards=1, **save_kw):
+    names = list(T)
+    if shards == 1:
+        torch.save(dict(T), os.path.join(d, "pytorch_model.bin"), **save_kw)
+        return
+    weight_map = {}
+    for s, idx in enumerate(np.array_split(np.arange(len(names)), shards)):
+        fn = f"pytorch_model-{s + 1:05d}-of-{shards:05d}.bin"
+        torch.save({names[i]: T[names[i]] for i in idx}, os.path.join(d, fn), **save_kw)
+        weight_map.update({names[i]: fn for i in idx})
+    with open(os.path.join(d, "pytorch_model.bin.index.json"), "w") as f:
+        json.dump({"metadata": {"total_size": 0}, "weight_map": weight_map}, f, indent=1)
+
+
+def state_dict_views(T):
+    """An OrderedDict like Module.state_dict(): _metadata, Parameters, all tensors views of one flat
+    storage at increasing offsets, 2-D ones stored transposed (non-contiguous views)."""
+    total = sum(t.numel() for t in T.values()) + 3
+    flat = torch.zeros(total, dtype=next(iter(T.values())).dtype)
+    sd = collections.OrderedDict()
+    off = 3  # a non-zero first offset
+    for k, t in T.items():
+        n = t.numel()
+        if t.dim() == 2:
+            view = flat[off:off + n].view(t.shape[1], t.shape[0]).t()  # strides (1, rows)
+        else:
+            view = flat[off:off + n].view(t.shape)
+        view.copy_(t)
+        sd[k] = torch.nn.Parameter(view, requires_grad=False) if t.dim() == 2 else view
+        off += n
+    sd._metadata = collections.OrderedDict({"": {"version": 1}, "model": {"version": 1}})
+    return sd
+
+
+def moepp(exe, *args, check=True):
+    proc = subprocess.run([exe, *args], capture_output=True, text=True, timeout=300)
+    if check and proc.returncode != 0:
+        raise Failure(f"moepp {' '.join(args[:1])} exited {proc.returncode}: {proc.stderr.strip()[:600]}")
+    return proc
+
+
+def dump_logits(exe, d, tmp):
+    out = os.path.join(tmp, os.path.basename(d) + ".dump.safetensors")
+    moepp(exe, "dump", "--model", d, "--tokens", TOKENS, "--out", out)
+    logits = st.load(out)["logits"]
+    if not np.all(np.isfinite(logits)) or not np.any(logits):
+        raise Failure(f"{d}: logits are not finite / all zero")
+    return logits
+
+
+def build_models(exe, tmp, W):
+    """{dtype group: [(name, dir)]}."""
+    groups = collections.defaultdict(list)
+
+    def add(group, name, fn):
+        d = new_dir(tmp, name)
+        fn(d)
+        groups[group].append((name, d))
+        return d
+
+    for dt in ("F32", "BF16", "F16"):
+        T = weights_in(W, dt)
+        add(dt, f"st_{dt}", lambda d, T=T, dt=dt: write_st(d, T, dt))
+        add(dt, f"bin_{dt}", lambda d, T=T: write_bin(d, T))
+    T16 = weights_in(W, "BF16")
+    add("BF16", "st_BF16_sharded", lambda d: write_st(d, T16, "BF16", shards=3))
+    add("BF16", "bin_BF16_sharded", lambda d: write_bin(d, T16, shards=4))
+    add("BF16", "bin_BF16_state_dict_views",
+        lambda d: torch.save(state_dict_views(T16), os.path.join(d, "pytorch_model.bin")))
+    T32 = weights_in(W, "F32")
+    add("F32", "bin_F32_protocol4", lambda d: write_bin(d, T32, pickle_protocol=4))
+    add("F32", "bin_F32_state_dict_views",
+        lambda d: torch.save(state_dict_views(T32), os.path.join(d, "pytorch_model.bin")))
+    add("F16", "bin_F16_sharded_views", lambda d: write_bin(d, state_dict_views(weights_in(W, "F16")), shards=2))
+
+    # moepp convert: every output is config.json + model.safetensors (+ tokenizer.model).
+    conversions = [("bin_F32", "f32", "F32"), ("bin_BF16", "f32", "BF16"), ("bin_BF16_sharded", "bf16", "BF16"),
+                   ("bin_F32", "bf16", "BF16"), ("bin_F16", "f32", "F16"),
+                   ("bin_BF16_state_dict_views", "bf16", "BF16"), ("st_BF16_sharded", "f32", "BF16")]
+    for src, dtype, group in conversions:
+        s = os.path.join(tmp, src)
+        o = os.path.join(tmp, f"conv_{src}_to_{dtype}")
+        proc = moepp(exe, "convert", "--model", s, "--out", o, "--dtype", dtype)
+        hdr = st.header_of(os.path.join(o, "model.safetensors"))
+        want = "F32" if dtype == "f32" else "BF16"
+        bad = [k for k, v in hdr.items() if k != "__metadata__" and v["dtype"] != want]
+        if bad or set(hdr) - {"__metadata__"} != set(W):
+            raise Failure(f"convert {src} --dtype {dtype}: dtypes {bad[:3]} / names differ")
+        for f in ("config.json", "tokenizer.model"):
+            with open(os.path.join(s, f), "rb") as a, open(os.path.join(o, f), "rb") as b:
+                if a.read() != b.read():
+                    raise Failure(f"convert {src}: {f} not copied verbatim")
+        if "converted" not in proc.stdout:
+            raise Failure(f"convert {src}: no summary line: {proc.stdout!r}")
+        groups[group].append((os.path.basename(o), o))
+    return groups
+
+
+def format_cases(exe, tmp, W, verbose):
+    results = []
+    groups = build_models(exe, tmp, W)
+    ref = {}
+    for group, members in groups.items():
+        base_name, base_dir = members[0]
+        base = dump_logits(exe, base_dir, tmp)
+        ref[group] = base
+        for name, d in members[1:]:
+            try:
+                got = dump_logits(exe, d, tmp)
+                if got.shape != base.shape or not np.array_equal(got.view(np.uint32), base.view(np.uint32)):
+                    diff = float(np.abs(got.astype(np.float64) - base).max()) if got.shape == base.shape else -1
+                    raise Failure(f"logits differ from {base_name} (max|diff| {diff:.3g})")
+                results.append((f"{group}:{name}", True, f"bitwise equal to {base_name}"))
+            except Failure as e:
+                results.append((f"{group}:{name}", False, str(e)))
+    # The dtype groups hold different (rounded) weights: close, not equal.
+    for g in ("BF16", "F16"):
+        diff = float(np.abs(ref[g].astype(np.float64) - ref["F32"]).max())
+        scale = float(np.abs(ref["F32"]).max())
+        results.append((f"{g}_vs_F32_close", 0 < diff < 0.1 * scale, f"max|diff| {diff:.3g} (scale {scale:.3g})"))
+    return results
+
+
+def expect_error(exe, name, args, needles):
+    proc = moepp(exe, *args, check=False)
+    ok = proc.returncode == 1 and all(n in proc.stderr for n in needles)
+    return (name, ok, proc.stderr.strip()[:400])
+
+
+def error_cases(exe, tmp, W):
+    res = []
+    T = weights_in(W, "F32")
+    o = os.path.join(tmp, "err.out.safetensors")
+
+    def dump_args(d):
+        return ["dump", "--model", d, "--tokens", "1,2,3", "--out", o]
+
+    d = new_dir(tmp, "err_truncated")
+    write_bin(d, T)
+    p = os.path.join(d, "pytorch_model.bin")
+    for frac in (0.5, 0.999):
+        with open(p, "rb") as f:
+            data = f.read()
+        with open(p, "wb") as f:
+            f.write(data[:int(len(data) * frac)])
+        res.append(expect_error(exe, f"truncated_{frac}", dump_args(d), [p]))
+        res.append(expect_error(exe, f"convert_truncated_{frac}", ["convert", "--model", d, "--out", d + "_out"], [p]))
+        write_bin(d, T)
+
+    d = new_dir(tmp, "err_missing")
+    T2 = dict(T)
+    T2.pop("model.layers.1.self_attn.v_proj.weight")
+    write_bin(d, T2)
+    p = os.path.join(d, "pytorch_model.bin")
+    missing = "missing tensor 'model.layers.1.self_attn.v_proj.weight'"
+    res.append(expect_error(exe, "missing_tensor", dump_args(d), [p, missing]))
+
+    d = new_dir(tmp, "err_missing_sharded")
+    write_bin(d, T2, shards=3)
+    p = os.path.join(d, "pytorch_model.bin.index.json")
+    res.append(expect_error(exe, "missing_tensor_sharded", dump_args(d), [p, missing]))
+
+    d = new_dir(tmp, "err_unexpected")
+    T3 = dict(T)
+    T3["model.layers.0.self_attn.rotary_emb.inv_freq"] = torch.ones(4)
+    write_bin(d, T3)
+    res.append(expect_error(exe, "unexpected_tensor", dump_args(d),
+                            [os.path.join(d, "pytorch_model.bin"),
+                             "unexpected tensor 'model.layers.0.self_attn.rotary_emb.inv_freq'"]))
+
+    d = new_dir(tmp, "err_shape")
+    T4 = dict(T)
+    T4["model.norm.weight"] = torch.ones(31)
+    write_bin(d, T4)
+    res.append(expect_error(exe, "shape_mismatch", dump_args(d),
+                            [os.path.join(d, "pytorch_model.bin"),
+                             "tensor 'model.norm.weight' has shape [31], expected [32]"]))
+
+    d = new_dir(tmp, "err_int_dtype")
+    T5 = dict(T)
+    T5["model.norm.weight"] = torch.ones(32, dtype=torch.int64)
+    write_bin(d, T5)
+    res.append(expect_error(exe, "int_dtype", dump_args(d),
+                            [os.path.join(d, "pytorch_model.bin"), "tensor 'model.norm.weight' has dtype I64"]))
+
+    d = new_dir(tmp, "err_f64")
+    T6 = dict(T)
+    T6["model.norm.weight"] = torch.ones(32, dtype=torch.float64)
+    write_bin(d, T6)
+    res.append(expect_error(exe, "f64_storage", dump_args(d),
+                            [os.path.join(d, "pytorch_model.bin"), "global 'torch.DoubleStorage' is not allowed"]))
+
+    d = new_dir(tmp, "err_object")
+    T7 = dict(T)
+    T7["when"] = datetime.date(2024, 1, 1)  # pickled as a call of datetime.date: must never run
+    write_bin(d, T7)
+    res.append(expect_error(exe, "pickled_object", dump_args(d),
+                            [os.path.join(d, "pytorch_model.bin"), "global 'datetime.date' is not allowed"]))
+
+    d = new_dir(tmp, "err_deflate")
+    write_bin(d, T)
+    p = os.path.join(d, "pytorch_model.bin")
+    with zipfile.ZipFile(p) as z:
+        items = [(i.filename, z.read(i.filename)) for i in z.infolist()]
+    with zipfile.ZipFile(p, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for n, b in items:
+            z.writestr(n, b)
+    res.append(expect_error(exe, "deflate_compressed", dump_args(d), [p, "data.pkl", "compressed (method 8)"]))
+
+    d = new_dir(tmp, "err_missing_shard")
+    write_bin(d, T, shards=3)
+    os.remove(os.path.join(d, "pytorch_model-00002-of-00003.bin"))
+    res.append(expect_error(exe, "missing_shard", dump_args(d),
+                            [os.path.join(d, "pytorch_model.bin.index.json"), "pytorch_model-00002-of-00003.bin",
+                             "does not exist"]))
+
+    d = new_dir(tmp, "err_no_weights")
+    res.append(expect_error(exe, "no_weights", dump_args(d), [d, "pytorch_model.bin.index.json"]))
+    res.append(expect_error(exe, "convert_bad_dtype", ["convert", "--model", os.path.join(tmp, "bin_F32"), "--out",
+                                                       os.path.join(tmp, "x"), "--dtype", "f16"], ["--dtype f16"]))
+    res.append(expect_error(exe, "convert_into_itself", ["convert", "--model", os.path.join(tmp, "bin_F32"), "--out",
+                                                         os.path.join(tmp, "bin_F32")], ["is the --model directory"]))
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--moepp", required=True)
+    ap.add_argument("-k", default="")
+    ap.add_argument("-v", action="store_true")
+    args = ap.parse_args()
+    exe = os.path.abspath(args.moepp)
+    W = M.make_weights(CONFIG, 11)
+    passed = failed = 0
+    with tempfile.TemporaryDirectory(prefix="moepp_torch_bin_") as tmp:
+        results = []
+        try:
+            results += format_cases(exe, tmp, W, args.v)
+        except Failure as e:
+            results.append(("formats", False, str(e)))
+        if not args.k or "error" in args.k:
+            results += [("error_" + n, ok, m) for n, ok, m in error_cases(exe, tmp, W)]
+        for name, ok, msg in results:
+            if args.k and args.k not in name:
+                continue
+            if ok:
+                passed += 1
+                print(f"PASS {name}" + (f": {msg}" if args.v else ""))
+            else:
+                failed += 1
+                print(f"FAIL {name}: {msg}")
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
