@@ -5,6 +5,7 @@
 #include "cli/commands.h"
 #include "core/error.h"
 #include "gemm_bench.h"
+#include "infer_bench.h"
 #include "layer_bench.h"
 #include "train_bench.h"
 
@@ -18,7 +19,7 @@ void check_status(const char* what, int rc) {
 }  // namespace
 
 void register_bench_command(CLI::App& app) {
-  CLI::App* bench = app.add_subcommand("bench", "Benchmarks (GEMM backends, the MoE++ layer, training throughput)");
+  CLI::App* bench = app.add_subcommand("bench", "Benchmarks (GEMM backends, the MoE++ layer, training and inference throughput)");
   bench->require_subcommand(1);
 
   // moepp bench gemm [--json] [--reps N]
@@ -73,6 +74,21 @@ void register_bench_command(CLI::App& app) {
     if (t->batch < 0 || t->seq_len < 0) throw Error("bench train: --batch and --seq-len must be >= 1");
     check_status("bench train", run_train_bench(*t));
   });
+
+  // moepp bench infer [--dtypes LIST] [--variants LIST] [--prompt N] [--gen N] [--reps N]
+  auto inf = std::make_shared<InferBenchOptions>();
+  CLI::App* infer = bench->add_subcommand(
+      "infer", "Prefill / decode tokens/s of the KV-cache decoder (F32, BF16, INT8), vanilla MoE vs MoE++");
+  infer->add_option("--dtypes", inf->dtypes, "Comma list of weight dtypes: f32, bf16, int8")->capture_default_str();
+  infer->add_option("--variants", inf->variants, "Comma list: moe (8 FFN, top-2), moepp (8 FFN + 4 zero-computation)")
+      ->capture_default_str();
+  infer->add_option("--prompt", inf->prompt, "Prefill tokens")->capture_default_str();
+  infer->add_option("--gen", inf->gen, "Decoded tokens")->capture_default_str();
+  infer->add_option("--reps", inf->reps, "Timings per measurement; the best is reported")->capture_default_str();
+  infer->add_option("--layers", inf->layers, "Decoder blocks")->capture_default_str();
+  infer->add_option("--zc-fraction", inf->zc_fraction, "MoE++: target share of slots on zero-computation experts")
+      ->capture_default_str();
+  infer->callback([inf] { check_status("bench infer", run_infer_bench(*inf)); });
 }
 
 }  // namespace moepp::cli

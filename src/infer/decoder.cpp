@@ -1,0 +1,256 @@
+// Decoder: the inference forward pass over a KV cache (see decoder.h). Per block: RMSNorm -> q/k/v
+// projections -> RoPE at each row's own position -> append k/v to the cache -> attention of every
+// new row over its slot's cached keys (tiles of query rows, sgemm for scores and values) -> o_proj ->
+// RMSNorm -> MoE++ (router, dispatch and combine of src/moe; FFN experts on WeightMatrix) -> residual.
+#include "infer/decoder.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <set>
+#include <string>
+
+#include "core/error.h"
+#include "core/fast_exp.h"
+#include "core/gemm.h"
+#include "model/embedding.h"
+#include "model/rmsnorm.h"
+#include "model/rope.h"
+#include "moe/combine.h"
+#include "moe/dispatch.h"
+#include "moe/router.h"
+
+namespace moepp {
+namespace {
+
+constexpr int64_t kQueryTile = 32;  // query rows per attention work item
+
+// x [R, n_heads * hd] rotated in place, row r by position pos[r] (Hugging Face rotate_half layout, the
+// angles of RopeTable, so that it matches model/rope.cpp exactly).
+void rope_rows(float* x, const RopeTable& rt, const int64_t* pos, int64_t R, int64_t n_heads, int64_t hd) {
+  const int64_t half = hd / 2, row = n_heads * hd;
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < R; ++r) {
+    const float* c = rt.cos.data() + pos[r] * half;
+    const float* s = rt.sin.data() + pos[r] * half;
+    for (int64_t h = 0; h < n_heads; ++h) {
+      float* v = x + r * row + h * hd;
+      for (int64_t i = 0; i < half; ++i) {
+        const float a = v[i], b = v[i + half];
+        v[i] = a * c[i] - b * s[i];
+        v[i + half] = b * c[i] + a * s[i];
+      }
+    }
+  }
+}
+
+struct AttnItem {
+  int64_t row0, n;     // new rows [row0, row0 + n) of the batch
+  int64_t pos0;        // position of row0 in its slot
+  int64_t slot, head;
+};
+
+}  // namespace
+
+Decoder::Decoder(ModelConfig cfg, InferWeights w) : cfg_(std::move(cfg)), w_(std::move(w)) {
+  cfg_.validate("Decoder");
+  check(static_cast<int64_t>(w_.layers.size()) == cfg_.n_layers, "Decoder: the weights have " +
+                                                                      std::to_string(w_.layers.size()) +
+                                                                      " layers, the config " +
+                                                                      std::to_string(cfg_.n_layers));
+  for (int64_t i = 0; i < cfg_.n_layers; ++i) layers_.emplace_back(cfg_.layer_moe(static_cast<int>(i), false));
+  rope_.build(cfg_.max_pos, cfg_.head_dim, cfg_.rope_theta);
+}
+
+KvCache Decoder::make_cache(int64_t n_slots, int64_t max_len) const {
+  check(max_len <= cfg_.max_pos, "Decoder: cache length " + std::to_string(max_len) +
+                                     " exceeds max_position_embeddings = " + std::to_string(cfg_.max_pos));
+  return KvCache(cfg_.n_layers, n_slots, max_len, cfg_.n_kv_heads * cfg_.head_dim);
+}
+
+void Decoder::forward(Tensor& logits, KvCache& cache, const std::vector<DecodeChunk>& batch, DecoderScratch& sc,
+                      std::vector<Tensor>* router_logits) const {
+  const int64_t V = cfg_.vocab, D = cfg_.hidden, L = cfg_.n_layers;
+  const int64_t H = cfg_.n_heads, KVH = cfg_.n_kv_heads, hd = cfg_.head_dim, Q = H * hd, KV = KVH * hd;
+  const int64_t group = H / KVH;
+  check(!batch.empty(), "Decoder::forward: empty batch");
+  check(cache.n_layers() == L && cache.kv_dim() == KV, "Decoder::forward: the cache was not made for this model");
+  // Validate everything before touching the cache.
+  int64_t R = 0, R_out = 0;
+  std::set<int64_t> slots;
+  for (const DecodeChunk& c : batch) {
+    check(c.slot >= 0 && c.slot < cache.n_slots(), "Decoder::forward: slot " + std::to_string(c.slot) +
+                                                       " outside [0, " + std::to_string(cache.n_slots()) + ")");
+    check(slots.insert(c.slot).second, "Decoder::forward: slot " + std::to_string(c.slot) + " appears twice");
+    check(c.n > 0 && c.tokens != nullptr, "Decoder::forward: a chunk has no tokens (slot " + std::to_string(c.slot) + ")");
+    const int64_t end = cache.length(c.slot) + c.n;
+    check(end <= cache.max_len(), "Decoder::forward: slot " + std::to_string(c.slot) + " would hold " +
+                                      std::to_string(end) + " positions, more than the cache's " +
+                                      std::to_string(cache.max_len()));
+    for (int64_t i = 0; i < c.n; ++i)
+      check(c.tokens[i] >= 0 && c.tokens[i] < V, "Decoder::forward: token id " + std::to_string(c.tokens[i]) +
+                                                     " is outside the vocabulary [0, " + std::to_string(V) + ")");
+    R += c.n;
+    R_out += c.all_logits ? c.n : 1;
+  }
+
+  // Row bookkeeping: tokens, positions, attention work items.
+  std::vector<int32_t> tokens(R);
+  sc.pos.resize(R);
+  std::vector<AttnItem> items;
+  std::vector<int64_t> out_rows;
+  {
+    int64_t r = 0;
+    for (const DecodeChunk& c : batch) {
+      const int64_t p0 = cache.length(c.slot);
+      for (int64_t i = 0; i < c.n; ++i) {
+        tokens[r + i] = c.tokens[i];
+        sc.pos[r + i] = p0 + i;
+      }
+      for (int64_t i0 = 0; i0 < c.n; i0 += kQueryTile)
+        for (int64_t h = 0; h < H; ++h)
+          items.push_back({r + i0, std::min(kQueryTile, c.n - i0), p0 + i0, c.slot, h});
+      if (c.all_logits)
+        for (int64_t i = 0; i < c.n; ++i) out_rows.push_back(r + i);
+      else
+        out_rows.push_back(r + c.n - 1);
+      r += c.n;
+    }
+  }
+  // Longest tiles first, so dynamic scheduling balances the threads.
+  std::stable_sort(items.begin(), items.end(), [](const AttnItem& a, const AttnItem& b) {
+    return a.pos0 + a.n > b.pos0 + b.n;
+  });
+
+  ensure_shape(sc.h, {R, D});
+  embedding_forward(sc.h.ptr(), tokens.data(), w_.embed.ptr(), R, D);
+  ensure_shape(sc.xn, {R, D});
+  ensure_shape(sc.q, {R, Q});
+  ensure_shape(sc.k, {R, KV});
+  ensure_shape(sc.v, {R, KV});
+  ensure_shape(sc.att, {R, Q});
+  sc.rstd.resize(R);
+  sc.z.resize(L);
+  if (router_logits) router_logits->resize(L);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+
+  for (int64_t l = 0; l < L; ++l) {
+    const InferWeights::Layer& w = w_.layers[l];
+    // Attention block.
+    rmsnorm_forward(sc.xn.ptr(), sc.rstd.data(), sc.h.ptr(), w.attn_norm.ptr(), R, D, cfg_.rms_eps);
+    w.wq.matmul(sc.q.ptr(), sc.xn.ptr(), R);
+    w.wk.matmul(sc.k.ptr(), sc.xn.ptr(), R);
+    w.wv.matmul(sc.v.ptr(), sc.xn.ptr(), R);
+    rope_rows(sc.q.ptr(), rope_, sc.pos.data(), R, H, hd);
+    rope_rows(sc.k.ptr(), rope_, sc.pos.data(), R, KVH, hd);
+    {
+      int64_t r = 0;
+      for (const DecodeChunk& c : batch) {
+        const int64_t p0 = cache.length(c.slot);
+        std::memcpy(cache.k(l, c.slot) + p0 * KV, sc.k.ptr() + r * KV, sizeof(float) * c.n * KV);
+        std::memcpy(cache.v(l, c.slot) + p0 * KV, sc.v.ptr() + r * KV, sizeof(float) * c.n * KV);
+        r += c.n;
+      }
+    }
+    const KvCache& kc = cache;
+#pragma omp parallel
+    {
+      std::vector<float> s(static_cast<size_t>(kQueryTile * cache.max_len()));
+#pragma omp for schedule(dynamic, 1)
+      for (size_t it = 0; it < items.size(); ++it) {
+        const AttnItem& a = items[it];
+        const int64_t keys = a.pos0 + a.n;  // row i sees keys [0, pos0 + i]
+        const int64_t kvh = a.head / group;
+        const float* qp = sc.q.ptr() + a.row0 * Q + a.head * hd;
+        const float* kp = kc.k(l, a.slot) + kvh * hd;
+        const float* vp = kc.v(l, a.slot) + kvh * hd;
+        // S [n, keys] = q · K^T * scale
+        sgemm(false, true, a.n, keys, hd, scale, qp, Q, kp, KV, 0.0f, s.data(), keys);
+        for (int64_t i = 0; i < a.n; ++i) {
+          float* row = s.data() + i * keys;
+          const int64_t valid = a.pos0 + i + 1;
+          float mx = -std::numeric_limits<float>::infinity();
+          for (int64_t j = 0; j < valid; ++j) mx = std::max(mx, row[j]);
+          float sum = 0.0f;
+          for (int64_t j = 0; j < valid; ++j) {
+            row[j] = exp_vec(row[j] - mx);
+            sum += row[j];
+          }
+          const float inv = 1.0f / sum;
+          for (int64_t j = 0; j < valid; ++j) row[j] *= inv;
+          for (int64_t j = valid; j < keys; ++j) row[j] = 0.0f;
+        }
+        // out [n, hd] = P · V
+        sgemm(false, false, a.n, hd, keys, 1.0f, s.data(), keys, vp, KV, 0.0f, sc.att.ptr() + a.row0 * Q + a.head * hd,
+              Q);
+      }
+    }
+    w.wo.matmul(sc.h.ptr(), sc.att.ptr(), R, /*accumulate=*/true);
+
+    // MoE++ block.
+    rmsnorm_forward(sc.xn.ptr(), sc.rstd.data(), sc.h.ptr(), w.mlp_norm.ptr(), R, D, cfg_.rms_eps);
+    const MoeConfig& mc = layers_[l].config();
+    MoeForwardState& st = sc.moe;
+    st.T = R;
+    st.W = mc.slot_width();
+    st.x = sc.xn.ptr();
+    st.z_prev = mc.uses_residual() ? sc.z[l - 1].ptr() : nullptr;
+    if (mc.no_mul_topk) {
+      st.x_in = sc.xn.ptr();
+    } else {
+      ensure_shape(st.x_scaled, {R, D});
+      const float k = static_cast<float>(mc.top_k);
+      for (int64_t i = 0; i < R * D; ++i) st.x_scaled.data[i] = k * sc.xn.data[i];
+      st.x_in = st.x_scaled.ptr();
+    }
+    router_forward(st, mc, w.moe_small);
+    dispatch_slots(st, mc);
+    const int64_t I = mc.intermediate, rows = st.ffn_rows();
+    ensure_shape(st.ffn_o, {rows, D});
+    for (int64_t e = 0; e < mc.n_ffn(); ++e) {
+      const int64_t r0 = st.ffn_offset[e], n = st.ffn_offset[e + 1] - r0;
+      if (n == 0) continue;
+      ensure_shape(sc.ffn_x, {n, D});
+      ensure_shape(sc.ffn_h, {n, 2 * I});
+      ensure_shape(sc.ffn_a, {n, I});
+      for (int64_t i = 0; i < n; ++i)
+        std::memcpy(sc.ffn_x.ptr() + i * D, st.x_in + static_cast<int64_t>(st.ffn_slot[r0 + i] / st.W) * D,
+                    sizeof(float) * D);
+      w.up[e].matmul(sc.ffn_h.ptr(), sc.ffn_x.ptr(), n);
+      float* hp = sc.ffn_h.ptr();
+      float* ap = sc.ffn_a.ptr();
+#pragma omp parallel for schedule(static)
+      for (int64_t i = 0; i < n; ++i) {
+        const float* g = hp + i * 2 * I;
+        const float* u = g + I;
+        float* a = ap + i * I;
+        for (int64_t j = 0; j < I; ++j) a[j] = g[j] / (1.0f + exp_vec(-g[j])) * u[j];
+      }
+      w.down[e].matmul(st.ffn_o.ptr() + r0 * D, sc.ffn_a.ptr(), n);
+    }
+    ensure_shape(sc.y, {R, D});
+    combine_forward(sc.y.ptr(), st, mc, w.moe_small);
+    sc.z[l].shape = st.z.shape;
+    sc.z[l].data.assign(st.z.data.begin(), st.z.data.end());
+    if (router_logits) (*router_logits)[l] = sc.z[l];
+    float* hp = sc.h.ptr();
+    const float* yp = sc.y.ptr();
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < R * D; ++i) hp[i] += yp[i];
+  }
+  for (const DecodeChunk& c : batch) cache.set_length(c.slot, cache.length(c.slot) + c.n);
+
+  // Head on the requested rows.
+  ensure_shape(sc.logits_x, {R_out, D});
+  for (int64_t i = 0; i < R_out; ++i)
+    std::memcpy(sc.logits_x.ptr() + i * D, sc.h.ptr() + out_rows[i] * D, sizeof(float) * D);
+  ensure_shape(sc.xn, {R_out, D});
+  rmsnorm_forward(sc.xn.ptr(), sc.rstd.data(), sc.logits_x.ptr(), w_.final_norm.ptr(), R_out, D, cfg_.rms_eps);
+  ensure_shape(logits, {R_out, V});
+  w_.lm_head.matmul(logits.ptr(), sc.xn.ptr(), R_out);
+}
+
+}  // namespace moepp

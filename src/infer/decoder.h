@@ -1,0 +1,63 @@
+// Decoder: the MoE++ decoder's inference forward pass over a KV cache, for a batch of sequences that
+// each add any number of new tokens (prefill chunks and single decode tokens mixed in one pass:
+// continuous batching). Rows of all sequences go through the projections and MoE++ layers together;
+// attention reads each sequence's own cache slot. The gating residual is per token within a pass
+// (spec §1), so decoding token by token gives the logits of recomputing the whole sequence.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "core/tensor.h"
+#include "infer/infer_weights.h"
+#include "infer/kv_cache.h"
+#include "model/model_config.h"
+#include "model/rope.h"
+#include "moe/moe_layer.h"
+#include "moe/moe_state.h"
+
+namespace moepp {
+
+// New tokens of one sequence: they take positions cache.length(slot) ... + n - 1 of its slot.
+struct DecodeChunk {
+  int64_t slot = 0;
+  const int32_t* tokens = nullptr;
+  int64_t n = 0;
+  bool all_logits = false;  // logits for every new token (scoring); else for the last one only
+};
+
+// Per-call scratch, reused across calls (one per thread that calls forward()).
+struct DecoderScratch {
+  Tensor h, xn, q, k, v, att, y, logits_x;  // [rows, ...] activations of the pass
+  std::vector<Tensor> z;                    // per layer [rows, E] router logits
+  std::vector<float> rstd;                  // [rows]
+  std::vector<int64_t> pos;                 // [rows] position of each row in its slot
+  MoeForwardState moe;                      // router / dispatch state of the current block
+  Tensor ffn_x, ffn_h, ffn_a;               // one expert's gathered inputs and activations
+};
+
+class Decoder {
+ public:
+  Decoder(ModelConfig cfg, InferWeights w);
+  const ModelConfig& config() const { return cfg_; }
+  const InferWeights& weights() const { return w_; }
+
+  // A cache sized for this model.
+  KvCache make_cache(int64_t n_slots, int64_t max_len) const;
+
+  // Runs every chunk's new tokens, appends their keys/values to their slots (lengths advance by n),
+  // and writes logits [R, V] for the requested rows, in chunk order (R = sum of n or 1 per chunk).
+  // router_logits, when not null, receives per layer [rows, E] for all new rows (in chunk order).
+  // Throws moepp::Error (cache unchanged) on an empty chunk, a token id outside the vocabulary, a
+  // slot out of range or used twice, or a chunk that would overflow the slot's max_len.
+  void forward(Tensor& logits, KvCache& cache, const std::vector<DecodeChunk>& batch, DecoderScratch& scratch,
+               std::vector<Tensor>* router_logits = nullptr) const;
+
+ private:
+  ModelConfig cfg_;
+  InferWeights w_;
+  std::vector<MoeLayer> layers_;  // inference-mode layer configs (router, dispatch, combine)
+  RopeTable rope_;                // cos/sin for positions [0, max_position_embeddings)
+};
+
+}  // namespace moepp

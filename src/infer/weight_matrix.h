@@ -1,0 +1,45 @@
+// WeightMatrix: a read-only [O, I] weight matrix (nn.Linear layout) stored as F32, BF16, or INT8 with
+// one fp32 scale per output row (symmetric, scale = max|w_row| / 127); every product computes in fp32.
+// Products with few input rows (decoding) stream the stored weights through AVX2 dot-product kernels;
+// with many rows (prefill) each thread dequantises a block of weight rows and runs sgemm on it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace moepp {
+
+enum class WeightDType { kF32, kBF16, kInt8 };
+
+const char* weight_dtype_name(WeightDType d);          // "f32", "bf16", "int8"
+WeightDType parse_weight_dtype(const std::string& s);  // inverse; throws moepp::Error naming the value
+
+class WeightMatrix {
+ public:
+  WeightMatrix() = default;
+  // Converts w [O, I] (row-major fp32) to dtype d (BF16: round to nearest even; INT8: per-row scale).
+  static WeightMatrix from_f32(const float* w, int64_t O, int64_t I, WeightDType d);
+
+  int64_t rows() const { return O_; }
+  int64_t cols() const { return I_; }
+  WeightDType dtype() const { return dtype_; }
+  size_t bytes() const;  // storage held, scales included
+
+  // out [M, O] = x [M, I] · W^T (added to out when accumulate). Uses all OpenMP threads; do not call
+  // from inside a parallel region.
+  void matmul(float* out, const float* x, int64_t M, bool accumulate = false) const;
+
+  // Row r of W as fp32 (dequantised) into out [I].
+  void row_f32(int64_t r, float* out) const;
+
+ private:
+  WeightDType dtype_ = WeightDType::kF32;
+  int64_t O_ = 0, I_ = 0;
+  std::vector<float> f32_;
+  std::vector<uint16_t> bf16_;
+  std::vector<int8_t> i8_;
+  std::vector<float> scale_;  // [O] INT8 only
+};
+
+}  // namespace moepp

@@ -1,0 +1,339 @@
+// Unit tests of the inference path (src/infer): WeightMatrix products in F32/BF16/INT8 on both the
+// streaming and the sgemm path; the KV-cache decoder against the training model's full forward
+// (prefill, token-by-token decoding and mixed batches all give the same logits and router logits: the
+// gating residual is per pass); the decoder's input checks; and the sampler's controls.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "infer/decoder.h"
+#include "infer/sampler.h"
+#include "infer/weight_matrix.h"
+#include "io/safetensors.h"
+#include "model/model.h"
+#include "model/model_state.h"
+
+namespace moepp {
+namespace {
+
+std::vector<float> randn(size_t n, std::mt19937& rng, float scale = 1.0f) {
+  std::normal_distribution<float> d;
+  std::vector<float> v(n);
+  for (float& x : v) x = scale * d(rng);
+  return v;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// WeightMatrix
+
+class WeightMatrixTest : public ::testing::TestWithParam<std::tuple<WeightDType, int64_t>> {};
+
+TEST_P(WeightMatrixTest, MatchesDequantisedReference) {
+  const auto [dt, M] = GetParam();
+  const int64_t O = 83, I = 101;  // not multiples of 8: tails on both paths
+  std::mt19937 rng(7);
+  const std::vector<float> w = randn(O * I, rng, 0.1f), x = randn(M * I, rng);
+  const WeightMatrix wm = WeightMatrix::from_f32(w.data(), O, I, dt);
+  ASSERT_EQ(wm.rows(), O);
+  ASSERT_EQ(wm.cols(), I);
+  std::vector<float> deq(O * I);
+  for (int64_t o = 0; o < O; ++o) wm.row_f32(o, deq.data() + o * I);
+  // Storage error bounds: BF16 relative 2^-8; INT8 half a step of the row's scale.
+  for (int64_t o = 0; o < O; ++o) {
+    float amax = 0;
+    for (int64_t j = 0; j < I; ++j) amax = std::max(amax, std::fabs(w[o * I + j]));
+    for (int64_t j = 0; j < I; ++j) {
+      const float e = std::fabs(deq[o * I + j] - w[o * I + j]);
+      const float bound = dt == WeightDType::kF32    ? 0.0f
+                          : dt == WeightDType::kBF16 ? std::fabs(w[o * I + j]) / 256.0f
+                                                     : amax / 127.0f * 0.5f + 1e-7f;
+      ASSERT_LE(e, bound) << "o=" << o << " j=" << j;
+    }
+  }
+  std::vector<float> out(M * O, 1.0f), acc(M * O, 1.0f);
+  wm.matmul(out.data(), x.data(), M);
+  wm.matmul(acc.data(), x.data(), M, /*accumulate=*/true);
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t o = 0; o < O; ++o) {
+      double ref = 0;
+      for (int64_t j = 0; j < I; ++j) ref += static_cast<double>(deq[o * I + j]) * x[m * I + j];
+      ASSERT_NEAR(out[m * O + o], ref, 1e-4) << "m=" << m << " o=" << o;
+      ASSERT_NEAR(acc[m * O + o], ref + 1.0, 1e-4) << "m=" << m << " o=" << o;
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllPaths, WeightMatrixTest,
+                         ::testing::Combine(::testing::Values(WeightDType::kF32, WeightDType::kBF16, WeightDType::kInt8),
+                                            ::testing::Values<int64_t>(1, 3, 5, 8, 9, 70)));
+
+TEST(WeightMatrix, ParsesDtypeNames) {
+  EXPECT_EQ(parse_weight_dtype("bf16"), WeightDType::kBF16);
+  EXPECT_EQ(std::string(weight_dtype_name(WeightDType::kInt8)), "int8");
+  EXPECT_THROW(parse_weight_dtype("fp8"), Error);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Decoder vs the training model's forward
+
+nlohmann::json config_json(const std::string& router) {
+  nlohmann::json j = {{"vocab_size", 53},      {"hidden_size", 32},         {"intermediate_size", 24},
+                      {"num_hidden_layers", 3}, {"num_attention_heads", 4}, {"num_key_value_heads", 2},
+                      {"max_position_embeddings", 96}, {"num_experts", {8}}, {"moe_router", router}};
+  if (router == "moepp") {
+    j["n_zero_experts"] = 1;
+    j["n_copy_experts"] = 1;
+    j["n_constant_experts"] = 2;
+  }
+  if (router == "topk") j["num_experts"] = {4};
+  return j;
+}
+
+struct Fixture {
+  ModelConfig cfg;
+  ModelParams params;
+};
+
+Fixture make_model(const std::string& router, uint64_t seed) {
+  Fixture f{ModelConfig::from_json(config_json(router), "test"), {}};
+  f.params = ModelParams::zeros(f.cfg);
+  // Larger router weights than the default init so that routing varies between tokens.
+  f.params.init_random(f.cfg, seed, 0.2f);
+  return f;
+}
+
+std::vector<int32_t> random_tokens(int64_t n, int64_t V, uint64_t seed) {
+  std::mt19937 rng(static_cast<uint32_t>(seed));
+  std::vector<int32_t> t(n);
+  for (int32_t& x : t) x = static_cast<int32_t>(rng() % V);
+  return t;
+}
+
+float max_rel_diff(const float* a, const float* b, size_t n) {
+  float mx = 1.0f, d = 0.0f;
+  for (size_t i = 0; i < n; ++i) {
+    mx = std::max(mx, std::fabs(b[i]));
+    d = std::max(d, std::fabs(a[i] - b[i]));
+  }
+  return d / mx;
+}
+
+class DecoderParity : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(DecoderParity, PrefillAndDecodeEqualFullRecompute) {
+  const Fixture f = make_model(GetParam(), 3);
+  const int64_t T = 70, V = f.cfg.vocab, E = f.cfg.moe.n_experts;
+  const std::vector<int32_t> tok = random_tokens(T, V, 11);
+  // Reference: the training model's forward over the whole sequence.
+  const Model model(f.cfg);
+  ModelState ms;
+  ms.keep_logits = true;
+  model.forward(ms, tok.data(), nullptr, 1, T, f.params, false);
+
+  const Decoder dec(f.cfg, InferWeights::from_params(f.cfg, f.params, WeightDType::kF32));
+  KvCache cache = dec.make_cache(2, 96);
+  DecoderScratch sc;
+  // Slot 0: one prefill of all T tokens. Slot 1: a prefill of 5, then one token at a time.
+  Tensor logits;
+  std::vector<Tensor> rl;
+  dec.forward(logits, cache, {{0, tok.data(), T, true}}, sc, &rl);
+  ASSERT_EQ(logits.shape, (std::vector<int64_t>{T, V}));
+  EXPECT_LT(max_rel_diff(logits.ptr(), ms.logits.ptr(), T * V), 1e-4f);
+  for (int64_t l = 0; l < f.cfg.n_layers; ++l)
+    EXPECT_LT(max_rel_diff(rl[l].ptr(), ms.layers[l].z.ptr(), T * E), 1e-4f) << "layer " << l;
+
+  std::vector<float> step_logits;
+  dec.forward(logits, cache, {{1, tok.data(), 5, true}}, sc);
+  step_logits.assign(logits.data.begin(), logits.data.end());
+  for (int64_t t = 5; t < T; ++t) {
+    dec.forward(logits, cache, {{1, tok.data() + t, 1, false}}, sc, &rl);
+    ASSERT_EQ(logits.shape, (std::vector<int64_t>{1, V}));
+    step_logits.insert(step_logits.end(), logits.data.begin(), logits.data.end());
+    for (int64_t l = 0; l < f.cfg.n_layers; ++l)
+      ASSERT_LT(max_rel_diff(rl[l].ptr(), ms.layers[l].z.ptr() + t * E, E), 1e-4f) << "t " << t << " layer " << l;
+  }
+  EXPECT_EQ(cache.length(0), T);
+  EXPECT_EQ(cache.length(1), T);
+  EXPECT_LT(max_rel_diff(step_logits.data(), ms.logits.ptr(), T * V), 1e-4f);
+  // Greedy choices agree everywhere.
+  for (int64_t t = 0; t < T; ++t) {
+    const float* a = step_logits.data() + t * V;
+    const float* b = ms.logits.ptr() + t * V;
+    EXPECT_EQ(std::max_element(a, a + V) - a, std::max_element(b, b + V) - b) << "t " << t;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Routers, DecoderParity, ::testing::Values("moepp", "topk"));
+
+TEST(Decoder, MixedBatchEqualsSeparateRuns) {
+  const Fixture f = make_model("moepp", 5);
+  const int64_t V = f.cfg.vocab;
+  const Decoder dec(f.cfg, InferWeights::from_params(f.cfg, f.params, WeightDType::kF32));
+  const std::vector<int32_t> a = random_tokens(40, V, 1), b = random_tokens(9, V, 2), c = random_tokens(1, V, 3);
+  // Separately.
+  DecoderScratch sc;
+  std::vector<Tensor> alone(3);
+  {
+    KvCache kc = dec.make_cache(1, 64);
+    dec.forward(alone[0], kc, {{0, a.data(), 40, false}}, sc);
+    kc.clear(0);
+    dec.forward(alone[1], kc, {{0, b.data(), 9, true}}, sc);
+    kc.clear(0);
+    dec.forward(alone[2], kc, {{0, c.data(), 1, false}}, sc);
+  }
+  KvCache kc = dec.make_cache(3, 64);
+  Tensor mixed;
+  dec.forward(mixed, kc, {{2, a.data(), 40, false}, {0, b.data(), 9, true}, {1, c.data(), 1, false}}, sc);
+  ASSERT_EQ(mixed.shape, (std::vector<int64_t>{1 + 9 + 1, V}));
+  EXPECT_LT(max_rel_diff(mixed.ptr(), alone[0].ptr(), V), 1e-5f);
+  EXPECT_LT(max_rel_diff(mixed.ptr() + V, alone[1].ptr(), 9 * V), 1e-5f);
+  EXPECT_LT(max_rel_diff(mixed.ptr() + 10 * V, alone[2].ptr(), V), 1e-5f);
+}
+
+// The weights that the decoder holds as WeightMatrix, rounded through dtype d and back to fp32.
+ModelParams round_trip(const ModelConfig& cfg, ModelParams p, WeightDType d) {
+  for (auto& [name, t] : p.named(cfg)) {
+    const bool matrix = name.find("self_attn.") != std::string::npos || name.find("_proj.weight") != std::string::npos ||
+                        name == "lm_head.weight";
+    if (!matrix) continue;
+    const WeightMatrix m = WeightMatrix::from_f32(t->ptr(), t->dim(0), t->dim(1), d);
+    for (int64_t r = 0; r < t->dim(0); ++r) m.row_f32(r, t->ptr() + r * t->dim(1));
+  }
+  return p;
+}
+
+TEST(Decoder, QuantisedWeightsComputeWithTheirRoundedValues) {
+  const Fixture f = make_model("moepp", 9);
+  const int64_t T = 24, V = f.cfg.vocab;
+  const std::vector<int32_t> tok = random_tokens(T, V, 4);
+  DecoderScratch sc;
+  const size_t f32_bytes = InferWeights::from_params(f.cfg, f.params, WeightDType::kF32).bytes();
+  for (WeightDType dt : {WeightDType::kBF16, WeightDType::kInt8}) {
+    // Reference: fp32 weights equal to the rounded ones, so routing decisions are the same.
+    Tensor ref, out;
+    {
+      const ModelParams rounded = round_trip(f.cfg, f.params, dt);
+      const Decoder dec(f.cfg, InferWeights::from_params(f.cfg, rounded, WeightDType::kF32));
+      KvCache kc = dec.make_cache(1, T);
+      dec.forward(ref, kc, {{0, tok.data(), T, true}}, sc);
+    }
+    const InferWeights w = InferWeights::from_params(f.cfg, f.params, dt);
+    EXPECT_LT(w.bytes(), f32_bytes) << weight_dtype_name(dt);
+    const Decoder dec(f.cfg, w);
+    KvCache kc = dec.make_cache(1, T);
+    dec.forward(out, kc, {{0, tok.data(), T, true}}, sc);
+    EXPECT_LT(max_rel_diff(out.ptr(), ref.ptr(), T * V), 1e-4f) << weight_dtype_name(dt);
+    // Decoding token by token with the quantised weights (the streaming kernels) agrees as well.
+    kc.clear(0);
+    for (int64_t t = 0; t < T; ++t) {
+      dec.forward(out, kc, {{0, tok.data() + t, 1, false}}, sc);
+      ASSERT_LT(max_rel_diff(out.ptr(), ref.ptr() + t * V, V), 1e-4f) << weight_dtype_name(dt) << " t " << t;
+    }
+  }
+}
+
+TEST(Decoder, RejectsBadInputWithoutTouchingTheCache) {
+  const Fixture f = make_model("moepp", 1);
+  const Decoder dec(f.cfg, InferWeights::from_params(f.cfg, f.params, WeightDType::kF32));
+  KvCache kc = dec.make_cache(2, 8);
+  DecoderScratch sc;
+  Tensor out;
+  const std::vector<int32_t> ok = {1, 2, 3}, bad = {1, 999};
+  dec.forward(out, kc, {{0, ok.data(), 3, false}}, sc);
+  auto msg = [&](std::vector<DecodeChunk> b) {
+    try {
+      dec.forward(out, kc, b, sc);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(msg({{1, bad.data(), 2, false}}).find("outside the vocabulary"), std::string::npos);
+  EXPECT_NE(msg({{2, ok.data(), 3, false}}).find("slot 2"), std::string::npos);
+  EXPECT_NE(msg({{1, ok.data(), 3, false}, {1, ok.data(), 3, false}}).find("twice"), std::string::npos);
+  EXPECT_NE(msg({{0, ok.data(), 3, false}, {1, ok.data(), 0, false}}).find("no tokens"), std::string::npos);
+  EXPECT_EQ(msg({{0, ok.data(), 3, false}, {1, ok.data(), 3, false}}), "no error");
+  EXPECT_NE(msg({{0, ok.data(), 3, false}}).find("more than the cache"), std::string::npos);
+  EXPECT_EQ(kc.length(0), 6);
+  EXPECT_EQ(kc.length(1), 3);
+  EXPECT_THROW(dec.make_cache(1, 97), Error);  // longer than max_position_embeddings
+  EXPECT_THROW(dec.forward(out, kc, {}, sc), Error);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Sampler
+
+TEST(Sampler, GreedyAndDegenerateSettingsPickTheArgmax) {
+  std::mt19937 rng(1);
+  const std::vector<float> base = randn(100, rng);
+  const int32_t argmax = static_cast<int32_t>(std::max_element(base.begin(), base.end()) - base.begin());
+  std::vector<SamplingParams> ps(4);
+  ps[0].temperature = 0.0f;
+  ps[1].top_k = 1;
+  ps[2].top_p = 1e-6f;
+  ps[3].min_p = 1.0f;
+  for (const SamplingParams& p : ps) {
+    Sampler s(p);
+    for (int i = 0; i < 20; ++i) {
+      std::vector<float> l = base;
+      EXPECT_EQ(s.sample(l.data(), 100, {}), argmax);
+    }
+  }
+}
+
+TEST(Sampler, SeededDrawsAreReproducibleAndFollowTheDistribution) {
+  // Two tokens with p = 0.75 / 0.25 at temperature 1.
+  const float l1 = std::log(3.0f);
+  SamplingParams p;
+  p.seed = 42;
+  Sampler a(p), b(p);
+  int ones = 0;
+  for (int i = 0; i < 4000; ++i) {
+    std::vector<float> x = {0.0f, l1}, y = x;
+    const int32_t ta = a.sample(x.data(), 2, {}), tb = b.sample(y.data(), 2, {});
+    ASSERT_EQ(ta, tb);
+    ones += ta == 1;
+  }
+  EXPECT_NEAR(ones / 4000.0, 0.75, 0.03);
+  // top-k 2 of 3 never draws the least likely token.
+  p.top_k = 2;
+  Sampler k(p);
+  for (int i = 0; i < 500; ++i) {
+    std::vector<float> x = {1.0f, 0.5f, -0.2f};
+    EXPECT_NE(k.sample(x.data(), 3, {}), 2);
+  }
+}
+
+TEST(Sampler, RepetitionPenaltyDemotesSeenTokens) {
+  SamplingParams p;
+  p.temperature = 0.0f;
+  p.repetition_penalty = 2.0f;
+  Sampler s(p);
+  std::vector<float> x = {1.0f, 0.8f, -0.5f};
+  EXPECT_EQ(s.sample(x.data(), 3, {0, 0}), 1);  // 1.0 / 2 < 0.8
+  EXPECT_FLOAT_EQ(x[0], 0.5f);
+  std::vector<float> y = {-0.1f, -0.15f};
+  EXPECT_EQ(s.sample(y.data(), 2, {0}), 1);  // -0.1 * 2 < -0.15
+}
+
+TEST(Sampler, RejectsOutOfRangeParameters) {
+  auto bad = [](auto set) {
+    SamplingParams p;
+    set(p);
+    EXPECT_THROW(Sampler{p}, Error);
+  };
+  bad([](SamplingParams& p) { p.temperature = -1.0f; });
+  bad([](SamplingParams& p) { p.top_k = -2; });
+  bad([](SamplingParams& p) { p.top_p = 0.0f; });
+  bad([](SamplingParams& p) { p.top_p = 1.5f; });
+  bad([](SamplingParams& p) { p.min_p = -0.1f; });
+  bad([](SamplingParams& p) { p.repetition_penalty = 0.0f; });
+  bad([](SamplingParams& p) { p.temperature = NAN; });
+}
+
+}  // namespace
+}  // namespace moepp
