@@ -12,6 +12,7 @@ PKGS=(
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   clang libclang-rt-14-dev                    # libFuzzer for the safetensors header fuzz target
   python3 python3-torch python3-numpy         # independent reference implementation used by the parity tests
+  libcpp-httplib-dev libssl-dev                # HTTP server of `moepp serve` (linked with its pkg-config flags)
   python3-matplotlib                          # PNG plots of `moepp analyze` and training logs (scripts/plot_*.py)
 )
 
