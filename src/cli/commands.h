@@ -15,5 +15,6 @@ void register_data_command(CLI::App& app);       // moepp data tokenize|info (cl
 void register_train_command(CLI::App& app);      // moepp train, moepp generate (cli/train_command.cpp)
 void register_analyze_command(CLI::App& app);    // moepp analyze (cli/analyze_command.cpp)
 void register_convert_command(CLI::App& app);    // moepp convert (cli/convert_command.cpp)
+void register_eval_command(CLI::App& app);       // moepp eval ppl|mc (cli/eval_command.cpp)
 
 }  // namespace moepp::cli

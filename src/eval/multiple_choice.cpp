@@ -1,0 +1,292 @@
+// Log-likelihood multiple choice: the JSONL task reader, harness-style tokenisation, batched scoring
+// over the inference decoder (shared context prefill, one KV cache slot per choice), and the metrics.
+#include "eval/multiple_choice.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <limits>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "eval/log_prob.h"
+
+namespace moepp::eval {
+
+namespace {
+
+bool is_blank(const std::string& s) {
+  return std::all_of(s.begin(), s.end(),
+                     [](unsigned char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; });
+}
+
+bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
+
+McItem parse_item(const std::string& text, const std::string& where) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(where + ": not valid JSON: " + e.what());
+  }
+  check(j.is_object(), where + ": expected a JSON object {\"context\": ..., \"choices\": [...], \"gold\": ...}");
+  McItem it;
+  auto ctx = j.find("context");
+  check(ctx != j.end(), where + ": missing field 'context'");
+  check(ctx->is_string(), where + ": field 'context' must be a string");
+  it.context = ctx->get<std::string>();
+  auto ch = j.find("choices");
+  check(ch != j.end(), where + ": missing field 'choices'");
+  check(ch->is_array(), where + ": field 'choices' must be an array of strings");
+  check(ch->size() >= 2,
+        where + ": field 'choices' must hold at least 2 choices (has " + std::to_string(ch->size()) + ")");
+  for (size_t c = 0; c < ch->size(); ++c) {
+    const nlohmann::json& s = (*ch)[c];
+    check(s.is_string(), where + ": field 'choices[" + std::to_string(c) + "]' must be a string");
+    it.choices.push_back(s.get<std::string>());
+    check(!it.choices.back().empty(), where + ": field 'choices[" + std::to_string(c) + "]' is empty");
+  }
+  auto g = j.find("gold");
+  check(g != j.end(), where + ": missing field 'gold'");
+  check(g->is_number_integer(), where + ": field 'gold' must be an integer index into 'choices'");
+  const bool in_range = g->is_number_unsigned()
+                            ? g->get<uint64_t>() < it.choices.size()
+                            : (g->get<int64_t>() >= 0 && g->get<int64_t>() < static_cast<int64_t>(it.choices.size()));
+  check(in_range,
+        where + ": field 'gold' = " + g->dump() + " is out of range [0, " + std::to_string(it.choices.size()) + ")");
+  it.gold = g->get<int64_t>();
+  return it;
+}
+
+}  // namespace
+
+std::vector<McItem> read_mc_tasks(const std::string& path, int64_t limit) {
+  std::ifstream f(path, std::ios::binary);
+  check(static_cast<bool>(f), path + ": cannot open the task file");
+  std::vector<McItem> items;
+  std::string line;
+  int64_t n = 0;
+  while (std::getline(f, line)) {
+    ++n;
+    if (is_blank(line)) continue;
+    McItem it = parse_item(line, path + ":" + std::to_string(n));  // validates every line, kept or not
+    it.line = n;
+    if (limit <= 0 || static_cast<int64_t>(items.size()) < limit) items.push_back(std::move(it));
+  }
+  check(!f.bad(), path + ": read error");
+  check(!items.empty(), path + ": the task file holds no item");
+  return items;
+}
+
+EncodedPair encode_pair(const Encoder& encode, std::string_view context, std::string_view continuation) {
+  size_t n = context.size();
+  while (n > 0 && is_space(context[n - 1])) --n;
+  const std::string ctx(context.substr(0, n));
+  const std::string whole = ctx + std::string(context.substr(n)) + std::string(continuation);
+  EncodedPair p;
+  p.context = encode(ctx);
+  const std::vector<int32_t> all = encode(whole);
+  if (all.size() > p.context.size())
+    p.continuation.assign(all.begin() + static_cast<std::ptrdiff_t>(p.context.size()), all.end());
+  return p;
+}
+
+McEncoded encode_item(const Encoder& encode, const McItem& item, int32_t bos, int64_t max_len,
+                      const std::string& where) {
+  McEncoded e;
+  for (size_t c = 0; c < item.choices.size(); ++c) {
+    EncodedPair p = encode_pair(encode, item.context, item.choices[c]);
+    if (c == 0) {
+      e.context.push_back(bos);
+      e.context.insert(e.context.end(), p.context.begin(), p.context.end());
+    }
+    const std::string field = where + ": choices[" + std::to_string(c) + "]";
+    check(!p.continuation.empty(), field + ": gives no token after the context's tokens");
+    check(static_cast<int64_t>(p.continuation.size()) <= max_len,
+          field + ": " + std::to_string(p.continuation.size()) +
+              " tokens, more than the model's max_position_embeddings " + std::to_string(max_len));
+    const int64_t input = static_cast<int64_t>(e.context.size() + p.continuation.size()) - 1;
+    e.drop.push_back(std::max<int64_t>(0, input - max_len));
+    e.continuation.push_back(std::move(p.continuation));
+  }
+  return e;
+}
+
+int64_t argmax_first(const std::vector<double>& v) {
+  int64_t best = 0;
+  for (size_t i = 1; i < v.size(); ++i)
+    if (v[i] > v[static_cast<size_t>(best)]) best = static_cast<int64_t>(i);
+  return best;
+}
+
+McScore predict(std::vector<double> loglik, const std::vector<std::string>& choices) {
+  McScore s;
+  std::vector<double> norm(loglik.size());
+  for (size_t c = 0; c < loglik.size(); ++c) norm[c] = loglik[c] / static_cast<double>(choices.at(c).size());
+  s.pred = argmax_first(loglik);
+  s.pred_norm = argmax_first(norm);
+  s.loglik = std::move(loglik);
+  return s;
+}
+
+std::vector<McScore> score_mc(const Decoder& dec, const std::vector<McItem>& items,
+                              const std::vector<McEncoded>& encoded, const McProgress& progress,
+                              int64_t max_rows_per_pass, size_t max_cache_bytes) {
+  check(items.size() == encoded.size(), "score_mc: items and encoded items differ in number");
+  const ModelConfig& cfg = dec.config();
+  const int64_t V = cfg.vocab;
+  const int64_t Q = static_cast<int64_t>(items.size());
+
+  // Per question: slots (one per choice) and tokens it puts through the model.
+  int64_t max_choices = 1, max_len = 1;
+  std::vector<int64_t> rows(static_cast<size_t>(Q));
+  for (int64_t q = 0; q < Q; ++q) {
+    const McEncoded& e = encoded[static_cast<size_t>(q)];
+    check(
+        e.continuation.size() == items[static_cast<size_t>(q)].choices.size() && e.drop.size() == e.continuation.size(),
+        "score_mc: an encoded item does not match its choices");
+    const bool shared = std::all_of(e.drop.begin(), e.drop.end(), [](int64_t d) { return d == 0; });
+    int64_t r = shared ? static_cast<int64_t>(e.context.size()) : 0;
+    for (size_t c = 0; c < e.continuation.size(); ++c) {
+      const int64_t ctx = static_cast<int64_t>(e.context.size()) - e.drop[c];
+      const int64_t n = static_cast<int64_t>(e.continuation[c].size());
+      check(ctx >= 1 && n >= 1 && ctx + n - 1 <= cfg.max_pos, "score_mc: an encoded item does not fit the model");
+      if (!shared) r += ctx;
+      r += n - 1;
+      max_len = std::max(max_len, ctx + n - 1);
+    }
+    rows[static_cast<size_t>(q)] = r;
+    max_choices = std::max<int64_t>(max_choices, static_cast<int64_t>(e.continuation.size()));
+  }
+  const size_t slot_bytes =
+      static_cast<size_t>(2 * cfg.n_layers * max_len * cfg.n_kv_heads * cfg.head_dim) * sizeof(float);
+  int64_t total_choices = 0;
+  for (const McEncoded& e : encoded) total_choices += static_cast<int64_t>(e.continuation.size());
+  const int64_t n_slots = std::min(
+      total_choices,
+      std::max<int64_t>(max_choices, std::min<int64_t>(256, static_cast<int64_t>(max_cache_bytes / slot_bytes))));
+  KvCache cache = dec.make_cache(n_slots, max_len);
+  const int64_t kv_dim = cache.kv_dim();
+  DecoderScratch scratch;
+  Tensor logits;
+  std::vector<McScore> out(static_cast<size_t>(Q));
+  std::vector<DecodeChunk> batch;
+
+  for (int64_t first = 0; first < Q;) {
+    // A group of questions [first, last): their choices fill slots 0 .. used-1.
+    int64_t last = first, used = 0, group_rows = 0;
+    while (last < Q) {
+      const int64_t k = static_cast<int64_t>(encoded[static_cast<size_t>(last)].continuation.size());
+      const int64_t r = rows[static_cast<size_t>(last)];
+      if (last > first && (used + k > n_slots || group_rows + r > max_rows_per_pass)) break;
+      used += k;
+      group_rows += r;
+      ++last;
+    }
+    for (int64_t s = 0; s < used; ++s) cache.clear(s);
+
+    // Phase 1: prefill each context (once per question when no choice drops context tokens); the last
+    // row's logits give each choice's first continuation token.
+    batch.clear();
+    std::vector<int64_t> first_row;  // per choice of the group: its phase-1 logits row
+    std::vector<int64_t> base;       // per question: first slot
+    std::vector<char> shared_ctx;    // per question: one prefill for all choices
+    int64_t slot = 0;
+    for (int64_t q = first; q < last; ++q) {
+      const McEncoded& e = encoded[static_cast<size_t>(q)];
+      const bool shared = std::all_of(e.drop.begin(), e.drop.end(), [](int64_t d) { return d == 0; });
+      base.push_back(slot);
+      shared_ctx.push_back(shared);
+      for (size_t c = 0; c < e.continuation.size(); ++c) {
+        if (shared && c > 0) {
+          first_row.push_back(first_row.back());
+          continue;
+        }
+        first_row.push_back(static_cast<int64_t>(batch.size()));
+        batch.push_back(DecodeChunk{slot + static_cast<int64_t>(c), e.context.data() + e.drop[c],
+                                    static_cast<int64_t>(e.context.size()) - e.drop[c], false});
+      }
+      slot += static_cast<int64_t>(e.continuation.size());
+    }
+    dec.forward(logits, cache, batch, scratch);
+    size_t k = 0;
+    for (int64_t q = first; q < last; ++q) {
+      const McEncoded& e = encoded[static_cast<size_t>(q)];
+      std::vector<double>& ll = out[static_cast<size_t>(q)].loglik;
+      ll.assign(e.continuation.size(), 0.0);
+      for (size_t c = 0; c < e.continuation.size(); ++c, ++k) {
+        ll[c] = log_prob(logits.ptr() + static_cast<size_t>(first_row[k] * V), V, e.continuation[c][0]);
+      }
+      // Copy a shared context's keys and values into the other choices' slots.
+      if (!shared_ctx[static_cast<size_t>(q - first)]) continue;  // every choice prefilled its own
+      const int64_t b = base[static_cast<size_t>(q - first)];
+      const int64_t len = cache.length(b);
+      for (size_t c = 1; c < e.continuation.size(); ++c) {
+        const int64_t s = b + static_cast<int64_t>(c);
+        for (int64_t l = 0; l < cache.n_layers(); ++l) {
+          std::memcpy(cache.k(l, s), cache.k(l, b), static_cast<size_t>(len * kv_dim) * sizeof(float));
+          std::memcpy(cache.v(l, s), cache.v(l, b), static_cast<size_t>(len * kv_dim) * sizeof(float));
+        }
+        cache.set_length(s, len);
+      }
+    }
+
+    // Phase 2: every continuation but its last token, each in its choice's slot; row j predicts token j+1.
+    batch.clear();
+    for (int64_t q = first; q < last; ++q) {
+      const McEncoded& e = encoded[static_cast<size_t>(q)];
+      for (size_t c = 0; c < e.continuation.size(); ++c) {
+        const int64_t n = static_cast<int64_t>(e.continuation[c].size());
+        if (n >= 2) {
+          batch.push_back(DecodeChunk{base[static_cast<size_t>(q - first)] + static_cast<int64_t>(c),
+                                      e.continuation[c].data(), n - 1, true});
+        }
+      }
+    }
+    if (!batch.empty()) dec.forward(logits, cache, batch, scratch);
+    int64_t row = 0;
+    for (int64_t q = first; q < last; ++q) {
+      const McEncoded& e = encoded[static_cast<size_t>(q)];
+      std::vector<double>& ll = out[static_cast<size_t>(q)].loglik;
+      for (size_t c = 0; c < e.continuation.size(); ++c) {
+        const std::vector<int32_t>& t = e.continuation[c];
+        for (size_t j = 1; j < t.size(); ++j, ++row) {
+          ll[c] += log_prob(logits.ptr() + static_cast<size_t>(row * V), V, t[j]);
+        }
+      }
+      out[static_cast<size_t>(q)] = predict(std::move(ll), items[static_cast<size_t>(q)].choices);
+    }
+    first = last;
+    if (progress) progress(first, Q);
+  }
+  return out;
+}
+
+McSummary summarize(const std::vector<McItem>& items, const std::vector<McScore>& scores) {
+  check(items.size() == scores.size(), "summarize: items and scores differ in number");
+  McSummary s;
+  s.n = static_cast<int64_t>(items.size());
+  auto mean_stderr = [&](auto hit, double& mean, double& stderr_) {
+    double sum = 0;
+    for (size_t i = 0; i < items.size(); ++i) sum += hit(i) ? 1.0 : 0.0;
+    mean = s.n ? sum / static_cast<double>(s.n) : 0.0;
+    if (s.n < 2) {
+      stderr_ = std::numeric_limits<double>::quiet_NaN();
+      return;
+    }
+    double ss = 0;
+    for (size_t i = 0; i < items.size(); ++i) {
+      const double d = (hit(i) ? 1.0 : 0.0) - mean;
+      ss += d * d;
+    }
+    stderr_ = std::sqrt(ss / static_cast<double>(s.n - 1)) / std::sqrt(static_cast<double>(s.n));
+  };
+  mean_stderr([&](size_t i) { return scores[i].pred == items[i].gold; }, s.acc, s.acc_stderr);
+  mean_stderr([&](size_t i) { return scores[i].pred_norm == items[i].gold; }, s.acc_norm, s.acc_norm_stderr);
+  return s;
+}
+
+}  // namespace moepp::eval
