@@ -45,11 +45,41 @@ inline float to_f32(float v) { return v; }
 inline float to_f32(uint16_t v) { return io::bf16_to_f32(v); }
 inline float to_f32(int8_t v) { return static_cast<float>(v); }
 
+// out[o] (+)= scale(o) * <x, W[o]> for o in [o0, o1): one input row (decoding). Four independent
+// accumulators keep the FMA units busy (one accumulator would wait on the FMA latency every step).
+template <typename Wt>
+void stream_one_row(float* out, const float* x, const Wt* W, const float* scale, int64_t I, int64_t o0, int64_t o1,
+                    bool accumulate) {
+  for (int64_t o = o0; o < o1; ++o) {
+    const Wt* w = W + o * I;
+    float acc = 0.0f;
+    int64_t j = 0;
+#ifdef __AVX2__
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+    for (; j + 32 <= I; j += 32) {
+      a0 = _mm256_fmadd_ps(load8(w + j), _mm256_loadu_ps(x + j), a0);
+      a1 = _mm256_fmadd_ps(load8(w + j + 8), _mm256_loadu_ps(x + j + 8), a1);
+      a2 = _mm256_fmadd_ps(load8(w + j + 16), _mm256_loadu_ps(x + j + 16), a2);
+      a3 = _mm256_fmadd_ps(load8(w + j + 24), _mm256_loadu_ps(x + j + 24), a3);
+    }
+    for (; j + 8 <= I; j += 8) a0 = _mm256_fmadd_ps(load8(w + j), _mm256_loadu_ps(x + j), a0);
+    acc = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+#endif
+    for (; j < I; ++j) acc += to_f32(w[j]) * x[j];
+    const float v = (scale ? scale[o] : 1.0f) * acc;
+    out[o] = accumulate ? out[o] + v : v;
+  }
+}
+
 // out[m * ldo + o] (+)= scale(o) * <x[m], W[o]> for o in [o0, o1), m in [0, M), up to 4 input rows at a
 // time so that each loaded weight vector feeds 4 FMAs.
 template <typename Wt>
 void stream_rows(float* out, int64_t ldo, const float* x, int64_t M, const Wt* W, const float* scale, int64_t I,
                  int64_t o0, int64_t o1, bool accumulate) {
+  if (M == 1) {
+    stream_one_row(out, x, W, scale, I, o0, o1, accumulate);
+    return;
+  }
   for (int64_t m0 = 0; m0 < M; m0 += 4) {
     const int64_t mb = std::min<int64_t>(4, M - m0);
     const float* xr[4];
@@ -82,6 +112,25 @@ void stream_rows(float* out, int64_t ldo, const float* x, int64_t M, const Wt* W
         dst = accumulate ? dst + s * acc[i] : s * acc[i];
       }
     }
+  }
+}
+
+// Rows [o0, o0 + n) of W dequantised into out [n, I] (vectorised widening; INT8 times the row scale).
+template <typename Wt>
+void dequant_rows(float* out, const Wt* W, const float* scale, int64_t I, int64_t o0, int64_t n) {
+  for (int64_t r = 0; r < n; ++r) {
+    const Wt* w = W + (o0 + r) * I;
+    float* d = out + r * I;
+    int64_t j = 0;
+#ifdef __AVX2__
+    if (scale) {
+      const __m256 s = _mm256_set1_ps(scale[o0 + r]);
+      for (; j + 8 <= I; j += 8) _mm256_storeu_ps(d + j, _mm256_mul_ps(s, load8(w + j)));
+    } else {
+      for (; j + 8 <= I; j += 8) _mm256_storeu_ps(d + j, load8(w + j));
+    }
+#endif
+    for (; j < I; ++j) d[j] = (scale ? scale[o0 + r] : 1.0f) * to_f32(w[j]);
   }
 }
 
@@ -187,7 +236,8 @@ void WeightMatrix::matmul(float* out, const float* x, int64_t M, bool accumulate
 #pragma omp for schedule(dynamic, 1)
     for (int64_t b = 0; b < nblocks; ++b) {
       const int64_t o0 = b * kBlockRows, nb = std::min(kBlockRows, O_ - o0);
-      for (int64_t r = 0; r < nb; ++r) row_f32(o0 + r, wbuf.data() + r * I_);
+      if (dtype_ == WeightDType::kBF16) dequant_rows(wbuf.data(), bf16_.data(), nullptr, I_, o0, nb);
+      else dequant_rows(wbuf.data(), i8_.data(), scale_.data(), I_, o0, nb);
       sgemm(false, true, M, nb, I_, 1.0f, x, I_, wbuf.data(), I_, beta, out + o0, O_);
     }
   }
