@@ -14,7 +14,9 @@ void register_data_command(CLI::App& app);       // moepp data tokenize|info (cl
 
 void register_train_command(CLI::App& app);      // moepp train, moepp generate (cli/train_command.cpp)
 void register_analyze_command(CLI::App& app);    // moepp analyze (cli/analyze_command.cpp)
-void register_convert_command(CLI::App& app);    // moepp convert (cli/convert_command.cpp)
+void register_generate_command(CLI::App& app);   // moepp generate (cli/generate_command.cpp)
 void register_eval_command(CLI::App& app);       // moepp eval ppl|mc (cli/eval_command.cpp)
+void register_serve_command(CLI::App& app);      // moepp serve (cli/serve_command.cpp)
+void register_convert_command(CLI::App& app);    // moepp convert (cli/convert_command.cpp)
 
 }  // namespace moepp::cli

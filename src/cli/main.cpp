@@ -18,8 +18,10 @@ int main(int argc, char** argv) {
   moepp::cli::register_data_command(app);
   moepp::cli::register_train_command(app);
   moepp::cli::register_analyze_command(app);
-  moepp::cli::register_convert_command(app);
+  moepp::cli::register_generate_command(app);
   moepp::cli::register_eval_command(app);
+  moepp::cli::register_serve_command(app);
+  moepp::cli::register_convert_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,153 @@
+// `moepp serve`: the OpenAI-compatible HTTP server (docs/serve.md) on a checkpoint or a run directory's
+// latest checkpoint. Prints "moepp serve: listening on http://HOST:PORT ..." on stderr once it accepts
+// connections; SIGINT / SIGTERM stop it (open requests end as cancelled), then it exits 0.
+#include <signal.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "cli/commands.h"
+#include "core/error.h"
+#include "infer/decoder.h"
+#include "infer/engine.h"
+#include "infer/infer_weights.h"
+#include "io/checkpoint.h"
+#include "io/weight_source.h"
+#include "serve/server.h"
+#include "tokenizer/tokenizer.h"
+#include "train/trainer.h"
+
+namespace moepp::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct ServeArgs {
+  std::string model, host = "127.0.0.1", dtype = "f32", model_name;
+  std::string port = "8000", slots = "8", max_queue = "64", ctx = "0", prefill_chunk = "256", max_body = "1048576";
+};
+
+volatile std::sig_atomic_t g_stop_signal = 0;
+void on_stop_signal(int) { g_stop_signal = 1; }
+
+int64_t to_int(const std::string& opt, const std::string& s) {
+  errno = 0;
+  char* end = nullptr;
+  const long long v = std::strtoll(s.c_str(), &end, 10);
+  check(!s.empty() && end && *end == '\0' && errno == 0, "serve: " + opt + ": '" + s + "' is not an integer");
+  return v;
+}
+
+void run_serve(const ServeArgs& a) {
+  const int64_t port = to_int("--port", a.port), slots = to_int("--slots", a.slots);
+  const int64_t max_queue = to_int("--max-queue", a.max_queue), ctx = to_int("--ctx", a.ctx);
+  const int64_t prefill_chunk = to_int("--prefill-chunk", a.prefill_chunk), max_body = to_int("--max-body", a.max_body);
+  check(port >= 0 && port <= 65535, "serve: --port must be in [0, 65535] (got " + a.port + ")");
+  check(slots >= 1 && slots <= 1024, "serve: --slots must be in [1, 1024] (got " + a.slots + ")");
+  check(max_queue >= 0 && max_queue <= 100000, "serve: --max-queue must be in [0, 100000] (got " + a.max_queue + ")");
+  check(ctx >= 0, "serve: --ctx must be >= 0 (got " + a.ctx + ")");
+  check(prefill_chunk >= 1, "serve: --prefill-chunk must be >= 1 (got " + a.prefill_chunk + ")");
+  check(max_body >= 1024, "serve: --max-body must be >= 1024 (got " + a.max_body + ")");
+  const WeightDType dtype = parse_weight_dtype(a.dtype);
+
+  check(fs::is_directory(a.model), "serve: --model " + a.model + ": no such directory");
+  const std::string dir = resolve_model_dir(a.model);
+  check(fs::is_directory(dir), "serve: " + a.model + ": its latest checkpoint " + dir + " does not exist");
+  const ModelConfig cfg = io::load_model_config(dir);
+  check(ctx <= cfg.max_pos, "serve: --ctx " + a.ctx + " exceeds the model's max_position_embeddings " +
+                                std::to_string(cfg.max_pos));
+  const std::string tok_path = (fs::path(dir) / "tokenizer.model").string();
+  check(fs::exists(tok_path), "serve: " + dir + ": no tokenizer.model");
+  const Tokenizer tok(tok_path);
+  check(tok.vocab_size() <= cfg.vocab, "serve: " + tok_path + " has " + std::to_string(tok.vocab_size()) +
+                                           " pieces, more than the model's vocab_size " + std::to_string(cfg.vocab));
+
+  // SIGINT / SIGTERM set a flag that a watcher thread turns into server.stop() (other libraries'
+  // threads, OpenBLAS's among them, exist before main, so the signals cannot be masked off everywhere
+  // and waited for). A client that goes away must not kill the process with SIGPIPE.
+  std::signal(SIGPIPE, SIG_IGN);
+  g_stop_signal = 0;
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+
+  Decoder dec = [&] {
+    const std::unique_ptr<io::WeightSource> src = io::open_weights(dir);
+    return Decoder(cfg, InferWeights::load(cfg, *src, dtype));
+  }();
+  EngineOptions eo;
+  eo.n_slots = slots;
+  eo.max_queue = max_queue;
+  eo.max_len = ctx;  // 0: max_pos
+  eo.prefill_chunk = prefill_chunk;
+  eo.step_prefill_tokens = std::max<int64_t>(prefill_chunk, 512);
+  Engine engine(dec, &tok, eo);
+
+  serve::ServerOptions so;
+  so.host = a.host;
+  so.port = static_cast<int>(port);
+  so.model_name = a.model_name.empty() ? fs::path(a.model).lexically_normal().filename().string() : a.model_name;
+  if (so.model_name.empty()) so.model_name = fs::path(a.model).lexically_normal().parent_path().filename().string();
+  if (so.model_name.empty()) so.model_name = "moepp";
+  so.max_body_bytes = static_cast<size_t>(max_body);
+  serve::Server server(engine, tok, so);
+  const int bound = server.bind();
+
+  std::atomic<bool> served{false};
+  std::thread waiter([&] {
+    while (!served.load()) {
+      if (g_stop_signal) {
+        server.stop();
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  });
+  std::fprintf(stderr,
+               "moepp serve: listening on http://%s:%d (model %s from %s, weights %s %.1f MB, %lld slots x %lld "
+               "positions, KV cache %.1f MB, queue %lld)\n",
+               a.host.c_str(), bound, so.model_name.c_str(), dir.c_str(), weight_dtype_name(dtype),
+               static_cast<double>(dec.weights().bytes()) / 1e6, static_cast<long long>(slots),
+               static_cast<long long>(engine.max_len()),
+               2.0 * static_cast<double>(cfg.n_layers * slots * engine.max_len() * cfg.n_kv_heads * cfg.head_dim) *
+                   4.0 / 1e6,
+               static_cast<long long>(max_queue));
+  std::fflush(stderr);
+  server.run();
+  served = true;
+  waiter.join();
+  engine.stop();
+  std::fprintf(stderr, "moepp serve: stopped\n");
+}
+
+}  // namespace
+
+void register_serve_command(CLI::App& app) {
+  auto a = std::make_shared<ServeArgs>();
+  CLI::App* sub = app.add_subcommand("serve", "OpenAI-compatible HTTP server with continuous batching (docs/serve.md)");
+  sub->add_option("--model", a->model, "checkpoint directory, or a run directory (its latest checkpoint)")->required();
+  sub->add_option("--port", a->port, "TCP port (0 = any free port; the chosen one is printed)")->capture_default_str();
+  sub->add_option("--host", a->host, "address to listen on")->capture_default_str();
+  sub->add_option("--slots", a->slots, "sequences decoded together (KV-cache slots)")->capture_default_str();
+  sub->add_option("--max-queue", a->max_queue, "requests waiting for a slot before 429")->capture_default_str();
+  sub->add_option("--ctx", a->ctx, "positions per slot, prompt + completion (0 = max_position_embeddings)")
+      ->capture_default_str();
+  sub->add_option("--dtype", a->dtype, "weight storage: f32, bf16 or int8")->capture_default_str();
+  sub->add_option("--model-name", a->model_name, "model id in responses (default: the --model directory's name)");
+  sub->add_option("--prefill-chunk", a->prefill_chunk, "most prompt tokens of one request per step")
+      ->capture_default_str();
+  sub->add_option("--max-body", a->max_body, "largest request body in bytes (413 beyond)")->capture_default_str();
+  sub->callback([a] { run_serve(*a); });
+}
+
+}  // namespace moepp::cli

@@ -1,0 +1,162 @@
+// Engine: runs generation requests with continuous batching over one Decoder and one KvCache with a
+// fixed number of sequence slots. Each step
+//   1. drops cancelled requests and admits waiting ones (FIFO) into free slots,
+//   2. builds ONE Decoder::forward batch: a single decode token for every sequence that is generating,
+//      plus prompt chunks of sequences still in prefill (at most prefill_chunk tokens of one sequence
+//      and step_prefill_tokens in all per step, so a long prompt never stalls the others' decoding),
+//   3. samples the next token of every sequence whose prompt is complete (SamplingParams per request,
+//      history = prompt + generated), and delivers it: on_token (id), on_text (new complete text, when
+//      a tokenizer is given: see text_stream.h) and, when the request ends, on_finish.
+// A request ends with finish_reason "stop" (EOS when stop_at_eos, or a stop string), "length"
+// (max_new_tokens reached, or the slot's context is full), "cancelled" (cancel() or engine shutdown) or
+// "error" (the decoder threw; message in FinishEvent::error). Its slot is freed at once.
+//
+// Memory is fixed: n_slots KV-cache slots of max_len positions, and at most n_slots + max_queue
+// requests in the engine (submit() throws EngineFullError beyond that).
+//
+// Threads: submit(), cancel() and stats() may be called from any thread. Either start() a background
+// thread that steps while there is work, or call step() yourself (one thread; not both). Callbacks run
+// on the stepping thread, outside the engine's lock (they may call submit/cancel, not stop); keep them
+// short. An exception thrown by a callback is dropped.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_set>
+#include <vector>
+
+#include "core/error.h"
+#include "infer/decoder.h"
+#include "infer/kv_cache.h"
+#include "infer/sampler.h"
+
+namespace moepp {
+
+class Tokenizer;
+
+// submit() when n_slots + max_queue requests are already in the engine.
+class EngineFullError : public Error {
+ public:
+  using Error::Error;
+};
+// submit() after stop().
+class EngineStoppedError : public Error {
+ public:
+  using Error::Error;
+};
+
+struct EngineOptions {
+  int64_t n_slots = 8;                // sequences decoded together
+  int64_t max_len = 0;                // context (positions) per slot; 0 = the model's max_pos
+  int64_t max_queue = 64;             // requests waiting for a slot, beyond the n_slots running
+  int64_t prefill_chunk = 256;        // most prompt tokens of one sequence per step
+  int64_t step_prefill_tokens = 512;  // most prompt tokens of all sequences per step
+  void validate() const;              // throws moepp::Error naming the field
+};
+
+struct GenerationRequest {
+  std::vector<int32_t> prompt;  // token ids (bos included if wanted); 1 <= size < max_len
+  int64_t max_new_tokens = 16;  // >= 0 (0: finishes at once with "length")
+  SamplingParams sampling;
+  std::vector<std::string> stop;  // stop strings (need a tokenizer); the text is cut before them
+  bool stop_at_eos = true;        // EOS ends the request ("stop"); the EOS id is counted, not printed
+};
+
+struct FinishEvent {
+  std::string reason;  // "stop" | "length" | "cancelled" | "error"
+  std::string error;   // message when reason == "error"
+  int64_t prompt_tokens = 0;
+  int64_t completion_tokens = 0;  // tokens sampled (an EOS that stopped the request included)
+  std::string text;               // all text delivered through on_text (with a tokenizer)
+  double queue_s = 0;             // submit -> admitted into a slot
+  double prefill_s = 0;           // admitted -> first token sampled (0 when none was)
+  double decode_s = 0;            // first token -> finish
+};
+
+struct GenerationCallbacks {
+  std::function<void(int32_t token)> on_token;            // every sampled token, in order
+  std::function<void(const std::string& text)> on_text;   // non-empty pieces of new text
+  std::function<void(const FinishEvent& finish)> on_finish;  // exactly once per accepted request
+};
+
+struct EngineStats {
+  int64_t n_slots = 0, max_queue = 0, max_len = 0;
+  int64_t active = 0;   // requests holding a slot
+  int64_t waiting = 0;  // requests queued for a slot
+  uint64_t steps = 0;                 // forward passes run
+  uint64_t prompt_tokens = 0;         // prompt tokens prefilled, all requests
+  uint64_t generated_tokens = 0;      // tokens sampled, all requests
+  uint64_t finished = 0;              // requests finished (any reason)
+};
+
+class Engine {
+ public:
+  // tokenizer may be null (no text: on_text is never called and stop strings are refused); it must
+  // outlive the engine. Allocates the KV cache.
+  Engine(const Decoder& decoder, const Tokenizer* tokenizer, EngineOptions opt);
+  ~Engine();  // stop()
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  const EngineOptions& options() const { return opt_; }
+  int64_t max_len() const { return opt_.max_len; }
+  const Decoder& decoder() const { return dec_; }
+
+  // Validates and queues a request; returns its id (> 0). Throws moepp::Error naming the field for an
+  // invalid request (empty prompt, prompt not shorter than max_len, token id outside the vocabulary,
+  // max_new_tokens < 0, bad sampling parameters, stop strings without a tokenizer), EngineFullError
+  // when full, and EngineStoppedError after stop().
+  uint64_t submit(GenerationRequest req, GenerationCallbacks cb);
+
+  // Asks to end a request (its on_finish reports "cancelled" at the next step, unless it finished
+  // first). Returns false when the id is unknown or already finished.
+  bool cancel(uint64_t id);
+
+  // One scheduling step (see above). Returns true when requests remain (waiting or active).
+  bool step();
+
+  // Background stepping thread; stop() ends it and cancels every remaining request (on_finish
+  // "cancelled"), after which submit() throws. Both are idempotent.
+  void start();
+  void stop();
+
+  EngineStats stats() const;
+
+ private:
+  struct Seq;
+  using Finished = std::pair<std::shared_ptr<Seq>, FinishEvent>;
+  // Ends s: frees its slot and queues its finish event (callbacks run later, outside the lock).
+  void finish(const std::shared_ptr<Seq>& s, const std::string& reason, std::vector<Finished>& done);
+  void loop();
+
+  const Decoder& dec_;
+  const Tokenizer* tok_;
+  EngineOptions opt_;
+  KvCache cache_;
+  DecoderScratch scratch_;
+  Tensor logits_;
+
+  // Owned by the stepping thread.
+  std::vector<std::shared_ptr<Seq>> active_;
+  std::vector<int64_t> free_slots_;
+
+  // Shared; guarded by mu_.
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::shared_ptr<Seq>> waiting_;
+  std::unordered_set<uint64_t> live_;     // waiting or active
+  std::unordered_set<uint64_t> cancels_;  // asked to cancel, not yet handled
+  uint64_t next_id_ = 1;
+  int64_t n_active_ = 0;
+  EngineStats totals_;
+  bool stopping_ = false, stopped_ = false;
+  std::thread thread_;
+};
+
+}  // namespace moepp

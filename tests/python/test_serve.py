@@ -1,0 +1,567 @@
+#!/usr/bin/python3
+"""End-to-end tests of `moepp serve` (the OpenAI-compatible server, docs/serve.md) through a real HTTP
+client (http.client), run by CTest as  /usr/bin/python3 tests/python/test_serve.py --moepp PATH/TO/moepp
+
+A tiny random MoE++ model (model_ref.make_weights, V=320, D=32, 2 blocks, max_position_embeddings 1024)
+and a 320-piece tokenizer (`moepp tokenizer train` on 60 KB of data/slice/train.txt) are written to a
+temporary checkpoint directory; `moepp serve --port 0` is started on it and the cases check:
+  - the schema of every endpoint (/health, /v1/models, /metrics, /v1/completions, /v1/chat/completions),
+  - SSE streaming (data: chunks, final finish_reason, usage chunk, data: [DONE]) gives the same text as
+    the non-streaming response,
+  - stop strings (the text ends right before the first occurrence), seeds (same seed, same text),
+  - malformed requests: each gets a 4xx JSON error {"error": {message, type, param, code}} and the
+    server stays healthy,
+  - a client that disconnects mid-stream (and one that leaves while queued) frees its slot (/metrics),
+  - a full queue answers 429 (a second server with 1 slot and a queue of 1),
+  - 32 concurrent clients (threads, streaming and not) with greedy requests each get exactly the text
+    they get alone: nothing lost or mixed up between the batched sequences,
+  - `moepp generate` prints the prompt and the same greedy continuation (streamed or not), honours
+    --stop, and rejects bad option values with a message naming the option and exit 1.
+Prints `N passed, M failed`; exit 1 on failure.
+"""
+import argparse
+import http.client
+import json
+import os
+import re
+import select
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
+SLICE = os.path.join(ROOT, "data", "slice", "train.txt")
+sys.path.insert(0, HERE)
+
+VOCAB = 320
+CTX = 1024
+
+
+def make_model(exe, d):
+    import model_ref as M  # noqa: E402  (torch: imported only here)
+    import safetensors_np as st  # noqa: E402
+    os.makedirs(d, exist_ok=True)
+    text = os.path.join(d, "tok_train.txt")
+    with open(SLICE, encoding="utf-8") as f, open(text, "w", encoding="utf-8") as g:
+        g.write(f.read(60_000))
+    p = subprocess.run([exe, "tokenizer", "train", "--input", text, "--vocab-size", str(VOCAB), "--out",
+                        os.path.join(d, "tokenizer.model")], capture_output=True, text=True, timeout=120)
+    if p.returncode != 0:
+        raise RuntimeError(f"tokenizer train failed: {p.stderr}")
+    cfg = {"architectures": ["MoeForCausalLM"], "model_type": "MoE++", "vocab_size": VOCAB, "hidden_size": 32,
+           "intermediate_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+           "max_position_embeddings": CTX, "num_experts": [8], "n_zero_experts": 1, "n_copy_experts": 1,
+           "n_constant_experts": 2, "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "hidden_act": "silu",
+           "tie_word_embeddings": False, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}
+    st.save(os.path.join(d, "model.safetensors"), M.make_weights(cfg, 3))
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump(cfg, f)
+
+
+class Server:
+    """`moepp serve --port 0` as a child process; the port is read from its first stderr line."""
+
+    def __init__(self, exe, model, *extra):
+        # One OpenMP thread: the model is tiny, and spinning threads on a loaded machine make it crawl.
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        self.proc = subprocess.Popen([exe, "serve", "--model", model, "--port", "0", *extra],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        self.log = []
+        deadline = time.time() + 30
+        line = b""
+        while time.time() < deadline:
+            r, _, _ = select.select([self.proc.stderr], [], [], 0.5)
+            if r:
+                line = self.proc.stderr.readline()
+                self.log.append(line.decode(errors="replace"))
+                m = re.search(rb"listening on http://[\d.]+:(\d+)", line)
+                if m:
+                    self.port = int(m.group(1))
+                    break
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"moepp serve exited {self.proc.returncode}: {''.join(self.log)}"
+                                   f"{self.proc.stderr.read().decode(errors='replace')}")
+        else:
+            raise RuntimeError("moepp serve did not start listening")
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self):
+        for line in self.proc.stderr:
+            self.log.append(line.decode(errors="replace"))
+
+    def conn(self, timeout=60):
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+
+    def call(self, method, path, body=None, raw=None, timeout=60):
+        """(status, content type, parsed JSON or text)."""
+        c = self.conn(timeout)
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        c.request(method, path, body=data, headers={"Content-Type": "application/json"} if data is not None else {})
+        r = c.getresponse()
+        payload = r.read()
+        ctype = r.getheader("Content-Type", "")
+        c.close()
+        if ctype.startswith("application/json"):
+            return r.status, ctype, json.loads(payload)
+        return r.status, ctype, payload.decode("utf-8", errors="replace")
+
+    def stream(self, path, body, timeout=60):
+        """(status, content type, [event JSON or '[DONE]'])."""
+        c = self.conn(timeout)
+        c.request("POST", path, body=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+        r = c.getresponse()
+        ctype = r.getheader("Content-Type", "")
+        if r.status != 200:
+            out = json.loads(r.read())
+            c.close()
+            return r.status, ctype, out
+        events = []
+        for raw in r:
+            line = raw.decode("utf-8").rstrip("\n")
+            if line.startswith("data: "):
+                data = line[len("data: "):]
+                events.append(data if data == "[DONE]" else json.loads(data))
+        c.close()
+        return r.status, ctype, events
+
+    def metrics(self):
+        status, ctype, text = self.call("GET", "/metrics")
+        assert status == 200 and ctype.startswith("text/plain"), (status, ctype)
+        vals = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                k, v = line.rsplit(" ", 1)
+                vals[k] = float(v)
+        return vals
+
+    def wait_metric(self, key, want, timeout=10):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            v = self.metrics().get(key)
+            if v == want:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"{key} is {self.metrics().get(key)}, expected {want} within {timeout} s")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def expect(cond, msg):
+    if not cond:
+        raise AssertionError(msg)
+
+
+def check_error(status, ctype, body, want_status, param=None):
+    expect(status == want_status, f"status {status}, expected {want_status}: {body}")
+    expect(ctype.startswith("application/json"), f"content type {ctype}")
+    expect(isinstance(body, dict) and set(body) == {"error"}, f"not an error object: {body}")
+    e = body["error"]
+    expect(set(e) == {"message", "type", "param", "code"}, f"error fields {sorted(e)}")
+    expect(isinstance(e["message"], str) and e["message"], "empty message")
+    expect(isinstance(e["type"], str) and e["type"], "empty type")
+    if param is not None:
+        expect(e["param"] == param, f"param {e['param']!r}, expected {param!r} ({e['message']})")
+
+
+def check_completion(body, chat, max_tokens=None):
+    expect(isinstance(body["id"], str) and body["id"].startswith("chatcmpl-" if chat else "cmpl-"), body["id"])
+    expect(body["object"] == ("chat.completion" if chat else "text_completion"), body["object"])
+    expect(isinstance(body["created"], int) and body["created"] > 1_600_000_000, "created")
+    expect(isinstance(body["model"], str) and body["model"], "model")
+    expect(len(body["choices"]) == 1, "one choice")
+    ch = body["choices"][0]
+    expect(ch["index"] == 0 and ch["logprobs"] is None, f"choice {ch}")
+    expect(ch["finish_reason"] in ("stop", "length"), f"finish_reason {ch['finish_reason']}")
+    if chat:
+        expect(ch["message"]["role"] == "assistant" and isinstance(ch["message"]["content"], str), f"message {ch}")
+    else:
+        expect(isinstance(ch["text"], str), "text")
+    u = body["usage"]
+    expect(u["total_tokens"] == u["prompt_tokens"] + u["completion_tokens"] and u["prompt_tokens"] > 0, f"usage {u}")
+    if max_tokens is not None:
+        expect(u["completion_tokens"] <= max_tokens, f"usage {u} > max_tokens {max_tokens}")
+        if ch["finish_reason"] == "length":
+            expect(u["completion_tokens"] == max_tokens, f"length but usage {u}")
+
+
+def stream_text(events, chat):
+    """Concatenated text, finish_reason, usage (or None) of a stream; checks the chunk schema."""
+    expect(events and events[-1] == "[DONE]", f"stream does not end with [DONE]: {events[-3:]}")
+    text, finish, usage = "", None, None
+    for i, e in enumerate(events[:-1]):
+        expect(isinstance(e, dict), f"event {e}")
+        expect(e["object"] == ("chat.completion.chunk" if chat else "text_completion"), e["object"])
+        if e["choices"] == []:
+            usage = e["usage"]
+            continue
+        expect(finish is None, "chunk after the finish_reason chunk")
+        c = e["choices"][0]
+        if chat:
+            if i == 0:
+                expect(c["delta"].get("role") == "assistant", f"first chat chunk {c}")
+            text += c["delta"].get("content", "")
+        else:
+            text += c["text"]
+        finish = c["finish_reason"]
+    expect(finish in ("stop", "length"), f"finish_reason {finish}")
+    return text, finish, usage
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--moepp", required=True)
+    a = ap.parse_args()
+    exe = os.path.abspath(a.moepp)
+    results = []
+
+    def case(name, fn):
+        t0 = time.time()
+        try:
+            fn()
+            results.append((name, None))
+            print(f"PASS {name} ({time.time() - t0:.1f} s)", flush=True)
+        except Exception as e:  # noqa: BLE001
+            results.append((name, e))
+            print(f"FAIL {name}: {type(e).__name__}: {e}", flush=True)
+
+    t_start = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        model = os.path.join(tmp, "tiny")
+        make_model(exe, model)
+        srv = Server(exe, model, "--slots", "4", "--max-queue", "64", "--model-name", "tiny")
+        try:
+            run_cases(case, srv, exe, model)
+        finally:
+            rc = srv.stop()
+            case("sigterm_exits_cleanly", lambda: expect(rc == 0 and any("stopped" in l for l in srv.log),
+                                                          f"exit {rc}: {''.join(srv.log)[-500:]}"))
+    failed = [n for n, e in results if e is not None]
+    print(f"{len(results) - len(failed)} passed, {len(failed)} failed ({time.time() - t_start:.1f} s)")
+    return 1 if failed else 0
+
+
+def run_cases(case, srv, exe, model):
+    def health():
+        status, ctype, body = srv.call("GET", "/health")
+        expect(status == 200 and ctype.startswith("application/json") and body["status"] == "ok", f"{status} {body}")
+        expect(body["slots"] == 4, f"health {body}")
+
+    def models():
+        status, _, body = srv.call("GET", "/v1/models")
+        expect(status == 200 and body["object"] == "list" and len(body["data"]) == 1, f"{status} {body}")
+        m = body["data"][0]
+        expect(m["id"] == "tiny" and m["object"] == "model" and isinstance(m["created"], int) and m["owned_by"],
+               f"model {m}")
+        expect(m["max_model_len"] == CTX, f"max_model_len {m}")
+
+    greedy = {"prompt": "The ship sailed across", "max_tokens": 12, "temperature": 0, "ignore_eos": True}
+    ref = {}
+
+    def completion():
+        status, _, body = srv.call("POST", "/v1/completions", dict(greedy, model="tiny"))
+        expect(status == 200, f"{status} {body}")
+        check_completion(body, False, 12)
+        expect(body["model"] == "tiny", body["model"])
+        expect(body["choices"][0]["finish_reason"] == "length", "ignore_eos: length")
+        ref["text"] = body["choices"][0]["text"]
+        ref["usage"] = body["usage"]
+        status, _, again = srv.call("POST", "/v1/completions", greedy)
+        expect(again["choices"][0]["text"] == ref["text"], "greedy is deterministic")
+
+    def completion_token_ids():
+        status, _, body = srv.call("POST", "/v1/completions", {"prompt": [1, 50, 60, 70], "max_tokens": 3,
+                                                                "temperature": 0})
+        expect(status == 200, f"{status} {body}")
+        check_completion(body, False, 3)
+        expect(body["usage"]["prompt_tokens"] == 4, f"usage {body['usage']}")
+
+    def completion_stream():
+        status, ctype, events = srv.stream("/v1/completions", dict(greedy, stream=True,
+                                                                   stream_options={"include_usage": True}))
+        expect(status == 200 and ctype.startswith("text/event-stream"), f"{status} {ctype}")
+        text, finish, usage = stream_text(events, False)
+        expect(text == ref["text"], f"stream text {text!r} != {ref['text']!r}")
+        expect(finish == "length" and usage == ref["usage"], f"{finish} {usage} vs {ref['usage']}")
+
+    chat_req = {"messages": [{"role": "system", "content": "You are terse."},
+                             {"role": "user", "content": "Where did the ship sail?"}],
+                "max_tokens": 10, "temperature": 0}
+
+    def chat():
+        status, _, body = srv.call("POST", "/v1/chat/completions", chat_req)
+        expect(status == 200, f"{status} {body}")
+        check_completion(body, True, 10)
+        ref["chat"] = body["choices"][0]["message"]["content"]
+        ref["chat_finish"] = body["choices"][0]["finish_reason"]
+        # Content given as a list of text parts is the same message.
+        parts = json.loads(json.dumps(chat_req))
+        parts["messages"][1]["content"] = [{"type": "text", "text": "Where did the ship "}, {"type": "text", "text": "sail?"}]
+        status, _, body2 = srv.call("POST", "/v1/chat/completions", parts)
+        expect(body2["choices"][0]["message"]["content"] == ref["chat"], "content parts")
+
+    def chat_stream():
+        status, ctype, events = srv.stream("/v1/chat/completions", dict(chat_req, stream=True))
+        expect(status == 200 and ctype.startswith("text/event-stream"), f"{status} {ctype}")
+        text, finish, usage = stream_text(events, True)
+        expect(text == ref["chat"] and finish == ref["chat_finish"], f"chat stream {text!r} {finish} vs {ref['chat']!r}")
+        expect(usage is None, "no usage chunk unless asked")
+
+    def stop_strings():
+        long = dict(greedy, max_tokens=40)
+        _, _, body = srv.call("POST", "/v1/completions", long)
+        full = body["choices"][0]["text"]
+        expect(len(full) >= 12, f"text too short for the test: {full!r}")
+        stop = full[8:11]
+        want = full[:full.find(stop)]
+        for stream in (False, True):
+            req = dict(long, stop=[stop, "never-there"], stream=stream)
+            if stream:
+                _, _, events = srv.stream("/v1/completions", req)
+                text, finish, _ = stream_text(events, False)
+            else:
+                _, _, b = srv.call("POST", "/v1/completions", req)
+                text, finish = b["choices"][0]["text"], b["choices"][0]["finish_reason"]
+            expect(text == want and finish == "stop", f"stream={stream}: {text!r} {finish}, want {want!r} stop")
+
+    def seeds():
+        req = {"prompt": "The whale", "max_tokens": 16, "temperature": 1.0, "top_k": 50, "top_p": 0.9,
+               "min_p": 0.01, "repetition_penalty": 1.1, "seed": 1234}
+        texts = [srv.call("POST", "/v1/completions", req)[2]["choices"][0]["text"] for _ in range(2)]
+        expect(texts[0] == texts[1], f"same seed, different text: {texts}")
+
+    def metrics():
+        m = srv.metrics()
+        for k in ["moepp_active_slots", "moepp_slots", "moepp_queue_length", "moepp_queue_capacity",
+                  "moepp_prompt_tokens_total", "moepp_generation_tokens_total", "moepp_client_disconnects_total",
+                  'moepp_requests_finished_total{reason="length"}', 'moepp_requests_finished_total{reason="stop"}',
+                  'moepp_requests_finished_total{reason="cancelled"}', "moepp_request_latency_seconds_count",
+                  'moepp_request_latency_seconds_bucket{le="+Inf"}', "moepp_time_to_first_token_seconds_sum",
+                  'moepp_http_requests_total{path="/v1/completions",status="200"}']:
+            expect(k in m, f"/metrics lacks {k}")
+        expect(m["moepp_slots"] == 4 and m["moepp_active_slots"] == 0 and m["moepp_queue_length"] == 0, "gauges")
+        expect(m["moepp_generation_tokens_total"] > 0 and m["moepp_request_latency_seconds_count"] >= 5, "counters")
+
+    too_long = "the ship sailed across a grey sea " * 200  # far more than 1024 tokens
+    bad = [
+        ("not_json", "/v1/completions", None, b"{not json", 400, None),
+        ("json_array", "/v1/completions", [1, 2], None, 400, None),
+        ("empty_body", "/v1/completions", None, b"", 400, None),
+        ("missing_prompt", "/v1/completions", {"max_tokens": 3}, None, 400, "prompt"),
+        ("unknown_param", "/v1/completions", {"prompt": "a", "foo": 1}, None, 400, "foo"),
+        ("temperature_negative", "/v1/completions", {"prompt": "a", "temperature": -0.5}, None, 400, "temperature"),
+        ("temperature_high", "/v1/completions", {"prompt": "a", "temperature": 2.5}, None, 400, "temperature"),
+        ("temperature_string", "/v1/completions", {"prompt": "a", "temperature": "hot"}, None, 400, "temperature"),
+        ("top_p_zero", "/v1/completions", {"prompt": "a", "top_p": 0}, None, 400, "top_p"),
+        ("top_p_high", "/v1/completions", {"prompt": "a", "top_p": 1.5}, None, 400, "top_p"),
+        ("top_k_negative", "/v1/completions", {"prompt": "a", "top_k": -3}, None, 400, "top_k"),
+        ("top_k_fraction", "/v1/completions", {"prompt": "a", "top_k": 1.5}, None, 400, "top_k"),
+        ("min_p_high", "/v1/completions", {"prompt": "a", "min_p": 1.5}, None, 400, "min_p"),
+        ("repetition_penalty_zero", "/v1/completions", {"prompt": "a", "repetition_penalty": 0}, None, 400,
+         "repetition_penalty"),
+        ("max_tokens_zero", "/v1/completions", {"prompt": "a", "max_tokens": 0}, None, 400, "max_tokens"),
+        ("max_tokens_string", "/v1/completions", {"prompt": "a", "max_tokens": "ten"}, None, 400, "max_tokens"),
+        ("seed_string", "/v1/completions", {"prompt": "a", "seed": "x"}, None, 400, "seed"),
+        ("n_2", "/v1/completions", {"prompt": "a", "n": 2}, None, 400, "n"),
+        ("echo", "/v1/completions", {"prompt": "a", "echo": True}, None, 400, "echo"),
+        ("stop_number", "/v1/completions", {"prompt": "a", "stop": 5}, None, 400, "stop"),
+        ("stop_five", "/v1/completions", {"prompt": "a", "stop": ["a", "b", "c", "d", "e"]}, None, 400, "stop"),
+        ("stop_empty", "/v1/completions", {"prompt": "a", "stop": ""}, None, 400, "stop"),
+        ("stream_string", "/v1/completions", {"prompt": "a", "stream": "yes"}, None, 400, "stream"),
+        ("stream_options_without_stream", "/v1/completions", {"prompt": "a", "stream_options": {"include_usage": True}},
+         None, 400, "stream_options"),
+        ("two_prompts", "/v1/completions", {"prompt": ["a", "b"]}, None, 400, "prompt"),
+        ("prompt_number", "/v1/completions", {"prompt": 7}, None, 400, "prompt"),
+        ("token_outside_vocab", "/v1/completions", {"prompt": [1, VOCAB]}, None, 400, "prompt"),
+        ("prompt_too_long", "/v1/completions", {"prompt": too_long}, None, 400, "prompt"),
+        ("prompt_plus_max_tokens_too_long", "/v1/completions", {"prompt": "a", "max_tokens": CTX}, None, 400,
+         "max_tokens"),
+        ("chat_missing_messages", "/v1/chat/completions", {"max_tokens": 3}, None, 400, "messages"),
+        ("chat_empty_messages", "/v1/chat/completions", {"messages": []}, None, 400, "messages"),
+        ("chat_bad_role", "/v1/chat/completions", {"messages": [{"role": "robot", "content": "x"}]}, None, 400,
+         "messages"),
+        ("chat_missing_content", "/v1/chat/completions", {"messages": [{"role": "user"}]}, None, 400, "messages"),
+        ("chat_content_number", "/v1/chat/completions", {"messages": [{"role": "user", "content": 3}]}, None, 400,
+         "messages"),
+        ("chat_prompt_param", "/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "prompt": "x"},
+         None, 400, "prompt"),
+        ("chat_too_long", "/v1/chat/completions", {"messages": [{"role": "user", "content": too_long}]}, None, 400,
+         "messages"),
+    ]
+
+    def malformed():
+        problems = []
+        for name, path, body, raw, want, param in bad:
+            try:
+                status, ctype, out = srv.call("POST", path, body=body, raw=raw)
+                check_error(status, ctype, out, want, param)
+                if name.endswith("too_long"):
+                    expect(out["error"]["code"] == "context_length_exceeded", f"code {out['error']['code']}")
+            except Exception as e:  # noqa: BLE001
+                problems.append(f"{name}: {e}")
+        for method, path, want in [("GET", "/v1/completions", 405), ("GET", "/v1/chat/completions", 405),
+                                   ("POST", "/v1/models", 405), ("GET", "/no/such/route", 404)]:
+            try:
+                status, ctype, out = srv.call(method, path, body={} if method == "POST" else None)
+                check_error(status, ctype, out, want)
+            except Exception as e:  # noqa: BLE001
+                problems.append(f"{method} {path}: {e}")
+        try:  # larger than --max-body (1 MiB by default)
+            status, ctype, out = srv.call("POST", "/v1/completions", raw=b'{"prompt": "' + b"a" * (2 << 20) + b'"}')
+            check_error(status, ctype, out, 413)
+        except Exception as e:  # noqa: BLE001
+            problems.append(f"body_too_large: {e}")
+        expect(not problems, f"{len(problems)} of {len(bad) + 5} cases: " + "; ".join(problems))
+        health()
+        status, _, body = srv.call("POST", "/v1/completions", greedy)
+        expect(status == 200 and body["choices"][0]["text"] == ref["text"], "a good request after the bad ones")
+
+    def disconnect_mid_stream():
+        before = srv.metrics()
+        c = srv.conn()
+        c.request("POST", "/v1/completions", body=json.dumps(
+            {"prompt": "The sea", "max_tokens": 1000, "temperature": 0, "ignore_eos": True, "stream": True}).encode(),
+            headers={"Content-Type": "application/json"})
+        r = c.getresponse()
+        expect(r.status == 200, f"status {r.status}")
+        got = 0
+        while got < 3:
+            line = r.fp.readline()
+            expect(line, "stream ended early")
+            if line.startswith(b"data: "):
+                got += 1
+        expect(srv.metrics()["moepp_active_slots"] == 1, "one slot in use while streaming")
+        c.sock.close()  # the client goes away mid-stream
+        r.close()
+        srv.wait_metric("moepp_active_slots", 0, timeout=10)
+        after = srv.metrics()
+        key = 'moepp_requests_finished_total{reason="cancelled"}'
+        expect(after[key] == before[key] + 1, f"cancelled {before[key]} -> {after[key]}")
+        expect(after["moepp_client_disconnects_total"] >= before["moepp_client_disconnects_total"] + 1, "disconnects")
+        health()
+
+    def concurrent_clients():
+        reqs = []
+        for i in range(32):
+            req = {"prompt": f"Request {i}: the " + ["ship", "whale", "sea", "men"][i % 4] + " " * (i % 3),
+                   "max_tokens": 6 + (i * 7) % 19, "temperature": 0}
+            if i % 2 == 0:
+                req["ignore_eos"] = True
+            if i % 5 == 0:
+                req["repetition_penalty"] = 1.3
+            reqs.append((req, i % 3 == 0))
+        alone = []
+        for req, _ in reqs:
+            _, _, b = srv.call("POST", "/v1/completions", req)
+            alone.append((b["choices"][0]["text"], b["choices"][0]["finish_reason"], b["usage"]))
+        together = [None] * len(reqs)
+        barrier = threading.Barrier(len(reqs))
+
+        def client(i):
+            req, stream = reqs[i]
+            try:
+                barrier.wait(timeout=30)
+                if stream:
+                    _, _, events = srv.stream("/v1/completions", dict(req, stream=True,
+                                                                      stream_options={"include_usage": True}))
+                    together[i] = stream_text(events, False)
+                else:
+                    status, _, b = srv.call("POST", "/v1/completions", req)
+                    together[i] = (b["choices"][0]["text"], b["choices"][0]["finish_reason"], b["usage"])
+            except Exception as e:  # noqa: BLE001
+                together[i] = ("error", str(e), None)
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(len(reqs))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        bad_ones = [i for i in range(len(reqs)) if together[i] != alone[i]]
+        expect(not bad_ones, f"{len(bad_ones)} of 32 differ, e.g. #{bad_ones[:1]}: "
+                             f"{[(together[i], alone[i]) for i in bad_ones[:2]]}")
+        m = srv.metrics()
+        expect(m["moepp_active_slots"] == 0 and m["moepp_queue_length"] == 0, "all slots free afterwards")
+
+    def queue_full():
+        small = Server(exe, model, "--slots", "1", "--max-queue", "1")
+        try:
+            long_req = {"prompt": "The sea", "max_tokens": 1000, "temperature": 0, "ignore_eos": True, "stream": True}
+            conns = []
+            for _ in range(2):  # one running, one queued
+                c = small.conn()
+                c.request("POST", "/v1/completions", body=json.dumps(long_req).encode(),
+                          headers={"Content-Type": "application/json"})
+                conns.append(c)
+            small.wait_metric("moepp_queue_length", 1)
+            expect(small.metrics()["moepp_active_slots"] == 1, "one running")
+            status, ctype, body = small.call("POST", "/v1/completions", {"prompt": "x", "max_tokens": 2})
+            check_error(status, ctype, body, 429)
+            expect(body["error"]["code"] == "queue_full", f"code {body['error']}")
+            for c in conns:  # both clients leave: the running one and the queued one are cancelled
+                c.sock.close()
+            small.wait_metric("moepp_active_slots", 0)
+            small.wait_metric("moepp_queue_length", 0)
+            status, _, body = small.call("POST", "/v1/completions", {"prompt": "x", "max_tokens": 2})
+            expect(status == 200, f"after the queue drained: {status} {body}")
+        finally:
+            small.stop()
+
+    def generate_cli():
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+
+        def gen(*args):
+            return subprocess.run([exe, "generate", "--model", model, *args], capture_output=True, env=env,
+                                  timeout=120)
+        base = ["--prompt", "The ship sailed across", "--max-tokens", "12", "--temperature", "0", "--ignore-eos"]
+        p = gen(*base)
+        expect(p.returncode == 0, f"exit {p.returncode}: {p.stderr.decode(errors='replace')}")
+        out = p.stdout.decode("utf-8", errors="replace")
+        # The same greedy continuation as the server's, after the prompt.
+        expect(out == "The ship sailed across" + ref["text"] + "\n", f"stdout {out!r} vs {ref['text']!r}")
+        err = p.stderr.decode()
+        expect("prefill" in err and "tokens/s" in err and "finish_reason length" in err, f"stderr {err!r}")
+        q = gen(*base, "--no-stream")
+        expect(q.stdout == p.stdout, "--no-stream prints the same text")
+        cut = ref["text"][4:6]
+        r = gen(*base, "--stop", cut)
+        want = "The ship sailed across" + ref["text"][:ref["text"].find(cut)] + "\n"
+        expect(r.returncode == 0 and r.stdout.decode("utf-8", errors="replace") == want, f"--stop: {r.stdout!r}")
+        for args, needle in [(["--temperature", "abc"], "--temperature"), (["--top-p", "0"], "--top-p"),
+                             (["--max-tokens", "-1"], "--max-tokens"), (["--min-p", "2"], "--min-p"),
+                             (["--repetition-penalty", "0"], "--repetition-penalty"), (["--dtype", "fp8"], "fp8"),
+                             (["--top-k", "1.5"], "--top-k"), (["--ctx", "100000"], "--ctx")]:
+            b = gen("--prompt", "x", *args)
+            msg = b.stderr.decode(errors="replace")
+            expect(b.returncode == 1 and "error" in msg and needle in msg, f"{args}: exit {b.returncode} {msg!r}")
+        b = subprocess.run([exe, "generate", "--model", model + "-missing", "--prompt", "x"], capture_output=True)
+        expect(b.returncode == 1 and b"no such directory" in b.stderr, f"missing model: {b.stderr!r}")
+
+    case("health", health)
+    case("models", models)
+    case("completion", completion)
+    case("completion_token_ids", completion_token_ids)
+    case("completion_stream_equals_nonstream", completion_stream)
+    case("chat", chat)
+    case("chat_stream_equals_nonstream", chat_stream)
+    case("stop_strings", stop_strings)
+    case("seed_determinism", seeds)
+    case("metrics_schema", metrics)
+    case("malformed_requests_4xx_and_still_healthy", malformed)
+    case("disconnect_mid_stream_frees_slot", disconnect_mid_stream)
+    case("32_concurrent_clients_match_alone", concurrent_clients)
+    case("queue_full_429_and_queued_disconnect", queue_full)
+    case("generate_cli", generate_cli)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
