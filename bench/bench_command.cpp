@@ -68,6 +68,7 @@ void register_bench_command(CLI::App& app) {
   train->add_option("--steps", t->steps, "Timed steps; the median is reported")->capture_default_str();
   train->add_option("--warmup", t->warmup, "Untimed steps first")->capture_default_str();
   train->add_flag("--torch", t->torch, "Also time the same model in PyTorch eager (bench/torch_train_eager.py)");
+  train->add_flag("--profile", t->profile, "Add the wall ms per timed step of each section of the step (\"profile\")");
   train->callback([t] {
     if (t->steps < 1) throw Error("bench train: --steps must be >= 1 (got " + std::to_string(t->steps) + ")");
     if (t->warmup < 0) throw Error("bench train: --warmup must be >= 0 (got " + std::to_string(t->warmup) + ")");

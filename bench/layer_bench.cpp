@@ -217,6 +217,7 @@ int run_layer_bench(const LayerBenchOptions& opt) {
           {"tokens", T},
           {"threads", omp_get_max_threads()},
           {"gemm_backend", gemm_backend_name(gemm_backend())},
+          {"gemm_auto_rule", gemm_auto_rule()},
           {"target_ffn_slot_fraction", target},
           {"ffn_slot_fraction", frac},
           {"moe_ms", vt.fwd_ms},

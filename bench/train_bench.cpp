@@ -1,5 +1,5 @@
 // `moepp bench train`: tokens/s of full training steps (zero grads, forward, backward, grad clipping,
-// AdamW step: exactly the trainer's step, grad_accum 1) of a preset model on random tokens, and with
+// AdamW step with clipping fused into it: exactly the trainer's step, grad_accum 1) of a preset model on random tokens, and with
 // --torch the same model, optimiser and batch in PyTorch eager (bench/torch_train_eager.py), in one
 // run. Prints one JSON object; step times are medians over the timed steps.
 #include "train_bench.h"
@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <numeric>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -19,6 +20,7 @@
 
 #include "core/error.h"
 #include "core/gemm.h"
+#include "core/profile.h"
 #include "model/model.h"
 #include "model/model_params.h"
 #include "model/model_state.h"
@@ -38,8 +40,10 @@ double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-// Runs bench/torch_train_eager.py on mc (written to a temporary config.json); null on failure.
-nlohmann::json run_torch(const ModelConfig& mc, const TrainConfig& tc, int64_t B, int64_t T, int steps, int warmup) {
+// Runs bench/torch_train_eager.py on mc (written to a temporary config.json) with `env` (assignments
+// put before the command); null on failure.
+nlohmann::json run_torch(const ModelConfig& mc, const TrainConfig& tc, int64_t B, int64_t T, int steps, int warmup,
+                         const std::string& env) {
   const std::filesystem::path tmp =
       std::filesystem::temp_directory_path() / ("moepp-train-bench-" + std::to_string(getpid()) + ".json");
   {
@@ -48,7 +52,7 @@ nlohmann::json run_torch(const ModelConfig& mc, const TrainConfig& tc, int64_t B
     f << mc.to_json().dump() << "\n";
   }
   std::ostringstream cmd;
-  cmd << "/usr/bin/python3 " << MOEPP_SOURCE_DIR << "/bench/torch_train_eager.py --model " << tmp.string()
+  cmd << env << (env.empty() ? "" : " ") << "/usr/bin/python3 " << MOEPP_SOURCE_DIR << "/bench/torch_train_eager.py --model " << tmp.string()
       << " --batch " << B << " --seq-len " << T << " --steps " << steps << " --warmup " << warmup << " --lr " << tc.lr
       << " --weight-decay " << tc.weight_decay << " --beta1 " << tc.beta1 << " --beta2 " << tc.beta2 << " --clip "
       << tc.grad_clip << " --init-std " << tc.init_std << " --threads 1," << std::max(2, omp_get_max_threads());
@@ -121,14 +125,28 @@ int run_train_bench(const TrainBenchOptions& opt) {
   std::vector<double> step_ms, fwd_ms, bwd_ms, opt_ms, ffn_per_tok;
   double loss_first = 0.0, loss_last = 0.0;
   for (int s = 0; s < total; ++s) {
+    if (opt.profile && s == opt.warmup) {
+      profile_reset();
+      set_profiling(true);
+    }
     const double t0 = now_ms();
-    grads.zero();
+    {
+      ProfileScope ps("zero_grads");
+      grads.zero();
+    }
     const float loss = model.forward(st, inputs[s].data(), targets[s].data(), B, T, params, true);
     const double t1 = now_ms();
     model.backward(grads, st, params);
     const double t2 = now_ms();
-    clip_grad_norm(adam.params(), tc.grad_clip);
-    adam.step(tc.lr);
+    float gnorm;
+    {
+      ProfileScope ps("grad_norm");
+      gnorm = grad_norm(adam.params());
+    }
+    {
+      ProfileScope ps("adamw+clip");
+      adam.step(tc.lr, clip_scale(gnorm, tc.grad_clip));
+    }
     const double t3 = now_ms();
     if (s == 0) loss_first = loss;
     loss_last = loss;
@@ -170,6 +188,7 @@ int run_train_bench(const TrainBenchOptions& opt) {
       {"warmup", opt.warmup},
       {"threads", omp_get_max_threads()},
       {"gemm_backend", gemm_backend_name(gemm_backend())},
+      {"gemm_auto_rule", gemm_auto_rule()},
       {"moepp_step_ms", ms},
       {"moepp_step_ms_min", *std::min_element(step_ms.begin(), step_ms.end())},
       {"moepp_forward_ms", median(fwd_ms)},
@@ -180,13 +199,41 @@ int run_train_bench(const TrainBenchOptions& opt) {
       {"moepp_loss_first", loss_first},
       {"moepp_loss_last", loss_last},
   };
+  if (opt.profile) {
+    set_profiling(false);
+    nlohmann::json prof = nlohmann::json::object();
+    double sum = 0.0;
+    for (const ProfileEntry& e : profile_entries()) {
+      prof[e.name] = e.ms / opt.steps;
+      if (e.name.find('/') == std::string::npos) sum += e.ms / opt.steps;  // "a/b" is a part of section a
+    }
+    r["profile_ms_per_step"] = prof;
+    r["profile_unattributed_ms_per_step"] = std::accumulate(step_ms.begin(), step_ms.end(), 0.0) / opt.steps - sum;
+  }
   if (opt.torch) {
-    const nlohmann::json t = run_torch(mc, tc, B, T, opt.steps, opt.warmup);
-    if (!t.is_null() && t.contains("step_ms")) {
+    // PyTorch gets its best settings: the script tries the thread settings; here the BLAS kernels too.
+    // Debian's OpenBLAS 0.3.21 runs its Haswell (AVX2) kernels on AVX-512 CPUs it does not know (such as
+    // AMD Zen 5), and ATen's own kernels stop at AVX2 by default; on AVX-512 CPUs the script also runs
+    // with OpenBLAS's SkylakeX kernels and ATen's AVX-512 kernels, and the faster run is taken.
+    std::vector<std::string> envs = {""};
+    if (__builtin_cpu_supports("avx512f")) envs.push_back("OPENBLAS_CORETYPE=SKYLAKEX ATEN_CPU_CAPABILITY=avx512");
+    nlohmann::json t, by_env = nlohmann::json::object();
+    for (const std::string& env : envs) {
+      nlohmann::json one = run_torch(mc, tc, B, T, opt.steps, opt.warmup, env);
+      if (one.is_null() || !one.contains("step_ms")) continue;
+      by_env[env.empty() ? "default" : env] = one["step_ms"];
+      if (t.is_null() || one["step_ms"].get<double>() < t["step_ms"].get<double>()) {
+        t = one;
+        t["env"] = env.empty() ? "default" : env;
+      }
+    }
+    if (!t.is_null()) {
       const double tms = t["step_ms"].get<double>();
       r["torch_version"] = t.value("torch", "");
       r["torch_step_ms"] = tms;
       r["torch_tokens_per_s"] = static_cast<double>(ntok) / (tms * 1e-3);
+      r["torch_env"] = t["env"];
+      r["torch_by_env"] = by_env;
       r["torch_threads"] = t["threads"];
       r["torch_blas_threads"] = t["blas_threads"];
       r["torch_by_threads"] = t["by_threads"];

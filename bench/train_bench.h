@@ -14,6 +14,7 @@ struct TrainBenchOptions {
   int steps = 5;        // timed steps (after `warmup` untimed ones); the median is reported
   int warmup = 1;
   bool torch = false;   // also run bench/torch_train_eager.py
+  bool profile = false; // add per-section wall ms per timed step (core/profile.h) to the JSON
 };
 
 int run_train_bench(const TrainBenchOptions& opt);

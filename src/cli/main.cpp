@@ -7,8 +7,10 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
+#include "core/heap.h"
 
 int main(int argc, char** argv) {
+  moepp::keep_freed_memory_in_heap();
   CLI::App app{"moepp: train, evaluate and serve MoE++ (zero-computation experts) models on CPU"};
   app.require_subcommand(1);
   moepp::cli::register_layer_command(app);

@@ -95,13 +95,28 @@ void sgemm_onednn(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha
 //   level. Up to 256 rows oneDNN takes another path, 0.5-0.85x at K = 64-256.
 // - A·B (input gradients dX = dH·W): OpenBLAS; oneDNN is 0.5x at N = 4096, K = 1536 (the 1536x4096
 //   down projection), 0.8-0.95x at most other MoE shapes, ahead (1.1-1.3x) only at N = 768, M <= 64.
+//
+// On CPUs where oneDNN runs AVX-512 kernels (its effective ISA includes avx512_core) the rule is simply
+// oneDNN: Debian's OpenBLAS 0.3.21 does not recognise newer AVX-512 CPUs (here an AMD EPYC with AVX-512,
+// Zen 5) and runs its Haswell (AVX2) kernels there, while oneDNN's AVX-512 kernels reach 250-370
+// GFLOP/s on 2 cores: 1.6-3x OpenBLAS at every expert shape of `moepp bench gemm` but one (16 rows of
+// the down projection, 0.85-0.98x), and 1.6x on a whole training step (`moepp bench train --profile`).
+bool onednn_avx512() {
+  static const bool v =
+      (dnnl_get_effective_cpu_isa() & dnnl_cpu_isa_avx512_core) == dnnl_cpu_isa_avx512_core;
+  return v;
+}
+
 GemmBackend auto_backend(bool ta, bool tb, int64_t M, float beta) {
+  if (onednn_avx512()) return GemmBackend::kOneDNN;
   if (!ta && tb) return M <= 64 ? GemmBackend::kOneDNN : GemmBackend::kOpenBLAS;
   if (ta && !tb && beta == 0.0f && M > 256) return GemmBackend::kOneDNN;
   return GemmBackend::kOpenBLAS;
 }
 
 }  // namespace
+
+const char* gemm_auto_rule() { return onednn_avx512() ? "avx512: onednn" : "avx2: by shape"; }
 
 void set_gemm_backend(GemmBackend b) { g_backend.store(b); }
 GemmBackend gemm_backend() { return g_backend.load(); }
@@ -145,7 +160,10 @@ void sgemm_parallel(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alp
     sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     return;
   }
-  if (M >= N || M >= 64 * nt) {  // split rows of C (rows of op(A))
+  // Split the larger side of C. (With oneDNN's AVX-512 kernels, two concurrent 512-row slices of the
+  // lm_head logits product, 1024 x 4096 x 256, ran at 80 GFLOP/s against 340 for two 2048-column
+  // slices of it; rows were split before whenever M >= 64 * threads.)
+  if (M >= N) {  // split rows of C (rows of op(A))
     const int64_t chunk = (M + nt - 1) / nt;
 #pragma omp parallel for num_threads(nt) schedule(static, 1)
     for (int t = 0; t < nt; ++t) {

@@ -16,6 +16,9 @@ namespace moepp {
 enum class GemmBackend { kOpenBLAS, kOneDNN, kAuto };
 
 void set_gemm_backend(GemmBackend b);
+// Which kAuto rule this CPU gets: "avx512: onednn" where oneDNN runs AVX-512 kernels, else
+// "avx2: by shape" (see gemm.cpp).
+const char* gemm_auto_rule();
 GemmBackend gemm_backend();
 const char* gemm_backend_name(GemmBackend b);
 GemmBackend parse_gemm_backend(const std::string& name);  // "openblas" | "onednn" | "auto"; throws Error

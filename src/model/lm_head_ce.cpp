@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "core/gemm.h"
+#include "core/profile.h"
 #include "core/fast_exp.h"
 
 namespace moepp {
@@ -68,7 +69,11 @@ void head_backward_chunk(float* dxf, float* dW, const float* dlogits, const floa
     std::fill(dxf, dxf + rows * D, 0.0f);
     return;
   }
-  sgemm_parallel(false, false, rows, D, V, 1.0f, dlogits, V, W, D, 0.0f, dxf, D);
+  {
+    ProfileScope ps("fwd.head/dxf_gemm");
+    sgemm_parallel(false, false, rows, D, V, 1.0f, dlogits, V, W, D, 0.0f, dxf, D);
+  }
+  ProfileScope ps("fwd.head/dW_gemm");
   sgemm_parallel(true, false, V, D, rows, 1.0f, dlogits, V, xf, D, 1.0f, dW, D);
 }
 
@@ -95,7 +100,10 @@ float lm_head_ce_forward(float* logits, float* lse, float* dxf, float* dW, LmHea
     const int64_t rows = std::min(N, n0 + R) - n0;
     // z = xf · W^T   [rows, V]
     float* z = logits ? logits + n0 * V : sc.chunk.data();
-    sgemm_parallel(false, true, rows, V, D, 1.0f, xf + n0 * D, D, W, D, 0.0f, z, V);
+    {
+      ProfileScope ps("fwd.head/logits_gemm");
+      sgemm_parallel(false, true, rows, V, D, 1.0f, xf + n0 * D, D, W, D, 0.0f, z, V);
+    }
     if (count == 0) continue;
     const int32_t* tg = targets + n0;
     // Per row: lse, the loss term and (fused) the gradient (softmax - onehot) / count, one exp pass.

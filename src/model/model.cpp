@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "core/profile.h"
 #include "model/embedding.h"
 #include "model/linear.h"
 #include "model/rmsnorm.h"
@@ -77,40 +78,62 @@ float Model::forward(ModelState& st, const int32_t* tokens, const int32_t* targe
     ModelState::Layer& a = st.layers[l];
     const ModelParams::Layer& w = p.layers[l];
     // Attention block: h_mid = h + attn(rmsnorm(h)) · wo^T
-    ensure_shape(a.xn1, {N, D});
-    a.rstd1.resize(N);
-    rmsnorm_forward(a.xn1.ptr(), a.rstd1.data(), a.h.ptr(), w.attn_norm.ptr(), N, D, cfg_.rms_eps);
-    ensure_shape(a.q, {N, Q});
-    ensure_shape(a.k, {N, KV});
-    ensure_shape(a.v, {N, KV});
-    linear_forward(a.q.ptr(), a.xn1.ptr(), w.wq.ptr(), N, D, Q);
-    linear_forward(a.k.ptr(), a.xn1.ptr(), w.wk.ptr(), N, D, KV);
-    linear_forward(a.v.ptr(), a.xn1.ptr(), w.wv.ptr(), N, D, KV);
-    rope_forward(a.q.ptr(), st.rope, B, T, H, hd);
-    rope_forward(a.k.ptr(), st.rope, B, T, KVH, hd);
-    ensure_shape(a.att, {N, Q});
-    a.lse.resize(N * H);
-    attention_forward(a.att.ptr(), a.lse.data(), a.q.ptr(), a.k.ptr(), a.v.ptr(), as, attn_blocks);
-    a.h_mid = a.h;
-    linear_forward(a.h_mid.ptr(), a.att.ptr(), w.wo.ptr(), N, Q, D, /*accumulate=*/true);
+    {
+      ProfileScope ps("fwd.norm");
+      ensure_shape(a.xn1, {N, D});
+      a.rstd1.resize(N);
+      rmsnorm_forward(a.xn1.ptr(), a.rstd1.data(), a.h.ptr(), w.attn_norm.ptr(), N, D, cfg_.rms_eps);
+    }
+    {
+      ProfileScope ps("fwd.qkv");
+      ensure_shape(a.q, {N, Q});
+      ensure_shape(a.k, {N, KV});
+      ensure_shape(a.v, {N, KV});
+      linear_forward(a.q.ptr(), a.xn1.ptr(), w.wq.ptr(), N, D, Q);
+      linear_forward(a.k.ptr(), a.xn1.ptr(), w.wk.ptr(), N, D, KV);
+      linear_forward(a.v.ptr(), a.xn1.ptr(), w.wv.ptr(), N, D, KV);
+    }
+    {
+      ProfileScope ps("fwd.rope");
+      rope_forward(a.q.ptr(), st.rope, B, T, H, hd);
+      rope_forward(a.k.ptr(), st.rope, B, T, KVH, hd);
+    }
+    {
+      ProfileScope ps("fwd.attention");
+      ensure_shape(a.att, {N, Q});
+      a.lse.resize(N * H);
+      attention_forward(a.att.ptr(), a.lse.data(), a.q.ptr(), a.k.ptr(), a.v.ptr(), as, attn_blocks);
+    }
+    {
+      ProfileScope ps("fwd.wo");
+      a.h_mid = a.h;
+      linear_forward(a.h_mid.ptr(), a.att.ptr(), w.wo.ptr(), N, Q, D, /*accumulate=*/true);
+    }
     // MoE++ block: h_out = h_mid + moe(rmsnorm(h_mid)), gating residual from block l-1.
-    ensure_shape(a.xn2, {N, D});
-    a.rstd2.resize(N);
-    rmsnorm_forward(a.xn2.ptr(), a.rstd2.data(), a.h_mid.ptr(), w.mlp_norm.ptr(), N, D, cfg_.rms_eps);
+    {
+      ProfileScope ps("fwd.norm");
+      ensure_shape(a.xn2, {N, D});
+      a.rstd2.resize(N);
+      rmsnorm_forward(a.xn2.ptr(), a.rstd2.data(), a.h_mid.ptr(), w.mlp_norm.ptr(), N, D, cfg_.rms_eps);
+    }
     const Tensor* z_prev = l > 0 ? &st.layers[l - 1].z : nullptr;
     layer(l, training).forward(a.y, a.z, a.moe, a.xn2, z_prev, w.moe);
-    Tensor& h_out = l + 1 < L ? st.layers[l + 1].h : st.h_final;
-    ensure_shape(h_out, {N, D});
-    const float* hm = a.h_mid.ptr();
-    const float* y = a.y.ptr();
-    float* ho = h_out.ptr();
+    {
+      ProfileScope ps("fwd.residual");
+      Tensor& h_out = l + 1 < L ? st.layers[l + 1].h : st.h_final;
+      ensure_shape(h_out, {N, D});
+      const float* hm = a.h_mid.ptr();
+      const float* y = a.y.ptr();
+      float* ho = h_out.ptr();
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < N * D; ++i) ho[i] = hm[i] + y[i];
+      for (int64_t i = 0; i < N * D; ++i) ho[i] = hm[i] + y[i];
+    }
     if (training) st.aux_loss_sum += a.moe.aux_loss;
     st.ffn_experts_per_token[l] = static_cast<float>(a.moe.ffn_rows()) / static_cast<float>(N);
   }
 
   // Head: xf = rmsnorm(h_final); logits = xf · lm_head^T; mean CE.
+  ProfileScope ps_head("fwd.head");
   ensure_shape(st.xf, {N, D});
   st.rstd_f.resize(N);
   rmsnorm_forward(st.xf.ptr(), st.rstd_f.data(), st.h_final.ptr(), p.final_norm.ptr(), N, D, cfg_.rms_eps);
@@ -140,6 +163,8 @@ void Model::backward(ModelParams& g, ModelState& st, const ModelParams& p) const
 
   // Head: dxf [N, D] (and lm_head's gradient), then the final norm into dh.
   const int32_t* targets = st.targets.empty() ? nullptr : st.targets.data();
+  {
+  ProfileScope ps("bwd.head");
   if (st.head_grad_ready) {
     float* gw = g.lm_head.ptr();
     const float* dw = st.dlm_head.ptr();
@@ -153,6 +178,7 @@ void Model::backward(ModelParams& g, ModelState& st, const ModelParams& p) const
   st.dh = Tensor({N, D});
   rmsnorm_backward(st.dh.ptr(), g.final_norm.ptr(), st.dxf.ptr(), st.h_final.ptr(), p.final_norm.ptr(),
                    st.rstd_f.data(), N, D);
+  }
 
   // Blocks, last to first. st.dh holds d(residual stream after block l); st.dz d(router logits of l).
   bool have_dz = false;
@@ -165,30 +191,49 @@ void Model::backward(ModelParams& g, ModelState& st, const ModelParams& p) const
     const bool res = moe.config().uses_residual();
     moe.backward(st.dxn, res ? &st.dz_prev : nullptr, gl.moe, st.moe_scratch, st.dh, have_dz ? &st.dz : nullptr,
                  a.moe, w.moe);
-    // dh_mid = dh + rmsnorm_backward(dxn2)
-    rmsnorm_backward(st.dh.ptr(), gl.mlp_norm.ptr(), st.dxn.ptr(), a.h_mid.ptr(), w.mlp_norm.ptr(), a.rstd2.data(),
-                     N, D);
-    // h_mid = h + att · wo^T: datt = dh_mid · wo, dwo += dh_mid^T · att
-    ensure_shape(st.datt, {N, Q});
-    linear_backward(st.datt.ptr(), gl.wo.ptr(), st.dh.ptr(), a.att.ptr(), w.wo.ptr(), N, Q, D);
-    ensure_shape(st.dq, {N, Q});
-    ensure_shape(st.dk, {N, KV});
-    ensure_shape(st.dv, {N, KV});
-    attention_backward(st.dq.ptr(), st.dk.ptr(), st.dv.ptr(), st.datt.ptr(), a.q.ptr(), a.k.ptr(), a.v.ptr(),
-                       a.att.ptr(), a.lse.data(), as, attn_blocks, attn_backward_mode);
-    rope_backward(st.dq.ptr(), st.rope, B, T, H, hd);
-    rope_backward(st.dk.ptr(), st.rope, B, T, KVH, hd);
-    // dxn1 = dq · wq + dk · wk + dv · wv (and the projections' weight gradients)
-    ensure_shape(st.dxn, {N, D});
-    linear_backward(st.dxn.ptr(), gl.wq.ptr(), st.dq.ptr(), a.xn1.ptr(), w.wq.ptr(), N, D, Q);
-    linear_backward(st.dxn.ptr(), gl.wk.ptr(), st.dk.ptr(), a.xn1.ptr(), w.wk.ptr(), N, D, KV, true);
-    linear_backward(st.dxn.ptr(), gl.wv.ptr(), st.dv.ptr(), a.xn1.ptr(), w.wv.ptr(), N, D, KV, true);
-    // dh = dh_mid + rmsnorm_backward(dxn1)
-    rmsnorm_backward(st.dh.ptr(), gl.attn_norm.ptr(), st.dxn.ptr(), a.h.ptr(), w.attn_norm.ptr(), a.rstd1.data(), N,
-                     D);
+    {
+      ProfileScope ps("bwd.norm");
+      // dh_mid = dh + rmsnorm_backward(dxn2)
+      rmsnorm_backward(st.dh.ptr(), gl.mlp_norm.ptr(), st.dxn.ptr(), a.h_mid.ptr(), w.mlp_norm.ptr(), a.rstd2.data(),
+                       N, D);
+    }
+    {
+      ProfileScope ps("bwd.wo");
+      // h_mid = h + att · wo^T: datt = dh_mid · wo, dwo += dh_mid^T · att
+      ensure_shape(st.datt, {N, Q});
+      linear_backward(st.datt.ptr(), gl.wo.ptr(), st.dh.ptr(), a.att.ptr(), w.wo.ptr(), N, Q, D);
+    }
+    {
+      ProfileScope ps("bwd.attention");
+      ensure_shape(st.dq, {N, Q});
+      ensure_shape(st.dk, {N, KV});
+      ensure_shape(st.dv, {N, KV});
+      attention_backward(st.dq.ptr(), st.dk.ptr(), st.dv.ptr(), st.datt.ptr(), a.q.ptr(), a.k.ptr(), a.v.ptr(),
+                         a.att.ptr(), a.lse.data(), as, attn_blocks, attn_backward_mode);
+    }
+    {
+      ProfileScope ps("bwd.rope");
+      rope_backward(st.dq.ptr(), st.rope, B, T, H, hd);
+      rope_backward(st.dk.ptr(), st.rope, B, T, KVH, hd);
+    }
+    {
+      ProfileScope ps("bwd.qkv");
+      // dxn1 = dq · wq + dk · wk + dv · wv (and the projections' weight gradients)
+      ensure_shape(st.dxn, {N, D});
+      linear_backward(st.dxn.ptr(), gl.wq.ptr(), st.dq.ptr(), a.xn1.ptr(), w.wq.ptr(), N, D, Q);
+      linear_backward(st.dxn.ptr(), gl.wk.ptr(), st.dk.ptr(), a.xn1.ptr(), w.wk.ptr(), N, D, KV, true);
+      linear_backward(st.dxn.ptr(), gl.wv.ptr(), st.dv.ptr(), a.xn1.ptr(), w.wv.ptr(), N, D, KV, true);
+    }
+    {
+      ProfileScope ps("bwd.norm");
+      // dh = dh_mid + rmsnorm_backward(dxn1)
+      rmsnorm_backward(st.dh.ptr(), gl.attn_norm.ptr(), st.dxn.ptr(), a.h.ptr(), w.attn_norm.ptr(), a.rstd1.data(), N,
+                       D);
+    }
     have_dz = res;
     if (res) std::swap(st.dz, st.dz_prev);
   }
+  ProfileScope ps("bwd.embed");
   embedding_backward(g.embed.ptr(), st.dh.ptr(), st.tokens.data(), N, D);
 }
 

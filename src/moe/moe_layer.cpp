@@ -3,6 +3,7 @@
 #include "moe/moe_layer.h"
 
 #include "core/error.h"
+#include "core/profile.h"
 #include "moe/balance_loss.h"
 #include "moe/combine.h"
 #include "moe/dispatch.h"
@@ -50,10 +51,17 @@ void MoeLayer::forward(Tensor& y, Tensor& z_out, MoeForwardState& st, const Tens
     for (size_t i = 0; i < x.numel(); ++i) st.x_scaled.data[i] = k * x.data[i];
     st.x_in = st.x_scaled.ptr();
   }
-  router_forward(st, cfg_, prm);
-  dispatch_slots(st, cfg_);
-  balance_loss_forward(st, cfg_);
-  ffn_experts_forward(st, cfg_, prm);
+  {
+    ProfileScope ps("fwd.moe.router+dispatch+balance");
+    router_forward(st, cfg_, prm);
+    dispatch_slots(st, cfg_);
+    balance_loss_forward(st, cfg_);
+  }
+  {
+    ProfileScope ps("fwd.moe.experts");
+    ffn_experts_forward(st, cfg_, prm);
+  }
+  ProfileScope ps("fwd.moe.combine");
   ensure_shape(y, {T, D});
   combine_forward(y.ptr(), st, cfg_, prm);
   z_out.shape = st.z.shape;
@@ -70,8 +78,15 @@ void MoeLayer::backward(Tensor& dx, Tensor* dz_prev, MoeParams& grads, MoeBackwa
   sc.dw.assign(T * st.W, 0.0f);
   dx = Tensor({T, D});
   if (dz_prev) *dz_prev = Tensor({T, E});
-  ffn_experts_backward(sc, grads, dy.ptr(), st, cfg_, prm);
-  combine_backward(dx.ptr(), sc, grads, dy.ptr(), st, cfg_, prm);
+  {
+    ProfileScope ps("bwd.moe.experts");
+    ffn_experts_backward(sc, grads, dy.ptr(), st, cfg_, prm);
+  }
+  {
+    ProfileScope ps("bwd.moe.combine");
+    combine_backward(dx.ptr(), sc, grads, dy.ptr(), st, cfg_, prm);
+  }
+  ProfileScope ps("bwd.moe.router");
   router_backward(dx.ptr(), (dz_prev && cfg_.uses_residual()) ? dz_prev->ptr() : nullptr, grads, sc.dw.data(),
                   dz_out ? dz_out->ptr() : nullptr, st, cfg_, prm);
 }

@@ -14,7 +14,7 @@ AdamW::AdamW(std::vector<ParamRef> params, AdamWConfig cfg) : params_(std::move(
   }
 }
 
-void AdamW::step(float lr) {
+void AdamW::step(float lr, float grad_scale) {
   ++step_;
   const double bc1 = 1.0 - std::pow(static_cast<double>(cfg_.beta1), static_cast<double>(step_));
   const double bc2 = 1.0 - std::pow(static_cast<double>(cfg_.beta2), static_cast<double>(step_));
@@ -30,30 +30,42 @@ void AdamW::step(float lr) {
     const int64_t n = static_cast<int64_t>(params_[i].value->numel());
 #pragma omp parallel for schedule(static) if (n > 65536)
     for (int64_t j = 0; j < n; ++j) {
-      m[j] = b1 * m[j] + (1.0f - b1) * g[j];
-      v[j] = b2 * v[j] + (1.0f - b2) * g[j] * g[j];
+      const float gj = g[j] * grad_scale;
+      m[j] = b1 * m[j] + (1.0f - b1) * gj;
+      v[j] = b2 * v[j] + (1.0f - b2) * gj * gj;
       const float denom = std::sqrt(v[j]) * inv_sqrt_bc2 + eps;
       w[j] -= step_size * m[j] / denom + lr * wd * w[j];
     }
   }
 }
 
-float clip_grad_norm(const std::vector<ParamRef>& params, float max_norm) {
+float grad_norm(const std::vector<ParamRef>& params) {
   double sq = 0.0;
   for (const ParamRef& p : params) {
     const float* g = p.grad->ptr();
     const int64_t n = static_cast<int64_t>(p.grad->numel());
     double s = 0.0;
-#pragma omp parallel for reduction(+ : s) schedule(static) if (n > 65536)
+#pragma omp parallel for simd reduction(+ : s) schedule(static) if (n > 65536)
     for (int64_t j = 0; j < n; ++j) s += static_cast<double>(g[j]) * g[j];
     sq += s;
   }
-  const float norm = static_cast<float>(std::sqrt(sq));
-  if (max_norm > 0.0f && norm > max_norm) {
-    const float scale = max_norm / (norm + 1e-6f);
-    for (const ParamRef& p : params)
-      for (float& x : p.grad->data) x *= scale;
-  }
+  return static_cast<float>(std::sqrt(sq));
+}
+
+float clip_scale(float norm, float max_norm) {
+  return max_norm > 0.0f && norm > max_norm ? max_norm / (norm + 1e-6f) : 1.0f;
+}
+
+float clip_grad_norm(const std::vector<ParamRef>& params, float max_norm) {
+  const float norm = grad_norm(params);
+  const float scale = clip_scale(norm, max_norm);
+  if (scale != 1.0f)
+    for (const ParamRef& p : params) {
+      float* g = p.grad->ptr();
+      const int64_t n = static_cast<int64_t>(p.grad->numel());
+#pragma omp parallel for schedule(static) if (n > 65536)
+      for (int64_t j = 0; j < n; ++j) g[j] *= scale;
+    }
   return norm;
 }
 

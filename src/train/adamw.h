@@ -29,8 +29,10 @@ class AdamW {
  public:
   AdamW(std::vector<ParamRef> params, AdamWConfig cfg);
 
-  // One update with learning rate lr: p -= lr * (m_hat / (sqrt(v_hat) + eps) + wd * p).
-  void step(float lr);
+  // One update with learning rate lr: p -= lr * (m_hat / (sqrt(v_hat) + eps) + wd * p), where the
+  // gradient is grad * grad_scale (gradient clipping fused into the update: the same floats as scaling the
+  // gradients in place first, without a pass over them).
+  void step(float lr, float grad_scale = 1.0f);
 
   int64_t steps() const { return step_; }
   void set_steps(int64_t s) { step_ = s; }
@@ -45,8 +47,15 @@ class AdamW {
   int64_t step_ = 0;
 };
 
-// Global L2 norm of all gradients; scales them to max_norm when above it (max_norm <= 0: no clipping).
-// Returns the norm before clipping.
+// Global L2 norm of all gradients (squares summed in double).
+float grad_norm(const std::vector<ParamRef>& params);
+
+// The factor clipping to max_norm applies to gradients of global norm `norm`: max_norm / (norm + 1e-6)
+// when norm > max_norm > 0, else 1 (max_norm <= 0: no clipping).
+float clip_scale(float norm, float max_norm);
+
+// Global L2 norm of all gradients; scales them in place by clip_scale(norm, max_norm). Returns the norm
+// before clipping. (The trainer passes clip_scale to AdamW::step instead.)
 float clip_grad_norm(const std::vector<ParamRef>& params, float max_norm);
 
 }  // namespace moepp

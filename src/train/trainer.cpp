@@ -258,9 +258,9 @@ float train(const TrainConfig& cfg, const TrainOptions& opt) {
     if (cfg.grad_accum > 1)
       for (auto& [n, g] : grads.named(mc))
         for (float& x : g->data) x *= static_cast<float>(inv);
-    const float gnorm = clip_grad_norm(adam->params(), cfg.grad_clip);
+    const float gnorm = grad_norm(adam->params());
     const float lr = sched.at(step);
-    adam->step(lr);
+    adam->step(lr, clip_scale(gnorm, cfg.grad_clip));
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const int64_t ntok = cfg.batch_size * cfg.seq_len * cfg.grad_accum;
     tokens_done += ntok;
