@@ -2,6 +2,7 @@
 // rmsnorm, linear, rope, attention, lm_head_ce and src/moe).
 #include "model/model.h"
 
+#include <cmath>
 #include <cstring>
 
 #include "core/error.h"
@@ -17,6 +18,16 @@ Model::Model(ModelConfig cfg) : cfg_(std::move(cfg)) {
   for (int64_t i = 0; i < cfg_.n_layers; ++i) {
     infer_layers_.emplace_back(cfg_.layer_moe(static_cast<int>(i), false));
     train_layers_.emplace_back(cfg_.layer_moe(static_cast<int>(i), true));
+  }
+}
+
+void Model::set_relu_l1_coef(float lambda) {
+  check(std::isfinite(lambda) && lambda >= 0.0f,
+        "Model: moe_relu_l1_coef must be finite and >= 0, got " + std::to_string(lambda));
+  cfg_.moe.relu_l1_coef = lambda;
+  for (int64_t i = 0; i < cfg_.n_layers; ++i) {
+    infer_layers_[i] = MoeLayer(cfg_.layer_moe(static_cast<int>(i), false));
+    train_layers_[i] = MoeLayer(cfg_.layer_moe(static_cast<int>(i), true));
   }
 }
 

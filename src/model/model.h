@@ -33,6 +33,10 @@ class Model {
   // CE + sum over blocks of aux_loss, for the last forward pass held in st.
   void backward(ModelParams& grads, ModelState& st, const ModelParams& p) const;
 
+  // Sets ReMoE's L1 coefficient (moe_relu_l1_coef, lambda >= 0) of every layer: the trainer adapts it
+  // every step for the relu router. Throws Error on a negative or non-finite value.
+  void set_relu_l1_coef(float lambda);
+
   // Checks that p has every tensor with its shape; names `source` and the tensor.
   void check_params(const ModelParams& p, const std::string& source) const;
 

@@ -19,6 +19,7 @@
 #include "io/safetensors.h"
 #include "model/model.h"
 #include "model/model_state.h"
+#include "moe/balance_loss.h"
 #include "tokenizer/tokenizer.h"
 #include "train/adamw.h"
 #include "train/lr_schedule.h"
@@ -97,7 +98,7 @@ std::vector<ParamRef> param_refs(const ModelConfig& mc, ModelParams& p, ModelPar
 }
 
 void save_checkpoint(const std::string& out, int64_t step, const ModelConfig& mc, const ModelParams& p,
-                     AdamW& opt, const TrainConfig& cfg) {
+                     AdamW& opt, const TrainConfig& cfg, bool adaptive_l1) {
   const fs::path final_dir = fs::path(out) / ("checkpoint-" + std::to_string(step));
   const fs::path tmp = fs::path(out) / (".checkpoint-tmp-" + std::to_string(getpid()));
   fs::remove_all(tmp);
@@ -111,7 +112,8 @@ void save_checkpoint(const std::string& out, int64_t step, const ModelConfig& mc
   }
   w.set_metadata("step", std::to_string(opt.steps()));
   w.write((tmp / "optimizer.safetensors").string());
-  const nlohmann::json state = {{"step", step}, {"optimizer_steps", opt.steps()}, {"train_config", cfg.to_json()}};
+  nlohmann::json state = {{"step", step}, {"optimizer_steps", opt.steps()}, {"train_config", cfg.to_json()}};
+  if (adaptive_l1) state["relu_l1_coef"] = mc.moe.relu_l1_coef;  // the value for the next step
   write_text_atomic((tmp / "trainer_state.json").string(), state.dump(2) + "\n");
   fs::remove_all(final_dir);
   fs::rename(tmp, final_dir);
@@ -204,6 +206,9 @@ float train(const TrainConfig& cfg, const TrainOptions& opt) {
 
   ModelParams params = ModelParams::zeros(mc), grads = ModelParams::zeros(mc);
   int64_t start_step = 0;
+  // ReMoE (relu router): lambda starts at moe_relu_l1_coef and is multiplied or divided by 1.2 after every
+  // step to hold the mean sparsity over the layers at 1 - K/E (one lambda for all layers).
+  const bool adaptive_l1 = mc.moe.router == RouterKind::kRelu;
   AdamWConfig ac{cfg.beta1, cfg.beta2, 1e-8f, cfg.weight_decay};
   std::unique_ptr<AdamW> adam;
   if (opt.resume && fs::exists(fs::path(opt.out_dir) / "latest")) {
@@ -221,6 +226,14 @@ float train(const TrainConfig& cfg, const TrainOptions& opt) {
             of.path() + ": optimizer state of '" + adam->params()[i].name + "' has the wrong shape");
     }
     adam->set_steps(state.at("optimizer_steps").get<int64_t>());
+    if (adaptive_l1) {
+      const std::string sp = (fs::path(dir) / "trainer_state.json").string();
+      check(state.contains("relu_l1_coef") && state["relu_l1_coef"].is_number(),
+            sp + ": field 'relu_l1_coef' (ReMoE's current lambda) is missing or not a number");
+      const double l1 = state["relu_l1_coef"].get<double>();
+      check(std::isfinite(l1) && l1 >= 0.0, sp + ": field 'relu_l1_coef' must be finite and >= 0");
+      mc.moe.relu_l1_coef = static_cast<float>(l1);
+    }
     truncate_log(log_path, start_step);
     if (!opt.quiet) std::fprintf(stderr, "moepp train: resuming from %s at step %lld\n", dir.c_str(), static_cast<long long>(start_step));
   } else {
@@ -231,7 +244,7 @@ float train(const TrainConfig& cfg, const TrainOptions& opt) {
     write_text_atomic(log_path, "");
   }
 
-  const Model model(mc);
+  Model model(mc);
   const LrSchedule sched{cfg.init_lr, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.steps, cfg.cosine};
   data::BatchSampler sampler(data.train, cfg.batch_size, cfg.seq_len, cfg.seed);
   ModelState st, est;
@@ -247,11 +260,15 @@ float train(const TrainConfig& cfg, const TrainOptions& opt) {
     grads.zero();
     double loss = 0.0, aux = 0.0;
     std::vector<double> ffn(mc.n_layers, 0.0);
+    double sparsity = 0.0;
     for (int64_t micro = 0; micro < cfg.grad_accum; ++micro) {
       const data::TokenBatch b = sampler.batch_at(static_cast<uint64_t>(step * cfg.grad_accum + micro));
       loss += model.forward(st, b.inputs.data(), b.targets.data(), b.batch, b.seq_len, params, true);
       aux += st.aux_loss_sum;
-      for (int64_t l = 0; l < mc.n_layers; ++l) ffn[l] += st.ffn_experts_per_token[l];
+      for (int64_t l = 0; l < mc.n_layers; ++l) {
+        ffn[l] += st.ffn_experts_per_token[l];
+        sparsity += st.layers[l].moe.relu_sparsity / static_cast<double>(mc.n_layers);
+      }
       model.backward(grads, st, params);
     }
     const double inv = 1.0 / static_cast<double>(cfg.grad_accum);
@@ -269,6 +286,12 @@ float train(const TrainConfig& cfg, const TrainOptions& opt) {
     nlohmann::json fl = nlohmann::json::array();
     for (double v : ffn) fl.push_back(v * inv);
     rec["ffn_experts_per_token"] = fl;
+    if (adaptive_l1) {
+      rec["relu_l1_coef"] = mc.moe.relu_l1_coef;  // the lambda this step used
+      rec["relu_sparsity"] = sparsity * inv;
+      mc.moe.relu_l1_coef = relu_l1_coef_update(mc.moe.relu_l1_coef, static_cast<float>(sparsity * inv), mc.moe);
+      model.set_relu_l1_coef(mc.moe.relu_l1_coef);
+    }
     const bool do_eval = (step + 1) % cfg.eval_every == 0 || step + 1 == cfg.steps;
     if (do_eval) {
       last_val = evaluate(model, params, data.valid, cfg, est);
@@ -289,7 +312,7 @@ float train(const TrainConfig& cfg, const TrainOptions& opt) {
                    do_eval ? (" val_loss " + std::to_string(last_val)).c_str() : "");
     }
     if ((step + 1) % cfg.ckpt_every == 0 || step + 1 == last_step)
-      save_checkpoint(opt.out_dir, step + 1, mc, params, *adam, cfg);
+      save_checkpoint(opt.out_dir, step + 1, mc, params, *adam, cfg, adaptive_l1);
   }
   std::fclose(log);
   if (tty) std::fprintf(stderr, "\n");

@@ -7,7 +7,9 @@
 3. the same after the process was killed with SIGKILL mid-run (checkpoints are atomic; the resumed
    run truncates the log to its checkpoint);
 4. the checkpoint is a Hugging Face style directory that `moepp dump` and `moepp generate` load;
-5. bad training configs give a clear error and a non-zero exit.
+5. bad training configs give a clear error and a non-zero exit;
+6. ReMoE (relu router): lambda is multiplied or divided by 1.2 after every step towards sparsity 1 - K/E,
+   and a resumed run continues it exactly (same losses, same lambdas).
 Prints `N passed, M failed`.
 """
 import argparse
@@ -23,7 +25,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SLICE = os.path.join(HERE, "..", "..", "data", "slice", "train.txt")
 
 
-def tiny_config(tmp, steps=12, ckpt_every=4):
+def tiny_config(tmp, steps=12, ckpt_every=4, model_extra=None, name="train.json"):
     # ~60 KB of the committed slice is enough for a 320-piece tokenizer and a few steps.
     with open(SLICE, encoding="utf-8") as f:
         text = f.read(120_000)
@@ -41,7 +43,8 @@ def tiny_config(tmp, steps=12, ckpt_every=4):
         "batch_size": 4, "seq_len": 32, "steps": steps, "lr": 3e-3, "min_lr": 3e-4, "warmup_steps": 2,
         "eval_every": 6, "eval_batches": 2, "ckpt_every": ckpt_every, "sample_tokens": 5,
     }
-    path = os.path.join(tmp, "train.json")
+    cfg["model"].update(model_extra or {})
+    path = os.path.join(tmp, name)
     with open(path, "w") as f:
         json.dump(cfg, f)
     return path
@@ -149,11 +152,45 @@ def main():
             p = run(a.moepp, "train", "--config", path, "--out", os.path.join(tmp, "bad"), check=False)
             assert p.returncode != 0 and "broken.json" in p.stderr, p.stderr
 
+        def remoe_adaptive_lambda():
+            rc = tiny_config(tmp, steps=8, ckpt_every=4, name="remoe.json",
+                             model_extra={"moe_router": "relu", "moe_relu_l1_coef": 1e-3})
+            full_r = os.path.join(tmp, "remoe_full")
+            run(a.moepp, "train", "--config", rc, "--out", full_r, "--quiet")
+            with open(os.path.join(full_r, "log.jsonl")) as f:
+                recs = [json.loads(l) for l in f if l.strip()]
+            assert len(recs) == 8 and all("relu_l1_coef" in r and "relu_sparsity" in r for r in recs), recs[:1]
+            assert abs(recs[0]["relu_l1_coef"] - 1e-3) < 1e-9, recs[0]
+            target = 1 - 2 / 8
+            for prev, nxt in zip(recs, recs[1:]):
+                want = prev["relu_l1_coef"] * (1.2 if prev["relu_sparsity"] < target else 1 / 1.2)
+                assert abs(nxt["relu_l1_coef"] - want) <= 1e-6 * want, (prev, nxt)
+            ck = os.path.join(full_r, open(os.path.join(full_r, "latest")).read().strip())
+            st = json.load(open(os.path.join(ck, "trainer_state.json")))
+            last = recs[-1]
+            want = last["relu_l1_coef"] * (1.2 if last["relu_sparsity"] < target else 1 / 1.2)
+            assert abs(st["relu_l1_coef"] - want) <= 1e-6 * want, (st, last)
+            part_r = os.path.join(tmp, "remoe_part")
+            run(a.moepp, "train", "--config", rc, "--out", part_r, "--quiet", "--stop-after", "4")
+            run(a.moepp, "train", "--config", rc, "--out", part_r, "--quiet", "--resume")
+            with open(os.path.join(part_r, "log.jsonl")) as f:
+                got = [json.loads(l) for l in f if l.strip()]
+            key = lambda r: (r["step"], r["loss"], r["aux_loss"], r["relu_l1_coef"])
+            assert list(map(key, got)) == list(map(key, recs)), f"\nresumed {got}\nfull    {recs}"
+            # A checkpoint without lambda is refused with a message naming the field.
+            sp = os.path.join(part_r, open(os.path.join(part_r, "latest")).read().strip(), "trainer_state.json")
+            st = json.load(open(sp))
+            del st["relu_l1_coef"]
+            json.dump(st, open(sp, "w"))
+            p = run(a.moepp, "train", "--config", rc, "--out", part_r, "--quiet", "--resume", check=False)
+            assert p.returncode != 0 and "relu_l1_coef" in p.stderr, p.stderr
+
         case("loss_goes_down", loss_goes_down)
         case("resume_identical", resume_identical)
         case("resume_after_sigkill", resume_after_sigkill)
         case("checkpoint_loads", checkpoint_loads)
         case("bad_configs", bad_configs)
+        case("remoe_adaptive_lambda", remoe_adaptive_lambda)
 
     failed = sum(1 for _, e in results if e is not None)
     print(f"{len(results) - failed} passed, {failed} failed")
