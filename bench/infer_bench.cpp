@@ -39,12 +39,15 @@ std::vector<std::string> split(const std::string& s) {
   return out;
 }
 
-// Random weights for every tensor of a config, generated on demand (norms are 1).
+// Random weights for every tensor of a config, generated on demand: ModelParams::init_random's rule
+// (norms 1, constant experts' v normal(0, 1), the rest normal(0, 0.02)), but per tensor and thread.
 class RandomWeights : public io::WeightSource {
  public:
   explicit RandomWeights(const ModelConfig& cfg) {
-    ModelParams shapes = ModelParams::zeros(cfg);  // only for names and shapes; freed on return
-    for (auto& [name, t] : shapes.named(cfg)) shape_[name] = t->shape;
+    for (ParamSpec& s : param_specs(cfg)) {
+      shape_[s.name] = s.shape;
+      spec_[s.name] = std::move(s);
+    }
   }
   float zc_scale = 1.0f;  // multiplies the router rows of zero-computation experts
   int64_t n_ffn = 0, hidden = 0;
@@ -60,7 +63,8 @@ class RandomWeights : public io::WeightSource {
   void read_f32(const std::string& name, float* out) const override {
     const std::vector<float>& v = values(name);
     std::copy(v.begin(), v.end(), out);
-    if (name.find("gate.wg.weight") != std::string::npos)
+    const ParamSpec& spec = spec_.at(name);
+    if (spec.kind == ParamKind::kMoe && spec.moe.kind == MoeParamKind::kWg)
       for (int64_t e = n_ffn; e < shape_.at(name)[0]; ++e)
         for (int64_t j = 0; j < hidden; ++j) out[e * hidden + j] *= zc_scale;
   }
@@ -68,6 +72,7 @@ class RandomWeights : public io::WeightSource {
  private:
   std::string src_ = "random weights";
   std::map<std::string, std::vector<int64_t>> shape_;
+  std::map<std::string, ParamSpec> spec_;
   mutable std::map<std::string, std::vector<float>> cache_;  // generated once, reused by every load
 
   const std::vector<float>& values(const std::string& name) const {
@@ -76,11 +81,12 @@ class RandomWeights : public io::WeightSource {
     std::vector<float>& out = cache_[name];
     out.resize(Tensor::numel_of(shape_.at(name)));
     const int64_t n = static_cast<int64_t>(out.size());
-    if (name.find("norm") != std::string::npos) {
+    const ParamSpec& spec = spec_.at(name);
+    if (spec.kind == ParamKind::kAttnNorm || spec.kind == ParamKind::kMlpNorm || spec.kind == ParamKind::kFinalNorm) {
       std::fill(out.begin(), out.end(), 1.0f);
       return out;
     }
-    const bool is_const_v = name.size() > 9 && name.compare(name.size() - 9, 9, ".constant") == 0;
+    const bool is_const_v = spec.kind == ParamKind::kMoe && spec.moe.kind == MoeParamKind::kConstV;
     const float std = is_const_v ? 1.0f : 0.02f;
 #pragma omp parallel
     {

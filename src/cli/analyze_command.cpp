@@ -18,7 +18,7 @@
 #include "data/token_shards.h"
 #include "io/checkpoint.h"
 #include "tokenizer/tokenizer.h"
-#include "train/trainer.h"
+#include "infer/model_dir.h"
 
 namespace moepp::cli {
 namespace {
@@ -99,17 +99,11 @@ void register_analyze_command(CLI::App& app) {
     check(a->seq_len >= 0, "analyze: --seq-len must be >= 0");
     check(a->batch >= 1, "analyze: --batch must be >= 1");
     check(a->bins >= 1 && a->bins <= 10000, "analyze: --bins must be in [1, 10000]");
-    check(fs::is_directory(a->model), "analyze: --model " + a->model + ": no such directory");
     check(fs::is_regular_file(a->text), "analyze: --text " + a->text + ": no such file");
-    const std::string dir = resolve_model_dir(a->model);
-    check(fs::is_directory(dir), "analyze: " + a->model + ": its latest checkpoint " + dir + " does not exist");
+    const ModelDir md = open_model_dir(a->model, a->tokenizer, "analyze");
+    const std::string& dir = md.dir;
+    const Tokenizer& tok = md.tok;
     auto [cfg, params] = io::load_model(dir);
-    const std::string tok_path =
-        a->tokenizer.empty() ? (fs::path(dir) / "tokenizer.model").string() : a->tokenizer;
-    check(fs::exists(tok_path), "analyze: " + tok_path + " not found (pass --tokenizer)");
-    const Tokenizer tok(tok_path);
-    check(tok.vocab_size() <= cfg.vocab, "analyze: " + tok_path + " has " + std::to_string(tok.vocab_size()) +
-                                             " pieces, more than the model's vocab_size " + std::to_string(cfg.vocab));
 
     const std::vector<std::string> docs = data::read_text_documents(a->text);
     check(!docs.empty(), "analyze: " + a->text + ": the file holds no text");

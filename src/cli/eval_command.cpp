@@ -22,9 +22,7 @@
 #include "eval/multiple_choice.h"
 #include "eval/perplexity.h"
 #include "infer/decoder.h"
-#include "infer/infer_weights.h"
-#include "io/checkpoint.h"
-#include "io/weight_source.h"
+#include "infer/model_dir.h"
 #include "tokenizer/tokenizer.h"
 #include "train/trainer.h"
 
@@ -42,30 +40,16 @@ struct ModelArgs {
 
 // The model (weights in the requested dtype) and its tokenizer.
 struct LoadedModel {
-  std::string dir;
+  ModelDir md;
   std::unique_ptr<Decoder> dec;
-  Tokenizer tok;
 };
 
 LoadedModel load(const ModelArgs& a, const char* cmd) {
   const std::string who = std::string("eval ") + cmd;
   check(a.batch_tokens >= 1, who + ": --batch-tokens must be >= 1");
-  check(fs::is_directory(a.model), who + ": --model " + a.model + ": no such directory");
-  LoadedModel m;
-  m.dir = resolve_model_dir(a.model);
-  check(fs::is_directory(m.dir), who + ": " + a.model + ": its latest checkpoint " + m.dir + " does not exist");
   const WeightDType dtype = parse_weight_dtype(a.dtype);
-  ModelConfig cfg = io::load_model_config(m.dir);
-  std::unique_ptr<io::WeightSource> src = io::open_weights(m.dir);
-  InferWeights w = InferWeights::load(cfg, *src, dtype);
-  m.dec = std::make_unique<Decoder>(cfg, std::move(w));
-  const std::string tok_path = a.tokenizer.empty() ? (fs::path(m.dir) / "tokenizer.model").string() : a.tokenizer;
-  check(fs::exists(tok_path), who + ": " + tok_path + " not found (pass --tokenizer)");
-  m.tok.load(tok_path);
-  check(m.tok.vocab_size() <= cfg.vocab, who + ": " + tok_path + " has " + std::to_string(m.tok.vocab_size()) +
-                                             " pieces, more than the model's vocab_size " + std::to_string(cfg.vocab));
-  check(cfg.bos >= 0 && cfg.bos < cfg.vocab,
-        who + ": " + m.dir + "/config.json: bos_token_id " + std::to_string(cfg.bos) + " is outside the vocabulary");
+  LoadedModel m{open_model_dir(a.model, a.tokenizer, who), nullptr};
+  m.dec = std::make_unique<Decoder>(load_decoder(m.md, dtype));
   return m;
 }
 
@@ -128,7 +112,7 @@ void run_ppl(const PplArgs& a) {
 
   std::vector<int32_t> tokens{cfg.bos};
   {
-    const std::vector<int32_t> t = m.tok.encode(text);
+    const std::vector<int32_t> t = m.md.tok.encode(text);
     tokens.insert(tokens.end(), t.begin(), t.end());
   }
   int64_t bytes = static_cast<int64_t>(text.size());
@@ -136,7 +120,7 @@ void run_ppl(const PplArgs& a) {
   if (a.max_tokens > 0 && static_cast<int64_t>(tokens.size()) > a.max_tokens) {
     tokens.resize(static_cast<size_t>(std::max<int64_t>(a.max_tokens, 2)));
     // The bytes the kept tokens cover (decode(encode(s)) == s for moepp's tokenizers).
-    bytes = static_cast<int64_t>(m.tok.decode(std::vector<int32_t>(tokens.begin() + 1, tokens.end())).size());
+    bytes = static_cast<int64_t>(m.md.tok.decode(std::vector<int32_t>(tokens.begin() + 1, tokens.end())).size());
     truncated = true;
   }
   check(tokens.size() >= 2, "eval ppl: --text " + a.text + ": the text gives no token");
@@ -167,7 +151,7 @@ void run_ppl(const PplArgs& a) {
 
   nlohmann::json j;
   j["task"] = "perplexity";
-  j["model"] = m.dir;
+  j["model"] = m.md.dir;
   j["text"] = a.text;
   j["dtype"] = weight_dtype_name(m.dec->weights().dtype);
   j["window"] = opt.window;
@@ -205,7 +189,7 @@ void run_mc(const McArgs& a) {
   const std::vector<eval::McItem> items = eval::read_mc_tasks(a.tasks, a.limit);
   LoadedModel m = load(a.m, "mc");
   const ModelConfig& cfg = m.dec->config();
-  const eval::Encoder enc = [&](std::string_view s) { return m.tok.encode(s); };
+  const eval::Encoder enc = [&](std::string_view s) { return m.md.tok.encode(s); };
   std::vector<eval::McEncoded> encoded;
   encoded.reserve(items.size());
   for (const eval::McItem& it : items) {
@@ -243,7 +227,7 @@ void run_mc(const McArgs& a) {
 
   nlohmann::json j;
   j["task"] = "multiple_choice";
-  j["model"] = m.dir;
+  j["model"] = m.md.dir;
   j["tasks"] = a.tasks;
   j["dtype"] = weight_dtype_name(m.dec->weights().dtype);
   j["n"] = s.n;

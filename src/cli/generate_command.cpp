@@ -16,11 +16,8 @@
 #include "core/error.h"
 #include "infer/decoder.h"
 #include "infer/engine.h"
-#include "infer/infer_weights.h"
-#include "io/checkpoint.h"
-#include "io/weight_source.h"
 #include "tokenizer/tokenizer.h"
-#include "train/trainer.h"
+#include "infer/model_dir.h"
 
 namespace moepp::cli {
 namespace {
@@ -76,15 +73,9 @@ void run_generate(const GenArgs& a) {
   sp.seed = static_cast<uint64_t>(seed);
   const WeightDType dtype = parse_weight_dtype(a.dtype);
 
-  check(fs::is_directory(a.model), "generate: --model " + a.model + ": no such directory");
-  const std::string dir = resolve_model_dir(a.model);
-  check(fs::is_directory(dir), "generate: " + a.model + ": its latest checkpoint " + dir + " does not exist");
-  const ModelConfig cfg = io::load_model_config(dir);
-  const std::string tok_path = (fs::path(dir) / "tokenizer.model").string();
-  check(fs::exists(tok_path), "generate: " + dir + ": no tokenizer.model");
-  const Tokenizer tok(tok_path);
-  check(tok.vocab_size() <= cfg.vocab, "generate: " + tok_path + " has " + std::to_string(tok.vocab_size()) +
-                                           " pieces, more than the model's vocab_size " + std::to_string(cfg.vocab));
+  const ModelDir md = open_model_dir(a.model, "", "generate");
+  const ModelConfig& cfg = md.cfg;
+  const Tokenizer& tok = md.tok;
 
   std::vector<int32_t> prompt = {cfg.bos};
   for (int32_t id : tok.encode(a.prompt)) prompt.push_back(id);
@@ -96,10 +87,7 @@ void run_generate(const GenArgs& a) {
                        std::to_string(limit) + " (it must be shorter, to leave room for generated tokens)");
 
   const auto t_load = std::chrono::steady_clock::now();
-  Decoder dec = [&] {
-    const std::unique_ptr<io::WeightSource> src = io::open_weights(dir);
-    return Decoder(cfg, InferWeights::load(cfg, *src, dtype));
-  }();
+  Decoder dec = load_decoder(md, dtype);
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
 
   EngineOptions eo;

@@ -18,12 +18,9 @@
 #include "core/error.h"
 #include "infer/decoder.h"
 #include "infer/engine.h"
-#include "infer/infer_weights.h"
-#include "io/checkpoint.h"
-#include "io/weight_source.h"
 #include "serve/server.h"
 #include "tokenizer/tokenizer.h"
-#include "train/trainer.h"
+#include "infer/model_dir.h"
 
 namespace moepp::cli {
 namespace {
@@ -58,17 +55,11 @@ void run_serve(const ServeArgs& a) {
   check(max_body >= 1024, "serve: --max-body must be >= 1024 (got " + a.max_body + ")");
   const WeightDType dtype = parse_weight_dtype(a.dtype);
 
-  check(fs::is_directory(a.model), "serve: --model " + a.model + ": no such directory");
-  const std::string dir = resolve_model_dir(a.model);
-  check(fs::is_directory(dir), "serve: " + a.model + ": its latest checkpoint " + dir + " does not exist");
-  const ModelConfig cfg = io::load_model_config(dir);
+  const ModelDir md = open_model_dir(a.model, "", "serve");
+  const ModelConfig& cfg = md.cfg;
+  const Tokenizer& tok = md.tok;
   check(ctx <= cfg.max_pos, "serve: --ctx " + a.ctx + " exceeds the model's max_position_embeddings " +
                                 std::to_string(cfg.max_pos));
-  const std::string tok_path = (fs::path(dir) / "tokenizer.model").string();
-  check(fs::exists(tok_path), "serve: " + dir + ": no tokenizer.model");
-  const Tokenizer tok(tok_path);
-  check(tok.vocab_size() <= cfg.vocab, "serve: " + tok_path + " has " + std::to_string(tok.vocab_size()) +
-                                           " pieces, more than the model's vocab_size " + std::to_string(cfg.vocab));
 
   // SIGINT / SIGTERM set a flag that a watcher thread turns into server.stop() (other libraries'
   // threads, OpenBLAS's among them, exist before main, so the signals cannot be masked off everywhere
@@ -81,10 +72,7 @@ void run_serve(const ServeArgs& a) {
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
 
-  Decoder dec = [&] {
-    const std::unique_ptr<io::WeightSource> src = io::open_weights(dir);
-    return Decoder(cfg, InferWeights::load(cfg, *src, dtype));
-  }();
+  Decoder dec = load_decoder(md, dtype);
   EngineOptions eo;
   eo.n_slots = slots;
   eo.max_queue = max_queue;
@@ -116,7 +104,7 @@ void run_serve(const ServeArgs& a) {
   std::fprintf(stderr,
                "moepp serve: listening on http://%s:%d (model %s from %s, weights %s %.1f MB, %lld slots x %lld "
                "positions, KV cache %.1f MB, queue %lld)\n",
-               a.host.c_str(), bound, so.model_name.c_str(), dir.c_str(), weight_dtype_name(dtype),
+               a.host.c_str(), bound, so.model_name.c_str(), md.dir.c_str(), weight_dtype_name(dtype),
                static_cast<double>(dec.weights().bytes()) / 1e6, static_cast<long long>(slots),
                static_cast<long long>(engine.max_len()),
                2.0 * static_cast<double>(cfg.n_layers * slots * engine.max_len() * cfg.n_kv_heads * cfg.head_dim) *

@@ -20,60 +20,41 @@ struct Slot {
   bool optional = false;           // layer 0's gate_map (never used)
 };
 
-// Every tensor of cfg's model, in checkpoint order, with the small fp32 tensors allocated.
+// Every tensor of cfg's model (param_specs), in checkpoint order, bound to its place in w: the large
+// matrices to WeightMatrix, the small tensors (allocated here) kept fp32.
 std::vector<Slot> plan(InferWeights& w, const ModelConfig& c) {
-  const int64_t V = c.vocab, D = c.hidden, Q = c.n_heads * c.head_dim, KV = c.n_kv_heads * c.head_dim;
-  std::vector<Slot> s;
-  w.embed = Tensor({V, D});
-  s.push_back({"model.embed_tokens.weight", {V, D}, &w.embed, nullptr});
   w.layers.assign(c.n_layers, {});
   for (int64_t i = 0; i < c.n_layers; ++i) {
-    InferWeights::Layer& l = w.layers[i];
     const MoeConfig mc = c.layer_moe(static_cast<int>(i), false);
-    const int64_t E = mc.n_experts, I = mc.intermediate;
-    const std::string b = "model.layers." + std::to_string(i) + ".";
-    l.attn_norm = Tensor({D});
-    l.mlp_norm = Tensor({D});
-    s.push_back({b + "input_layernorm.weight", {D}, &l.attn_norm, nullptr});
-    s.push_back({b + "self_attn.q_proj.weight", {Q, D}, nullptr, &l.wq});
-    s.push_back({b + "self_attn.k_proj.weight", {KV, D}, nullptr, &l.wk});
-    s.push_back({b + "self_attn.v_proj.weight", {KV, D}, nullptr, &l.wv});
-    s.push_back({b + "self_attn.o_proj.weight", {D, Q}, nullptr, &l.wo});
-    s.push_back({b + "post_attention_layernorm.weight", {D}, &l.mlp_norm, nullptr});
-    const std::string m = b + "mlp.moe.";
-    MoeParams& p = l.moe_small;
-    if (mc.two_layer_gate) {
-      p.wg0 = Tensor({mc.gate_hidden(), D});
-      p.wg2 = Tensor({E, mc.gate_hidden()});
-      s.push_back({m + "gate.wg.0.weight", p.wg0.shape, &p.wg0, nullptr});
-      s.push_back({m + "gate.wg.2.weight", p.wg2.shape, &p.wg2, nullptr});
-    } else {
-      p.wg = Tensor({E, D});
-      s.push_back({m + "gate.wg.weight", {E, D}, &p.wg, nullptr});
-    }
-    if (mc.gating_residual) {
-      p.gate_map = Tensor({E, E});
-      s.push_back({m + "gate.gate_map.weight", {E, E}, &p.gate_map, nullptr, /*optional=*/i == 0});
-    }
-    l.up.assign(mc.n_ffn(), {});
-    l.down.assign(mc.n_ffn(), {});
-    for (int64_t e = 0; e < mc.n_ffn(); ++e) {
-      const std::string x = m + "experts.experts." + std::to_string(e) + ".";
-      s.push_back({x + "up_proj.weight", {2 * I, D}, nullptr, &l.up[e]});
-      s.push_back({x + "down_proj.weight", {D, I}, nullptr, &l.down[e]});
-    }
-    p.const_wg.assign(mc.n_constant, Tensor({2, D}));
-    p.const_v.assign(mc.n_constant, Tensor({D}));
-    for (int64_t k = 0; k < mc.n_constant; ++k) {
-      const std::string x = m + "experts.experts." + std::to_string(mc.first_constant() + k) + ".";
-      s.push_back({x + "wg.weight", {2, D}, &p.const_wg[k], nullptr});
-      s.push_back({x + "constant", {D}, &p.const_v[k], nullptr});
-    }
+    w.layers[i].up.assign(mc.n_ffn(), {});
+    w.layers[i].down.assign(mc.n_ffn(), {});
+    w.layers[i].moe_small.const_wg.resize(mc.n_constant);
+    w.layers[i].moe_small.const_v.resize(mc.n_constant);
   }
-  w.final_norm = Tensor({D});
-  s.push_back({"model.norm.weight", {D}, &w.final_norm, nullptr});
-  s.push_back({"lm_head.weight", {V, D}, nullptr, &w.lm_head});
-  return s;
+  std::vector<Slot> slots;
+  for (const ParamSpec& p : param_specs(c)) {
+    Slot s{p.name, p.shape, nullptr, nullptr, p.optional};
+    InferWeights::Layer* l = p.layer >= 0 ? &w.layers[p.layer] : nullptr;
+    switch (p.kind) {
+      case ParamKind::kEmbed: s.dense = &w.embed; break;
+      case ParamKind::kAttnNorm: s.dense = &l->attn_norm; break;
+      case ParamKind::kWq: s.matrix = &l->wq; break;
+      case ParamKind::kWk: s.matrix = &l->wk; break;
+      case ParamKind::kWv: s.matrix = &l->wv; break;
+      case ParamKind::kWo: s.matrix = &l->wo; break;
+      case ParamKind::kMlpNorm: s.dense = &l->mlp_norm; break;
+      case ParamKind::kMoe:
+        if (p.moe.kind == MoeParamKind::kUp) s.matrix = &l->up[p.moe.index];
+        else if (p.moe.kind == MoeParamKind::kDown) s.matrix = &l->down[p.moe.index];
+        else s.dense = l->moe_small.slot(p.moe.kind, p.moe.index);  // router, gate_map, constant experts
+        break;
+      case ParamKind::kFinalNorm: s.dense = &w.final_norm; break;
+      case ParamKind::kLmHead: s.matrix = &w.lm_head; break;
+    }
+    if (s.dense) *s.dense = Tensor(p.shape);
+    slots.push_back(std::move(s));
+  }
+  return slots;
 }
 
 }  // namespace

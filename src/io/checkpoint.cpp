@@ -40,10 +40,11 @@ std::pair<ModelConfig, ModelParams> load_model(const std::string& dir) {
   const std::string& source = m->source();
   ModelParams params = ModelParams::zeros(cfg);
   std::set<std::string> loaded;
-  const std::string layer0_map = "model.layers.0.mlp.moe.gate.gate_map.weight";
-  for (auto& [name, t] : params.named(cfg)) {
+  for (const ParamSpec& spec : param_specs(cfg)) {
+    const std::string& name = spec.name;
+    Tensor* t = params.slot(spec);
     if (!m->contains(name)) {
-      if (name == layer0_map) continue;
+      if (spec.optional) continue;
       throw Error(source + ": missing tensor '" + name + "'");
     }
     const WeightInfo info = m->info(name);
@@ -59,6 +60,19 @@ std::pair<ModelConfig, ModelParams> load_model(const std::string& dir) {
   for (const std::string& name : m->names())
     if (!loaded.count(name)) throw Error(source + ": unexpected tensor '" + name + "' for this config");
   return {std::move(cfg), std::move(params)};
+}
+
+std::string resolve_model_dir(const std::string& path) {
+  const std::filesystem::path latest = std::filesystem::path(path) / "latest";
+  if (!std::filesystem::exists(latest)) return path;
+  std::ifstream f(latest);
+  if (!f) throw Error(latest.string() + ": cannot open");
+  std::string name;
+  std::getline(f, name);
+  while (!name.empty() && (name.back() == '\r' || name.back() == ' ')) name.pop_back();
+  if (name.empty() || name.find('/') != std::string::npos || name == "." || name == "..")
+    throw Error(latest.string() + ": expected the name of a checkpoint directory, got '" + name + "'");
+  return (std::filesystem::path(path) / name).string();
 }
 
 }  // namespace moepp::io

@@ -23,4 +23,8 @@ std::pair<ModelConfig, ModelParams> load_model(const std::string& dir);
 // Reads and validates dir/config.json alone.
 ModelConfig load_model_config(const std::string& dir);
 
+// The checkpoint directory a --model argument names: DIR itself, or for a training run directory the
+// checkpoint its `latest` file names (DIR/<latest>).
+std::string resolve_model_dir(const std::string& path);
+
 }  // namespace moepp::io

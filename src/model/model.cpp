@@ -32,17 +32,16 @@ void Model::set_relu_l1_coef(float lambda) {
 }
 
 void Model::check_params(const ModelParams& p, const std::string& source) const {
-  const ModelParams want = ModelParams::zeros(cfg_);
-  const auto have = p.named(cfg_);
-  const auto need = want.named(cfg_);
-  check(have.size() == need.size(), source + ": expected " + std::to_string(need.size()) + " tensors, got " +
-                                        std::to_string(have.size()));
-  for (size_t i = 0; i < need.size(); ++i) {
-    check(have[i].first == need[i].first, source + ": expected tensor '" + need[i].first + "'");
-    check(have[i].second->shape == need[i].second->shape,
-          source + ": tensor '" + need[i].first + "' has shape " + shape_str(have[i].second->shape) + ", expected " +
-              shape_str(need[i].second->shape));
+  check(static_cast<int64_t>(p.layers.size()) == cfg_.n_layers,
+        source + ": expected " + std::to_string(cfg_.n_layers) + " layers, got " + std::to_string(p.layers.size()));
+  for (const ParamSpec& s : param_specs(cfg_)) {
+    const Tensor* t = p.slot(s);
+    check(t != nullptr && !t->empty(), source + ": expected tensor '" + s.name + "'");
+    check(t->shape == s.shape, source + ": tensor '" + s.name + "' has shape " + shape_str(t->shape) + ", expected " +
+                                   shape_str(s.shape));
   }
+  for (int64_t l = 0; l < cfg_.n_layers; ++l)
+    layer(l, false).check_params(p.layers[l].moe, source + ": layer " + std::to_string(l));
 }
 
 float Model::forward(ModelState& st, const int32_t* tokens, const int32_t* targets, int64_t B, int64_t T,

@@ -3,45 +3,76 @@
 
 #include <random>
 
+#include "core/error.h"
+
 namespace moepp {
+
+std::vector<ParamSpec> param_specs(const ModelConfig& c) {
+  const int64_t V = c.vocab, D = c.hidden, Q = c.n_heads * c.head_dim, KV = c.n_kv_heads * c.head_dim;
+  std::vector<ParamSpec> s;
+  s.push_back({"model.embed_tokens.weight", {V, D}, ParamKind::kEmbed});
+  for (int64_t i = 0; i < c.n_layers; ++i) {
+    const std::string b = "model.layers." + std::to_string(i) + ".";
+    s.push_back({b + "input_layernorm.weight", {D}, ParamKind::kAttnNorm, i});
+    s.push_back({b + "self_attn.q_proj.weight", {Q, D}, ParamKind::kWq, i});
+    s.push_back({b + "self_attn.k_proj.weight", {KV, D}, ParamKind::kWk, i});
+    s.push_back({b + "self_attn.v_proj.weight", {KV, D}, ParamKind::kWv, i});
+    s.push_back({b + "self_attn.o_proj.weight", {D, Q}, ParamKind::kWo, i});
+    s.push_back({b + "post_attention_layernorm.weight", {D}, ParamKind::kMlpNorm, i});
+    for (MoeParamSpec& m : moe_param_specs(c.layer_moe(static_cast<int>(i), false))) {
+      const bool optional = i == 0 && m.kind == MoeParamKind::kGateMap;
+      std::string name = b + "mlp.moe." + m.name;
+      std::vector<int64_t> shape = m.shape;
+      s.push_back({std::move(name), std::move(shape), ParamKind::kMoe, i, std::move(m), optional});
+    }
+  }
+  s.push_back({"model.norm.weight", {D}, ParamKind::kFinalNorm});
+  s.push_back({"lm_head.weight", {V, D}, ParamKind::kLmHead});
+  return s;
+}
+
+Tensor* ModelParams::slot(const ParamSpec& s) {
+  if (s.kind == ParamKind::kEmbed) return &embed;
+  if (s.kind == ParamKind::kFinalNorm) return &final_norm;
+  if (s.kind == ParamKind::kLmHead) return &lm_head;
+  if (s.layer < 0 || s.layer >= static_cast<int64_t>(layers.size())) return nullptr;
+  Layer& l = layers[s.layer];
+  switch (s.kind) {
+    case ParamKind::kAttnNorm: return &l.attn_norm;
+    case ParamKind::kWq: return &l.wq;
+    case ParamKind::kWk: return &l.wk;
+    case ParamKind::kWv: return &l.wv;
+    case ParamKind::kWo: return &l.wo;
+    case ParamKind::kMlpNorm: return &l.mlp_norm;
+    case ParamKind::kMoe: return l.moe.slot(s.moe.kind, s.moe.index);
+    default: return nullptr;
+  }
+}
+
+const Tensor* ModelParams::slot(const ParamSpec& s) const { return const_cast<ModelParams*>(this)->slot(s); }
 
 ModelParams ModelParams::zeros(const ModelConfig& c) {
   ModelParams p;
-  const int64_t V = c.vocab, D = c.hidden, Q = c.n_heads * c.head_dim, KV = c.n_kv_heads * c.head_dim;
-  p.embed = Tensor({V, D});
   p.layers.resize(c.n_layers);
-  for (int64_t i = 0; i < c.n_layers; ++i) {
-    Layer& l = p.layers[i];
-    l.attn_norm = Tensor({D});
-    l.wq = Tensor({Q, D});
-    l.wk = Tensor({KV, D});
-    l.wv = Tensor({KV, D});
-    l.wo = Tensor({D, Q});
-    l.mlp_norm = Tensor({D});
-    l.moe = MoeParams::zeros(c.layer_moe(static_cast<int>(i), false));
+  for (int64_t i = 0; i < c.n_layers; ++i) {  // size the expert lists; the loop below allocates
+    const MoeConfig m = c.layer_moe(static_cast<int>(i), false);
+    MoeParams& mp = p.layers[i].moe;
+    mp.up.resize(m.n_ffn());
+    mp.down.resize(m.n_ffn());
+    mp.const_wg.resize(m.n_constant);
+    mp.const_v.resize(m.n_constant);
   }
-  p.final_norm = Tensor({D});
-  p.lm_head = Tensor({V, D});
+  for (const ParamSpec& s : param_specs(c)) *p.slot(s) = Tensor(s.shape);
   return p;
 }
 
 std::vector<std::pair<std::string, Tensor*>> ModelParams::named(const ModelConfig& c) {
   std::vector<std::pair<std::string, Tensor*>> r;
-  r.emplace_back("model.embed_tokens.weight", &embed);
-  for (size_t i = 0; i < layers.size(); ++i) {
-    Layer& l = layers[i];
-    const std::string b = "model.layers." + std::to_string(i) + ".";
-    r.emplace_back(b + "input_layernorm.weight", &l.attn_norm);
-    r.emplace_back(b + "self_attn.q_proj.weight", &l.wq);
-    r.emplace_back(b + "self_attn.k_proj.weight", &l.wk);
-    r.emplace_back(b + "self_attn.v_proj.weight", &l.wv);
-    r.emplace_back(b + "self_attn.o_proj.weight", &l.wo);
-    r.emplace_back(b + "post_attention_layernorm.weight", &l.mlp_norm);
-    for (auto& [name, t] : l.moe.named(c.layer_moe(static_cast<int>(i), false)))
-      r.emplace_back(b + "mlp.moe." + name, t);
+  for (const ParamSpec& s : param_specs(c)) {
+    Tensor* t = slot(s);
+    if (t == nullptr) throw Error("ModelParams: no tensor for '" + s.name + "' (not shaped for this config)");
+    r.emplace_back(s.name, t);
   }
-  r.emplace_back("model.norm.weight", &final_norm);
-  r.emplace_back("lm_head.weight", &lm_head);
   return r;
 }
 

@@ -14,6 +14,23 @@
 
 namespace moepp {
 
+// The decoder's tensors, named once here (param_specs) for everything that lists them: allocation,
+// checkpoint save/load, shape checks, the inference weights, the benchmarks' random weights.
+enum class ParamKind { kEmbed, kAttnNorm, kWq, kWk, kWv, kWo, kMlpNorm, kMoe, kFinalNorm, kLmHead };
+
+struct ParamSpec {
+  std::string name;  // checkpoint name (spec §5)
+  std::vector<int64_t> shape;
+  ParamKind kind;
+  int64_t layer = -1;        // block index for the per-block kinds
+  MoeParamSpec moe{};        // kind == kMoe: which tensor of the block's MoE++ layer
+  bool optional = false;     // layer 0's gate_map: checkpoints may omit it (it is never used)
+};
+
+// Every tensor `cfg` needs, in the fixed order: embedding, per block (input_layernorm, q, k, v, o,
+// post_attention_layernorm, the MoE++ layer's tensors), final norm, lm_head.
+std::vector<ParamSpec> param_specs(const ModelConfig& cfg);
+
 struct ModelParams {
   Tensor embed;  // [V, D]
   struct Layer {
@@ -33,7 +50,12 @@ struct ModelParams {
   // is on, as checkpoints carry it, unused).
   static ModelParams zeros(const ModelConfig& cfg);
 
-  // (checkpoint name, tensor) for every tensor, in a fixed order (embedding, blocks, norm, lm_head).
+  // The tensor a spec names; null when these params lack its block or expert.
+  Tensor* slot(const ParamSpec& spec);
+  const Tensor* slot(const ParamSpec& spec) const;
+
+  // (checkpoint name, tensor) for every tensor of param_specs(cfg), in that order. Throws moepp::Error
+  // when a block or expert is missing (params not shaped for cfg).
   std::vector<std::pair<std::string, Tensor*>> named(const ModelConfig& cfg);
   std::vector<std::pair<std::string, const Tensor*>> named(const ModelConfig& cfg) const;
 

@@ -15,17 +15,15 @@ namespace moepp {
 MoeLayer::MoeLayer(MoeConfig cfg) : cfg_(std::move(cfg)) { cfg_.validate("MoeLayer"); }
 
 void MoeLayer::check_params(const MoeParams& params, const std::string& source) const {
-  const MoeParams want = MoeParams::zeros(cfg_);
-  auto have = params.named(cfg_);
-  auto need = want.named(cfg_);
-  check(have.size() == need.size(), source + ": expected " + std::to_string(need.size()) + " tensors, got " +
-                                        std::to_string(have.size()));
-  for (size_t i = 0; i < need.size(); ++i) {
-    check(have[i].first == need[i].first, source + ": expected tensor '" + need[i].first + "'");
-    check(have[i].second->shape == need[i].second->shape,
-          source + ": tensor '" + need[i].first + "' has shape " + shape_str(have[i].second->shape) +
-              ", expected " + shape_str(need[i].second->shape));
+  const std::vector<MoeParamSpec> specs = moe_param_specs(cfg_);
+  for (const MoeParamSpec& s : specs) {
+    const Tensor* t = params.slot(s.kind, s.index);
+    check(t != nullptr && !t->empty(), source + ": expected tensor '" + s.name + "'");
+    check(t->shape == s.shape, source + ": tensor '" + s.name + "' has shape " + shape_str(t->shape) +
+                                   ", expected " + shape_str(s.shape));
   }
+  check(params.tensor_count() == specs.size(), source + ": expected " + std::to_string(specs.size()) +
+                                                   " tensors, got " + std::to_string(params.tensor_count()));
 }
 
 void MoeLayer::forward(Tensor& y, Tensor& z_out, MoeForwardState& st, const Tensor& x, const Tensor* z_prev,

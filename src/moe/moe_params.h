@@ -13,6 +13,21 @@
 
 namespace moepp {
 
+// The tensors of one MoE++ layer, named once here (moe_param_specs) for everything that lists them:
+// allocation, checkpoint names, loading, the inference weights.
+enum class MoeParamKind { kWg, kWg0, kWg2, kGateMap, kUp, kDown, kConstWg, kConstV };
+
+struct MoeParamSpec {
+  std::string name;            // relative to model.layers.{i}.mlp.moe. (e.g. "experts.experts.3.up_proj.weight")
+  std::vector<int64_t> shape;
+  MoeParamKind kind;
+  int64_t index = 0;           // FFN expert (kUp, kDown) or constant expert (kConstWg, kConstV), else 0
+};
+
+// Every tensor `cfg` needs, in the fixed checkpoint order: router (wg, or wg0 and wg2), gate_map (when
+// the gating residual is on, also in layer 0), per FFN expert up and down, per constant expert wg and v.
+std::vector<MoeParamSpec> moe_param_specs(const MoeConfig& cfg);
+
 struct MoeParams {
   Tensor wg;        // [E, D] one-layer router (empty with the two-layer router)
   Tensor wg0, wg2;  // [8E, D], [E, 8E] two-layer router
@@ -26,9 +41,17 @@ struct MoeParams {
   // is on (also in layer 0, where checkpoints carry it unused).
   static MoeParams zeros(const MoeConfig& cfg);
 
-  // (name, tensor) for every tensor, in a fixed order.
+  // The tensor a spec names; null when this MoeParams has no such expert.
+  Tensor* slot(MoeParamKind kind, int64_t index);
+  const Tensor* slot(MoeParamKind kind, int64_t index) const;
+
+  // (name, tensor) for every tensor of moe_param_specs(cfg), in that order. Throws moepp::Error when
+  // an expert is missing (params not shaped for cfg).
   std::vector<std::pair<std::string, Tensor*>> named(const MoeConfig& cfg);
   std::vector<std::pair<std::string, const Tensor*>> named(const MoeConfig& cfg) const;
+
+  // Number of non-empty tensors (check_params compares it with the spec count to find extra ones).
+  size_t tensor_count() const;
 
   void zero();
   // Initialisation of the paper: normal(0, std) for linears, v ~ normal(0, 1). Deterministic in seed.

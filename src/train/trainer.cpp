@@ -29,14 +29,6 @@ namespace fs = std::filesystem;
 namespace moepp {
 namespace {
 
-std::string read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error(path + ": cannot open");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 void write_text_atomic(const std::string& path, const std::string& text) {
   io::write_file_atomic(path, text.data(), text.size());
 }
@@ -176,16 +168,6 @@ void progress(int64_t step, int64_t total, float loss, float lr, double tps, dou
 
 }  // namespace
 
-std::string resolve_model_dir(const std::string& path) {
-  const fs::path latest = fs::path(path) / "latest";
-  if (fs::exists(latest)) {
-    std::string name = read_file(latest.string());
-    while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();
-    return (fs::path(path) / name).string();
-  }
-  return path;
-}
-
 float train(const TrainConfig& cfg, const TrainOptions& opt) {
   check(!opt.out_dir.empty(), "moepp train: --out is required");
   const bool tty = isatty(2) && !opt.quiet;
@@ -212,7 +194,7 @@ float train(const TrainConfig& cfg, const TrainOptions& opt) {
   AdamWConfig ac{cfg.beta1, cfg.beta2, 1e-8f, cfg.weight_decay};
   std::unique_ptr<AdamW> adam;
   if (opt.resume && fs::exists(fs::path(opt.out_dir) / "latest")) {
-    const std::string dir = resolve_model_dir(opt.out_dir);
+    const std::string dir = io::resolve_model_dir(opt.out_dir);
     auto [lc, lp] = io::load_model(dir);
     params = std::move(lp);
     const nlohmann::json state = io::read_json_file((fs::path(dir) / "trainer_state.json").string());

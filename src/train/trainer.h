@@ -27,7 +27,4 @@ struct TrainOptions {
 // Returns the final validation loss (nats/token).
 float train(const TrainConfig& cfg, const TrainOptions& opt);
 
-// The checkpoint directory a --model argument names: DIR itself, or DIR/<latest> for a run directory.
-std::string resolve_model_dir(const std::string& path);
-
 }  // namespace moepp

@@ -1,0 +1,32 @@
+// A model directory opened for inference, the one way the commands (generate, serve, eval, analyze)
+// open a --model argument: the checkpoint directory (a training run directory resolves to its latest
+// checkpoint), its validated config.json and its tokenizer. The weights are loaded separately, after
+// the caller has checked its request against the config (a bad prompt fails before gigabytes load).
+#pragma once
+
+#include <string>
+
+#include "infer/decoder.h"
+#include "infer/weight_matrix.h"
+#include "model/model_config.h"
+#include "tokenizer/tokenizer.h"
+
+namespace moepp {
+
+struct ModelDir {
+  std::string dir;  // the checkpoint directory
+  ModelConfig cfg;
+  Tokenizer tok;
+};
+
+// Opens `path` (a checkpoint directory or a run directory). tokenizer: a SentencePiece model to use
+// instead of the checkpoint's tokenizer.model ("" = the checkpoint's). Throws moepp::Error, prefixed
+// with `who` (the command, e.g. "generate"), when the directory, its config.json or the tokenizer is
+// missing or invalid, when the tokenizer has more pieces than the model's vocab_size, or when
+// bos_token_id is outside the vocabulary.
+ModelDir open_model_dir(const std::string& path, const std::string& tokenizer, const std::string& who);
+
+// The KV-cache decoder with m's weights (model.safetensors, its shards or pytorch_model.bin) in dtype.
+Decoder load_decoder(const ModelDir& m, WeightDType dtype);
+
+}  // namespace moepp
