@@ -21,31 +21,13 @@
 #include "model/rope.h"
 #include "moe/combine.h"
 #include "moe/dispatch.h"
+#include "moe/ffn_experts.h"
 #include "moe/router.h"
 
 namespace moepp {
 namespace {
 
 constexpr int64_t kQueryTile = 32;  // query rows per attention work item
-
-// x [R, n_heads * hd] rotated in place, row r by position pos[r] (Hugging Face rotate_half layout, the
-// angles of RopeTable, so that it matches model/rope.cpp exactly).
-void rope_rows(float* x, const RopeTable& rt, const int64_t* pos, int64_t R, int64_t n_heads, int64_t hd) {
-  const int64_t half = hd / 2, row = n_heads * hd;
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < R; ++r) {
-    const float* c = rt.cos.data() + pos[r] * half;
-    const float* s = rt.sin.data() + pos[r] * half;
-    for (int64_t h = 0; h < n_heads; ++h) {
-      float* v = x + r * row + h * hd;
-      for (int64_t i = 0; i < half; ++i) {
-        const float a = v[i], b = v[i + half];
-        v[i] = a * c[i] - b * s[i];
-        v[i + half] = b * c[i] + a * s[i];
-      }
-    }
-  }
-}
 
 struct AttnItem {
   int64_t row0, n;     // new rows [row0, row0 + n) of the batch
@@ -223,12 +205,7 @@ void Decoder::forward(Tensor& logits, KvCache& cache, const std::vector<DecodeCh
       float* hp = sc.ffn_h.ptr();
       float* ap = sc.ffn_a.ptr();
 #pragma omp parallel for schedule(static)
-      for (int64_t i = 0; i < n; ++i) {
-        const float* g = hp + i * 2 * I;
-        const float* u = g + I;
-        float* a = ap + i * I;
-        for (int64_t j = 0; j < I; ++j) a[j] = g[j] / (1.0f + exp_vec(-g[j])) * u[j];
-      }
+      for (int64_t i = 0; i < n; ++i) swiglu_row(ap + i * I, hp + i * 2 * I, I);
       w.down[e].matmul(st.ffn_o.ptr() + r0 * D, sc.ffn_a.ptr(), n);
     }
     ensure_shape(sc.y, {R, D});

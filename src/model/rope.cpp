@@ -26,23 +26,24 @@ void RopeTable::build(int64_t T_, int64_t head_dim, float theta_) {
 
 namespace {
 
-// sign = +1: forward rotation; -1: its transpose (backward).
-void rope_apply(float* x, const RopeTable& rt, int64_t B, int64_t T, int64_t n_heads, int64_t hd, float sign) {
-  const int64_t half = hd / 2, row = n_heads * hd;
-#pragma omp parallel for schedule(static)
-  for (int64_t n = 0; n < B * T; ++n) {
-    const int64_t t = n % T;
-    const float* c = rt.cos.data() + t * half;
-    const float* s = rt.sin.data() + t * half;
-    for (int64_t h = 0; h < n_heads; ++h) {
-      float* v = x + n * row + h * hd;
-      for (int64_t i = 0; i < half; ++i) {
-        const float a = v[i], b = v[i + half], sn = sign * s[i];
-        v[i] = a * c[i] - b * sn;         // out_i        = x_i cos - x_{i+h} sin
-        v[i + half] = b * c[i] + a * sn;  // out_{i+half} = x_{i+h} cos + x_i sin
-      }
+// One row of n_heads heads at position pos. sign = +1: forward rotation; -1: its transpose (backward).
+inline void rotate_row(float* row, const RopeTable& rt, int64_t pos, int64_t n_heads, int64_t hd, float sign) {
+  const int64_t half = hd / 2;
+  const float* c = rt.cos.data() + pos * half;
+  const float* s = rt.sin.data() + pos * half;
+  for (int64_t h = 0; h < n_heads; ++h) {
+    float* v = row + h * hd;
+    for (int64_t i = 0; i < half; ++i) {
+      const float a = v[i], b = v[i + half], sn = sign * s[i];
+      v[i] = a * c[i] - b * sn;         // out_i        = x_i cos - x_{i+h} sin
+      v[i + half] = b * c[i] + a * sn;  // out_{i+half} = x_{i+h} cos + x_i sin
     }
   }
+}
+
+void rope_apply(float* x, const RopeTable& rt, int64_t B, int64_t T, int64_t n_heads, int64_t hd, float sign) {
+#pragma omp parallel for schedule(static)
+  for (int64_t n = 0; n < B * T; ++n) rotate_row(x + n * n_heads * hd, rt, n % T, n_heads, hd, sign);
 }
 
 }  // namespace
@@ -53,6 +54,11 @@ void rope_forward(float* x, const RopeTable& rt, int64_t B, int64_t T, int64_t n
 
 void rope_backward(float* dx, const RopeTable& rt, int64_t B, int64_t T, int64_t n_heads, int64_t hd) {
   rope_apply(dx, rt, B, T, n_heads, hd, -1.0f);
+}
+
+void rope_rows(float* x, const RopeTable& rt, const int64_t* pos, int64_t R, int64_t n_heads, int64_t hd) {
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < R; ++r) rotate_row(x + r * n_heads * hd, rt, pos[r], n_heads, hd, 1.0f);
 }
 
 }  // namespace moepp

@@ -19,6 +19,10 @@ struct RopeTable {
 // In place: x [B*T, n_heads * hd] (rows b*T + t), rotated by position t.
 void rope_forward(float* x, const RopeTable& rt, int64_t B, int64_t T, int64_t n_heads, int64_t hd);
 
+// In place: x [R, n_heads * hd], row r rotated by position pos[r] (< rt.T): rows of many sequences at
+// arbitrary positions (the KV-cache decoder's new tokens).
+void rope_rows(float* x, const RopeTable& rt, const int64_t* pos, int64_t R, int64_t n_heads, int64_t hd);
+
 // In place: dx [B*T, n_heads * hd], the gradient of rope_forward's output becomes that of its input
 // (the transposed rotation).
 void rope_backward(float* dx, const RopeTable& rt, int64_t B, int64_t T, int64_t n_heads, int64_t hd);

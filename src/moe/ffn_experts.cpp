@@ -69,12 +69,7 @@ void ffn_experts_forward(MoeForwardState& st, const MoeConfig& cfg, const MoePar
       float* h = st.ffn_h.ptr() + c.r0 * 2 * I;
       float* a = st.ffn_a.ptr() + c.r0 * I;
       sgemm(false, true, m, 2 * I, D, 1.0f, xbuf.data(), D, prm.up[c.expert].ptr(), D, 0.0f, h, 2 * I);
-      for (int64_t r = 0; r < m; ++r) {
-        const float* g = h + r * 2 * I;
-        const float* u = g + I;
-        float* ar = a + r * I;
-        for (int64_t j = 0; j < I; ++j) ar[j] = g[j] * sigmoid(g[j]) * u[j];
-      }
+      for (int64_t r = 0; r < m; ++r) swiglu_row(a + r * I, h + r * 2 * I, I);
       sgemm(false, true, m, D, I, 1.0f, a, I, prm.down[c.expert].ptr(), I, 0.0f, st.ffn_o.ptr() + c.r0 * D, D);
     }
   }

@@ -13,7 +13,9 @@
 
 #include "core/error.h"
 #include "data/token_shards.h"
-#include "infer/generate.h"
+#include "infer/decoder.h"
+#include "infer/engine.h"
+#include "infer/infer_weights.h"
 #include "io/checkpoint.h"
 #include "io/json_file.h"
 #include "io/safetensors.h"
@@ -300,15 +302,32 @@ float train(const TrainConfig& cfg, const TrainOptions& opt) {
   if (tty) std::fprintf(stderr, "\n");
   if (std::isnan(last_val)) last_val = evaluate(model, params, data.valid, cfg, est);
   if (!opt.quiet && !cfg.sample_prompt.empty() && cfg.sample_tokens > 0 && last_step == cfg.steps) {
+    // The sample: the KV-cache decoder on the trained weights, temperature 0.8 and top-k 40.
     std::vector<int32_t> prompt = {mc.bos};
     for (int32_t id : data.tok.encode(cfg.sample_prompt)) prompt.push_back(id);
-    SampleOptions so;
-    so.max_new_tokens = cfg.sample_tokens;
-    so.seed = cfg.seed;
-    const std::vector<int32_t> out = generate(model, params, prompt, so);
-    std::printf("val_loss %.4f nats/token, %.4f bits/byte\nsample: %s\n", last_val,
-                last_val / std::log(2.0) / data.valid_bytes_per_token,
-                data.tok.decode(std::vector<int32_t>(out.begin() + 1, out.end())).c_str());
+    const int64_t keep = std::min<int64_t>(static_cast<int64_t>(prompt.size()), mc.max_pos - 1);
+    prompt.erase(prompt.begin() + 1, prompt.end() - (keep - 1));  // bos + the prompt's last tokens
+    const Decoder dec(mc, InferWeights::from_params(mc, params, WeightDType::kF32));
+    EngineOptions eo;
+    eo.n_slots = 1;
+    eo.max_queue = 0;
+    eo.max_len = std::min<int64_t>(mc.max_pos, keep + cfg.sample_tokens);
+    Engine engine(dec, &data.tok, eo);
+    GenerationRequest req;
+    req.prompt = prompt;
+    req.max_new_tokens = std::min<int64_t>(cfg.sample_tokens, eo.max_len - keep);
+    req.sampling.temperature = 0.8f;
+    req.sampling.top_k = 40;
+    req.sampling.seed = static_cast<uint64_t>(cfg.seed);
+    FinishEvent fin;
+    GenerationCallbacks cb;
+    cb.on_finish = [&fin](const FinishEvent& ev) { fin = ev; };
+    engine.submit(std::move(req), std::move(cb));
+    while (engine.step()) {
+    }
+    check(fin.reason != "error", "moepp train: sampling failed: " + fin.error);
+    std::printf("val_loss %.4f nats/token, %.4f bits/byte\nsample: %s%s\n", last_val,
+                last_val / std::log(2.0) / data.valid_bytes_per_token, cfg.sample_prompt.c_str(), fin.text.c_str());
   }
   return last_val;
 }
