@@ -17,16 +17,12 @@
 #include "io/safetensors.h"
 #include "model/model.h"
 #include "model/model_state.h"
+#include "test_util.h"
 
 namespace moepp {
 namespace {
 
-std::vector<float> randn(size_t n, std::mt19937& rng, float scale = 1.0f) {
-  std::normal_distribution<float> d;
-  std::vector<float> v(n);
-  for (float& x : v) x = scale * d(rng);
-  return v;
-}
+using namespace test;
 
 // ---------------------------------------------------------------------------------------------------
 // WeightMatrix
@@ -104,13 +100,6 @@ Fixture make_model(const std::string& router, uint64_t seed) {
   // Larger router weights than the default init so that routing varies between tokens.
   f.params.init_random(f.cfg, seed, 0.2f);
   return f;
-}
-
-std::vector<int32_t> random_tokens(int64_t n, int64_t V, uint64_t seed) {
-  std::mt19937 rng(static_cast<uint32_t>(seed));
-  std::vector<int32_t> t(n);
-  for (int32_t& x : t) x = static_cast<int32_t>(rng() % V);
-  return t;
 }
 
 float max_rel_diff(const float* a, const float* b, size_t n) {

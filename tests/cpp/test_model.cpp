@@ -13,25 +13,19 @@
 #include <string>
 #include <vector>
 
-#include <unistd.h>
-
 #include "core/error.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
 #include "model/attention.h"
 #include "model/model.h"
+#include "test_util.h"
 
 namespace moepp {
 namespace {
 
-namespace fs = std::filesystem;
+using namespace test;
 
-std::vector<float> randn(size_t n, std::mt19937& rng, float scale = 1.0f) {
-  std::normal_distribution<float> d;
-  std::vector<float> v(n);
-  for (float& x : v) x = scale * d(rng);
-  return v;
-}
+namespace fs = std::filesystem;
 
 // ---------------------------------------------------------------------------------------------------
 // Attention: tiled vs naive (double precision, full T x T).
@@ -168,23 +162,6 @@ ModelParams tiny_params(const ModelConfig& c, uint64_t seed) {
   return p;
 }
 
-std::vector<int32_t> tokens_of(int64_t n, int64_t V, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::vector<int32_t> t(n);
-  for (auto& x : t) x = static_cast<int32_t>(rng() % V);
-  return t;
-}
-
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() / ("moepp_test_model_" + std::to_string(::getpid()) + "_" +
-                                        std::to_string(std::random_device{}()));
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
-
 template <class F>
 std::string error_of(F&& f) {
   try {
@@ -225,27 +202,21 @@ TEST(Model, ConfigErrorsNameTheField) {
   nlohmann::json j = tiny_config_json();
   j.erase("vocab_size");
   EXPECT_NE(err(j).find("cfg.json: field 'vocab_size' is required"), std::string::npos) << err(j);
-  j = tiny_config_json();
-  j["tie_word_embeddings"] = true;
-  EXPECT_NE(err(j).find("'tie_word_embeddings'"), std::string::npos) << err(j);
-  j = tiny_config_json();
-  j["num_attention_heads"] = 3;
-  EXPECT_NE(err(j).find("'num_attention_heads'"), std::string::npos) << err(j);
-  j = tiny_config_json();
-  j["num_key_value_heads"] = 3;
-  EXPECT_NE(err(j).find("'num_key_value_heads'"), std::string::npos) << err(j);
-  j = tiny_config_json();
-  j["hidden_act"] = "gelu";
-  EXPECT_NE(err(j).find("'hidden_act'"), std::string::npos) << err(j);
-  j = tiny_config_json();
-  j["moe_tua"] = 0.5;
-  EXPECT_NE(err(j).find("'moe_tua'"), std::string::npos) << err(j);
-  j = tiny_config_json();
-  j["head_dim"] = 8;
-  EXPECT_NE(err(j).find("'head_dim'"), std::string::npos) << err(j);
-  j = tiny_config_json();
-  j["rope_scaling"] = {{"type", "linear"}};
-  EXPECT_NE(err(j).find("'rope_scaling'"), std::string::npos) << err(j);
+  // One field set to a value the engine refuses (or a misspelt key); the error must name it.
+  const std::vector<std::pair<std::string, nlohmann::json>> refused = {
+      {"tie_word_embeddings", true},
+      {"num_attention_heads", 3},
+      {"num_key_value_heads", 3},
+      {"hidden_act", "gelu"},
+      {"moe_tua", 0.5},
+      {"head_dim", 8},
+      {"rope_scaling", nlohmann::json::object({{"type", "linear"}})},
+  };
+  for (const auto& [field, value] : refused) {
+    j = tiny_config_json();
+    j[field] = value;
+    EXPECT_NE(err(j).find("'" + field + "'"), std::string::npos) << field << ": " << err(j);
+  }
 }
 
 TEST(Model, RejectsTokensOutsideTheVocabulary) {
@@ -271,7 +242,7 @@ TEST(Model, BatchRowsAreIndependentInInference) {
   const Model m(c);
   const ModelParams p = tiny_params(c, 2);
   const int64_t T = 37;
-  const auto tok = tokens_of(2 * T, c.vocab, 3);
+  const auto tok = random_tokens(2 * T, c.vocab, 3);
   ModelState both, one;
   both.keep_logits = one.keep_logits = true;
   m.forward(both, tok.data(), nullptr, 2, T, p, false);
@@ -294,7 +265,7 @@ TEST(Model, FusedHeadBackwardEqualsRecomputed) {
   const Model m(c);
   const ModelParams p = tiny_params(c, 4);
   const int64_t B = 2, T = 20;
-  auto tok = tokens_of(B * T, c.vocab, 5), tg = tokens_of(B * T, c.vocab, 6);
+  auto tok = random_tokens(B * T, c.vocab, 5), tg = random_tokens(B * T, c.vocab, 6);
   tg[3] = tg[17] = -1;
   ModelParams g1 = ModelParams::zeros(c), g2 = ModelParams::zeros(c);
   ModelState s1, s2;
@@ -356,15 +327,15 @@ TEST(Model, SgdStepsLowerTheLoss) {
 // Checkpoints.
 
 TEST(ModelCheckpoint, RoundTrip) {
-  TempDir tmp;
+  ScratchDir tmp{"moepp_test_model"};
   const ModelConfig c = tiny_config();
   const ModelParams p = tiny_params(c, 11);
-  io::save_model(tmp.path.string(), c, p);
-  EXPECT_TRUE(fs::exists(tmp.path / "config.json"));
-  EXPECT_TRUE(fs::exists(tmp.path / "model.safetensors"));
-  for (const auto& e : fs::directory_iterator(tmp.path))  // no temporary files left behind
+  io::save_model(tmp.dir().string(), c, p);
+  EXPECT_TRUE(fs::exists(tmp.dir() / "config.json"));
+  EXPECT_TRUE(fs::exists(tmp.dir() / "model.safetensors"));
+  for (const auto& e : fs::directory_iterator(tmp.dir()))  // no temporary files left behind
     EXPECT_TRUE(e.path().filename() == "config.json" || e.path().filename() == "model.safetensors") << e.path();
-  auto [c2, p2] = io::load_model(tmp.path.string());
+  auto [c2, p2] = io::load_model(tmp.dir().string());
   EXPECT_EQ(c2.to_json(), c.to_json());
   auto a = p.named(c);
   auto b = p2.named(c2);
@@ -380,10 +351,10 @@ TEST(ModelCheckpoint, RoundTrip) {
 
 class ModelCheckpointFaults : public ::testing::Test {
  protected:
-  TempDir tmp;
+  ScratchDir tmp{"moepp_test_model"};
   ModelConfig c = tiny_config();
   ModelParams p = tiny_params(c, 12);
-  std::string dir() const { return tmp.path.string(); }
+  std::string dir() const { return tmp.dir().string(); }
   std::string load_error() const { return error_of([&] { io::load_model(dir()); }); }
   // Rewrites model.safetensors with `edit` applied to the (name, tensor) list.
   template <class F>
@@ -393,21 +364,21 @@ class ModelCheckpointFaults : public ::testing::Test {
     edit(ts);
     io::SafetensorsWriter w;
     for (const auto& [n, t] : ts) w.add_f32(n, t);
-    w.write((tmp.path / "model.safetensors").string());
+    w.write((tmp.dir() / "model.safetensors").string());
   }
   void SetUp() override { io::save_model(dir(), c, p); }
 };
 
 TEST_F(ModelCheckpointFaults, MalformedConfig) {
-  { std::ofstream(tmp.path / "config.json") << "{\"vocab_size\": 31,"; }
+  { std::ofstream(tmp.dir() / "config.json") << "{\"vocab_size\": 31,"; }
   const std::string e = load_error();
   EXPECT_NE(e.find("config.json: invalid JSON"), std::string::npos) << e;
   nlohmann::json j = c.to_json();
   j["num_hidden_layers"] = "two";
-  { std::ofstream(tmp.path / "config.json") << j.dump(); }
+  { std::ofstream(tmp.dir() / "config.json") << j.dump(); }
   const std::string e2 = load_error();
   EXPECT_NE(e2.find("config.json: field 'num_hidden_layers' must be an integer"), std::string::npos) << e2;
-  fs::remove(tmp.path / "config.json");
+  fs::remove(tmp.dir() / "config.json");
   const std::string e3 = load_error();
   EXPECT_NE(e3.find("config.json: cannot open"), std::string::npos) << e3;
 }
@@ -451,7 +422,7 @@ TEST_F(ModelCheckpointFaults, Layer0GateMapIsOptional) {
 }
 
 TEST_F(ModelCheckpointFaults, TruncatedAndCorruptShards) {
-  const fs::path f = tmp.path / "model.safetensors";
+  const fs::path f = tmp.dir() / "model.safetensors";
   const auto size = fs::file_size(f);
   fs::resize_file(f, size - 10);
   const std::string e = load_error();
@@ -469,7 +440,7 @@ TEST_F(ModelCheckpointFaults, TruncatedAndCorruptShards) {
   auto loaded = io::load_model(dir());  // intact shards load
   EXPECT_EQ(loaded.second.lm_head.data, p.lm_head.data);
   fs::path victim;
-  for (const auto& e3 : fs::directory_iterator(tmp.path))
+  for (const auto& e3 : fs::directory_iterator(tmp.dir()))
     if (e3.path().filename().string().rfind("model-00002-of-", 0) == 0) victim = e3.path();
   ASSERT_FALSE(victim.empty());
   fs::resize_file(victim, fs::file_size(victim) / 2);

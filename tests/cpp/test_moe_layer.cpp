@@ -6,6 +6,7 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <utility>
 
 #include "core/error.h"
 #include "moe/dispatch.h"
@@ -29,6 +30,22 @@ MoeConfig small_config(RouterKind r) {
   c.aux_loss_coef = 0.1f;
   c.relu_l1_coef = 0.05f;
   return c;
+}
+
+// The setting of the layer-property tests: the MoE++ router in inference at layer 0 (so no gating
+// residual), with random parameters (seed 3, std 0.5).
+struct InferenceLayer {
+  MoeConfig c;
+  MoeLayer layer;
+  MoeParams p;
+};
+InferenceLayer moepp_inference_layer0() {
+  MoeConfig c = small_config(RouterKind::kMoepp);
+  c.training = false;
+  c.layer_index = 0;
+  MoeParams p = MoeParams::zeros(c);
+  p.init_random(c, 3, 0.5f);
+  return {c, MoeLayer(c), std::move(p)};
 }
 
 Tensor randn(std::vector<int64_t> shape, std::mt19937& rng, float scale = 1.0f) {
@@ -98,12 +115,7 @@ INSTANTIATE_TEST_SUITE_P(Routers, LayerGradient,
                          [](const auto& info) { return std::string(router_name(info.param)); });
 
 TEST(LayerProperties, ZeroExpertGivesPartnerWeightOne) {
-  MoeConfig c = small_config(RouterKind::kMoepp);
-  c.training = false;
-  c.layer_index = 0;
-  const MoeLayer layer(c);
-  MoeParams p = MoeParams::zeros(c);
-  p.init_random(c, 3, 0.5f);
+  const auto [c, layer, p] = moepp_inference_layer0();
   std::mt19937 rng(2);
   Tensor x = randn({64, c.hidden}, rng);
   MoeForwardState st;
@@ -121,12 +133,7 @@ TEST(LayerProperties, ZeroExpertGivesPartnerWeightOne) {
 }
 
 TEST(LayerProperties, ZeroComputationTokensDoNoFfnWork) {
-  MoeConfig c = small_config(RouterKind::kMoepp);
-  c.training = false;
-  c.layer_index = 0;
-  const MoeLayer layer(c);
-  MoeParams p = MoeParams::zeros(c);
-  p.init_random(c, 3, 0.5f);
+  auto [c, layer, p] = moepp_inference_layer0();
   // Feature 0 is a bias: huge for the zero-computation experts in tokens 0..7, absent for 8..15.
   for (int64_t e = c.n_ffn(); e < c.n_experts; ++e) p.wg.data[e * c.hidden] = 50.0f;
   std::mt19937 rng(4);

@@ -14,9 +14,12 @@
 #include "analysis/routing_stats.h"
 #include "core/error.h"
 #include "model/model.h"
+#include "test_util.h"
 
 namespace moepp {
 namespace {
+
+using namespace test;
 
 using analysis::AnalyzeOptions;
 using analysis::RoutingAnalysis;
@@ -33,13 +36,6 @@ ModelParams tiny_params(const ModelConfig& c, uint64_t seed, float std = 0.3f) {
   ModelParams p = ModelParams::zeros(c);
   p.init_random(c, seed, std);
   return p;
-}
-
-std::vector<int32_t> random_tokens(int64_t n, int64_t V, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::vector<int32_t> t(n);
-  for (auto& x : t) x = static_cast<int32_t>(rng() % V);
-  return t;
 }
 
 int64_t total(const std::vector<int64_t>& v) { return std::accumulate(v.begin(), v.end(), int64_t{0}); }

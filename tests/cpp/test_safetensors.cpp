@@ -3,13 +3,10 @@
 // (each must throw moepp::Error whose message names the file and the field / tensor at fault).
 #include <gtest/gtest.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
-#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <functional>
 #include <limits>
 #include <random>
@@ -21,40 +18,20 @@
 #include "core/error.h"
 #include "core/tensor.h"
 #include "io/safetensors.h"
+#include "test_util.h"
 
 namespace fs = std::filesystem;
 using moepp::Error;
 using moepp::Tensor;
 using namespace moepp::io;
+using namespace moepp::test;
 
 namespace {
 
-class Safetensors : public ::testing::Test {
+class Safetensors : public ScratchDirTest {
  protected:
-  void SetUp() override {
-    static std::atomic<int> counter{0};
-    dir_ = fs::path(::testing::TempDir()) /
-           ("moepp_st_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
-  fs::path dir_;
+  Safetensors() : ScratchDirTest("moepp_st") {}
 };
-
-std::string slurp(const std::string& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-void spit(const std::string& p, const std::string& bytes) {
-  std::ofstream out(p, std::ios::binary);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
 
 // A safetensors file image: 8-byte little-endian length, the header text, `data_size` data bytes.
 std::string image(const std::string& header, size_t data_size, uint64_t length_field) {
@@ -194,7 +171,7 @@ TEST_F(Safetensors, EmptyFileWithNoTensors) {
   EXPECT_EQ(f.header().data_start, fs::file_size(p));
 
   // An empty data section holding only zero-size tensors.
-  spit(path("zero.safetensors"),
+  write_bytes(path("zero.safetensors"),
        image(R"({"z":{"dtype":"F16","shape":[0],"data_offsets":[0,0]},"y":{"dtype":"I64","shape":[3,0],"data_offsets":[0,0]}})"));
   SafetensorsFile g(path("zero.safetensors"));
   EXPECT_TRUE(g.read_f32("z").data.empty());
@@ -212,7 +189,7 @@ TEST_F(Safetensors, WriterLayout) {
   w.set_metadata("k", "v");
   const std::string p = path("layout.safetensors");
   w.write(p);
-  const std::string bytes = slurp(p);
+  const std::string bytes = read_bytes(p);
   ASSERT_GE(bytes.size(), 8u);
   uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<uint8_t>(bytes[i]);
@@ -255,7 +232,7 @@ TEST_F(Safetensors, OverwriteIsAtomicAndLeavesNoTemp) {
   w2.write(p);
   EXPECT_EQ(SafetensorsFile(p).read_f32("t").data, v2);
   size_t count = 0;
-  for (const auto& e : fs::directory_iterator(dir_)) (void)e, ++count;
+  for (const auto& e : fs::directory_iterator(dir())) (void)e, ++count;
   EXPECT_EQ(count, 1u);
 }
 
@@ -284,7 +261,7 @@ TEST_F(Safetensors, ShardedRoundTrip) {
   EXPECT_EQ(shard_files.front(), "model-00001-of-0000" + std::to_string(n) + ".safetensors");
   EXPECT_EQ(shard_files.back(), last);
 
-  const nlohmann::json idx = nlohmann::json::parse(slurp(d + "/model.safetensors.index.json"));
+  const nlohmann::json idx = nlohmann::json::parse(read_bytes(d + "/model.safetensors.index.json"));
   EXPECT_EQ(idx["metadata"]["total_size"].get<uint64_t>(), 4u * 4 * (1 + 2 + 3 + 4 + 5));
   EXPECT_EQ(idx["weight_map"].size(), 5u);
   EXPECT_EQ(idx["weight_map"]["layer.0.weight"], "model-00001-of-0000" + std::to_string(n) + ".safetensors");
@@ -532,7 +509,7 @@ const char* kGood = R"("w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]})";
 
 // Writes `bytes` to a file, opens it, and returns the error message (checking it names the file).
 std::string open_error(const std::string& p, const std::string& bytes) {
-  spit(p, bytes);
+  write_bytes(p, bytes);
   const std::string msg = error_of([&] { SafetensorsFile f(p); });
   EXPECT_HAS(msg, p);
   // parse_header on the same bytes fails the same way.
@@ -674,7 +651,7 @@ TEST_F(Safetensors, BadSizeOverflow) {
                  image(R"({"w":{"dtype":"I64","shape":[2305843009213693952],"data_offsets":[0,0]}})"));  // 2^61 * 8
   EXPECT_HAS(m, "overflow");
   // A zero dimension makes the tensor empty, whatever the others are.
-  spit(path("c"), image(R"({"w":{"dtype":"F32","shape":[4294967296,0,4294967296],"data_offsets":[0,0]}})"));
+  write_bytes(path("c"), image(R"({"w":{"dtype":"F32","shape":[4294967296,0,4294967296],"data_offsets":[0,0]}})"));
   EXPECT_EQ(SafetensorsFile(path("c")).info("w").shape[1], 0);
 }
 
@@ -689,7 +666,7 @@ TEST_F(Safetensors, BadOverlap) {
   // Identical ranges overlap too; empty tensors overlap nothing; gaps are allowed.
   EXPECT_HAS(open_error(path("b"), image(R"({"a":{"dtype":"I32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", 4)),
              "overlaps");
-  spit(path("c"),
+  write_bytes(path("c"),
        image(R"({"a":{"dtype":"I32","shape":[1],"data_offsets":[0,4]},"e":{"dtype":"F32","shape":[0],"data_offsets":[2,2]},"g":{"dtype":"F16","shape":[1],"data_offsets":[6,8]}})",
              8));
   EXPECT_EQ(SafetensorsFile(path("c")).names().size(), 3u);
@@ -701,15 +678,15 @@ TEST_F(Safetensors, BadMetadata) {
   m = open_error(path("b"), image(R"({"__metadata__":{"ok":"x","format":3}})"));
   EXPECT_HAS(m, "'__metadata__'");
   EXPECT_HAS(m, "'format'");
-  spit(path("c"), image(R"({"__metadata__":{"format":"pt"}})"));
+  write_bytes(path("c"), image(R"({"__metadata__":{"format":"pt"}})"));
   EXPECT_EQ(SafetensorsFile(path("c")).header().metadata.at("format"), "pt");
 }
 
 TEST_F(Safetensors, BadFileOpen) {
   std::string m = error_of([&] { SafetensorsFile f(path("does-not-exist.safetensors")); });
   EXPECT_HAS(m, "does-not-exist.safetensors");
-  m = error_of([&] { SafetensorsFile f(dir_.string()); });
-  EXPECT_HAS(m, dir_.string());
+  m = error_of([&] { SafetensorsFile f(dir().string()); });
+  EXPECT_HAS(m, dir().string());
 }
 
 TEST_F(Safetensors, BadReads) {
@@ -768,11 +745,11 @@ TEST_F(Safetensors, AtomicWriteErrors) {
   fs::create_directories(path("target/inner"));
   m = error_of([&] { write_file_atomic(path("target"), "abc", 3); });
   EXPECT_HAS(m, path("target"));
-  for (const auto& e : fs::directory_iterator(dir_))
+  for (const auto& e : fs::directory_iterator(dir()))
     EXPECT_EQ(e.path().filename().string().find(".tmp."), std::string::npos) << e.path();
   // Success path.
   write_file_atomic(path("ok.bin"), "abc", 3);
-  EXPECT_EQ(slurp(path("ok.bin")), "abc");
+  EXPECT_EQ(read_bytes(path("ok.bin")), "abc");
   write_file_atomic(path("empty.bin"), nullptr, 0);
   EXPECT_EQ(fs::file_size(path("empty.bin")), 0u);
 }
@@ -796,7 +773,7 @@ TEST_F(Safetensors, IndexErrors) {
   w.write(path("shard1.safetensors"));
   const std::string idx = path("model.safetensors.index.json");
   auto index_error = [&](const std::string& text) {
-    spit(idx, text);
+    write_bytes(idx, text);
     std::string msg = error_of([&] { SafetensorsModel x(idx); });
     EXPECT_HAS(msg, idx);
     return msg;
@@ -817,12 +794,12 @@ TEST_F(Safetensors, IndexErrors) {
   m = index_error(R"({"weight_map": {"a": "/etc/passwd"}})");
   EXPECT_HAS(m, "relative");
   // A malformed shard is reported with the shard's own path.
-  spit(path("broken.safetensors"), "xx");
-  spit(idx, R"({"weight_map": {"a": "broken.safetensors"}})");
+  write_bytes(path("broken.safetensors"), "xx");
+  write_bytes(idx, R"({"weight_map": {"a": "broken.safetensors"}})");
   m = error_of([&] { SafetensorsModel x(idx); });
   EXPECT_HAS(m, path("broken.safetensors"));
   // The directory form finds the index too.
-  spit(idx, R"({"metadata": {"total_size": 8}, "weight_map": {"a": "shard1.safetensors"}})");
-  SafetensorsModel ok(dir_.string());
+  write_bytes(idx, R"({"metadata": {"total_size": 8}, "weight_map": {"a": "shard1.safetensors"}})");
+  SafetensorsModel ok(dir().string());
   EXPECT_EQ(ok.read_f32("a").data, f);
 }

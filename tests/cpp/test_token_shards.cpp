@@ -3,49 +3,28 @@
 // truncation, trailing bytes, id >= vocab...; each a moepp::Error naming the file), the batch
 // sampler's determinism and window contents, the corpus text reader, and `moepp data` on the CLI.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "core/error.h"
 #include "data/token_shards.h"
+#include "test_util.h"
 
 namespace fs = std::filesystem;
 using moepp::Error;
 using namespace moepp::data;
+using namespace moepp::test;
 
 namespace {
 
-std::string slurp(const std::string& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-void spit(const std::string& p, const std::string& bytes) {
-  std::ofstream out(p, std::ios::binary);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
-
-class TokenShards : public ::testing::Test {
+class TokenShards : public ScratchDirTest {
  protected:
-  void SetUp() override {
-    static int counter = 0;
-    dir_ = fs::path(::testing::TempDir()) /
-           ("moepp_shard_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+  TokenShards() : ScratchDirTest("moepp_shard") {}
 
   // Expects opening `file` to throw a moepp::Error naming the file and containing `needle`.
   void expect_open_error(const std::string& file, const std::string& needle) {
@@ -58,7 +37,6 @@ class TokenShards : public ::testing::Test {
       EXPECT_NE(m.find(needle), std::string::npos) << m;
     }
   }
-  fs::path dir_;
 };
 
 std::vector<std::vector<int32_t>> some_docs() { return {{10, 11, 12}, {}, {13, 4000, 14, 15}}; }
@@ -75,7 +53,7 @@ TEST_F(TokenShards, RoundTripUint16WithBosEos) {
   EXPECT_EQ(s.tokens(0, s.size()), (std::vector<int32_t>{1, 10, 11, 12, 2, 1, 2, 1, 13, 4000, 14, 15, 2}));
   EXPECT_EQ(fs::file_size(p), kShardHeaderBytes + 13 * 2);
   // No temp file left behind.
-  for (const auto& e : fs::directory_iterator(dir_)) EXPECT_EQ(e.path().filename().string(), "a.bin");
+  for (const auto& e : fs::directory_iterator(dir())) EXPECT_EQ(e.path().filename().string(), "a.bin");
 }
 
 TEST_F(TokenShards, RoundTripUint32EosOnly) {
@@ -101,7 +79,7 @@ TEST_F(TokenShards, Uint16Boundary) {
 TEST_F(TokenShards, HeaderLayout) {
   const std::string p = path("h.bin");
   write_token_shard(p, {{7, 8}}, 300, 1, 2, kShardFlagEos);
-  const std::string b = slurp(p);
+  const std::string b = read_bytes(p);
   ASSERT_EQ(b.size(), 64u + 3 * 2);
   auto u32 = [&](size_t o) {
     uint32_t v;
@@ -137,7 +115,7 @@ TEST_F(TokenShards, WriterRejectsBadIdsAndLeavesNoFile) {
     EXPECT_THROW(w.add_document({-3}), Error);
   }  // destroyed without finish(): nothing written
   EXPECT_FALSE(fs::exists(p));
-  EXPECT_TRUE(fs::is_empty(dir_));
+  EXPECT_TRUE(fs::is_empty(dir()));
   EXPECT_THROW(TokenShardWriter(p, 100, 1, 200, kShardFlagEos), Error);  // eos outside vocab
   EXPECT_THROW(TokenShardWriter(p, 100, -1, 2, kShardFlagBos), Error);
   EXPECT_THROW(TokenShardWriter(p, 0, 1, 2), Error);
@@ -159,10 +137,10 @@ TEST_F(TokenShards, WriterReplacesAtomically) {
 TEST_F(TokenShards, MalformedShards) {
   const std::string good = path("good.bin");
   write_token_shard(good, {{10, 20, 30}, {40}}, 1000, 1, 2);
-  const std::string g = slurp(good);
+  const std::string g = read_bytes(good);
   auto variant = [&](const std::string& name, std::string bytes) {
     const std::string p = path(name);
-    spit(p, bytes);
+    write_bytes(p, bytes);
     return p;
   };
   auto patch32 = [&](std::string b, size_t off, uint32_t v) {
@@ -196,7 +174,7 @@ TEST_F(TokenShards, MalformedShards) {
   std::memcpy(b.data() + 24, &huge, 8);
   expect_open_error(variant("count.bin", b), "truncated");
   expect_open_error(path("does_not_exist.bin"), "cannot open");
-  EXPECT_THROW(TokenShard s(dir_.string()), Error);  // a directory
+  EXPECT_THROW(TokenShard s(dir().string()), Error);  // a directory
 }
 
 TEST_F(TokenShards, MoveKeepsMapping) {
@@ -286,9 +264,9 @@ TEST_F(TokenShards, SamplerRejectsBadShapes) {
 
 TEST_F(TokenShards, ReadTextDocuments) {
   const std::string p = path("docs.txt");
-  spit(p, "\n\nfirst doc\nline two\r\n\nsecond\n \t \n\n\nthird\nend");
+  write_bytes(p, "\n\nfirst doc\nline two\r\n\nsecond\n \t \n\n\nthird\nend");
   EXPECT_EQ(read_text_documents(p), (std::vector<std::string>{"first doc\nline two", "second", "third\nend"}));
-  spit(p, "");
+  write_bytes(p, "");
   EXPECT_TRUE(read_text_documents(p).empty());
   EXPECT_THROW(read_text_documents(path("none.txt")), Error);
 }
@@ -299,29 +277,29 @@ TEST_F(TokenShards, CliTokenizeAndInfo) {
   const std::string bin = MOEPP_BINARY;
   std::string text;
   for (int i = 0; i < 200; ++i) text += "the whale and the sea and the ship number " + std::to_string(i % 10) + "\n";
-  spit(path("t.txt"), text);
-  spit(path("docs.txt"), "the whale\n\nthe sea and the ship\n");
+  write_bytes(path("t.txt"), text);
+  write_bytes(path("docs.txt"), "the whale\n\nthe sea and the ship\n");
   const std::string m = path("tok.model"), out = path("out.txt"), shard = path("t.bin");
   ASSERT_EQ(std::system((bin + " tokenizer train --input " + path("t.txt") + " --vocab-size 300 --out " + m + " > " +
                          out + " 2>&1")
                             .c_str()),
             0)
-      << slurp(out);
+      << read_bytes(out);
   ASSERT_EQ(std::system((bin + " data tokenize --tokenizer " + m + " --input " + path("docs.txt") + " --out " + shard +
                          " > " + out + " 2>&1")
                             .c_str()),
             0)
-      << slurp(out);
+      << read_bytes(out);
   const TokenShard s(shard);
   EXPECT_EQ(s.info().n_docs, 2u);
   EXPECT_EQ(s.info().flags, kShardFlagBos | kShardFlagEos);
   EXPECT_EQ(s.at(0), 1);
   EXPECT_EQ(s.at(s.size() - 1), 2);
   ASSERT_EQ(std::system((bin + " data info --shard " + shard + " > " + out + " 2>&1").c_str()), 0);
-  EXPECT_NE(slurp(out).find("2 documents"), std::string::npos) << slurp(out);
-  spit(path("junk.bin"), "junk");
+  EXPECT_NE(read_bytes(out).find("2 documents"), std::string::npos) << read_bytes(out);
+  write_bytes(path("junk.bin"), "junk");
   EXPECT_NE(std::system((bin + " data info --shard " + path("junk.bin") + " > " + out + " 2>&1").c_str()), 0);
-  EXPECT_NE(slurp(out).find("junk.bin"), std::string::npos) << slurp(out);
+  EXPECT_NE(read_bytes(out).find("junk.bin"), std::string::npos) << read_bytes(out);
 }
 #endif
 

@@ -3,33 +3,22 @@
 // control bytes), the special ids, determinism of training, and the moepp::Error cases (missing or
 // corrupt model, bad inputs, bad ids), plus the `moepp tokenizer` CLI.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
-#include <atomic>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <string>
 #include <vector>
 
 #include "core/error.h"
 #include "tokenizer/tokenizer.h"
+#include "test_util.h"
 
 namespace fs = std::filesystem;
 using moepp::Error;
 using moepp::Tokenizer;
+using namespace moepp::test;
 
 namespace {
-
-std::string slurp(const std::string& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-void spit(const std::string& p, const std::string& bytes) {
-  std::ofstream out(p, std::ios::binary);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
 
 // A few KB of plain English-like text (ASCII only), generated deterministically.
 std::string training_text() {
@@ -53,24 +42,21 @@ std::string training_text() {
 
 class TokenizerTest : public ::testing::Test {
  protected:
+  // One directory for the whole suite: the tokenizer is trained once.
   static void SetUpTestSuite() {
-    dir_ = new fs::path(fs::path(::testing::TempDir()) / ("moepp_tok_" + std::to_string(::getpid())));
-    fs::remove_all(*dir_);
-    fs::create_directories(*dir_);
-    spit((*dir_ / "train.txt").string(), training_text());
-    moepp::train_tokenizer({(*dir_ / "train.txt").string()}, model(), 320);
+    scratch_ = new ScratchDir("moepp_tok");
+    write_bytes(path("train.txt"), training_text());
+    moepp::train_tokenizer({path("train.txt")}, model(), 320);
   }
   static void TearDownTestSuite() {
-    std::error_code ec;
-    fs::remove_all(*dir_, ec);
-    delete dir_;
-    dir_ = nullptr;
+    delete scratch_;
+    scratch_ = nullptr;
   }
-  static std::string model() { return (*dir_ / "tok" / "tokenizer.model").string(); }
-  static std::string path(const std::string& name) { return (*dir_ / name).string(); }
-  static fs::path* dir_;
+  static std::string model() { return (scratch_->dir() / "tok" / "tokenizer.model").string(); }
+  static std::string path(const std::string& name) { return scratch_->path(name); }
+  static ScratchDir* scratch_;
 };
-fs::path* TokenizerTest::dir_ = nullptr;
+ScratchDir* TokenizerTest::scratch_ = nullptr;
 
 TEST_F(TokenizerTest, SpecialIdsAndVocab) {
   const Tokenizer tok(model());
@@ -147,14 +133,14 @@ TEST_F(TokenizerTest, DecodeRejectsOutOfRangeIds) {
 TEST_F(TokenizerTest, TrainingIsDeterministic) {
   const std::string again = path("again/tokenizer.model");
   moepp::train_tokenizer({path("train.txt")}, again, 320);
-  EXPECT_EQ(slurp(again), slurp(model()));
+  EXPECT_EQ(read_bytes(again), read_bytes(model()));
 }
 
 TEST_F(TokenizerTest, LongLinesAreCutNotDropped) {
   // One 20 KB line (longer than max_sentence_bytes) must still train a usable model.
   std::string line;
   for (int i = 0; line.size() < 20000; ++i) line += (i % 3 ? "harpoon " : "leviathan ");
-  spit(path("long.txt"), line + "\n");
+  write_bytes(path("long.txt"), line + "\n");
   const std::string m = path("long/tokenizer.model");
   moepp::TokenizerTrainOptions o;
   o.max_sentence_bytes = 1024;
@@ -172,20 +158,20 @@ TEST_F(TokenizerTest, LoadErrors) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("missing.model"), std::string::npos) << e.what();
   }
-  spit(path("corrupt.model"), "this is not a protobuf \xFF\xFE\x00\x01 at all");
+  write_bytes(path("corrupt.model"), "this is not a protobuf \xFF\xFE\x00\x01 at all");
   try {
     Tokenizer t(path("corrupt.model"));
     FAIL();
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("corrupt.model"), std::string::npos) << e.what();
   }
-  spit(path("empty.model"), "");
+  write_bytes(path("empty.model"), "");
   EXPECT_THROW(Tokenizer(path("empty.model")), Error);
   // A truncated real model.
-  const std::string bytes = slurp(model());
-  spit(path("truncated.model"), bytes.substr(0, bytes.size() / 2));
+  const std::string bytes = read_bytes(model());
+  write_bytes(path("truncated.model"), bytes.substr(0, bytes.size() / 2));
   EXPECT_THROW(Tokenizer(path("truncated.model")), Error);
-  EXPECT_THROW(Tokenizer(dir_->string()), Error);  // a directory
+  EXPECT_THROW(Tokenizer(scratch_->dir().string()), Error);  // a directory
   Tokenizer none;
   EXPECT_FALSE(none.loaded());
   EXPECT_THROW(none.encode("x"), Error);
@@ -193,7 +179,7 @@ TEST_F(TokenizerTest, LoadErrors) {
 
 TEST_F(TokenizerTest, TrainErrors) {
   EXPECT_THROW(moepp::train_tokenizer({path("nope.txt")}, path("x/tokenizer.model"), 320), Error);
-  spit(path("blank.txt"), "\n\n  \n");
+  write_bytes(path("blank.txt"), "\n\n  \n");
   EXPECT_THROW(moepp::train_tokenizer({path("blank.txt")}, path("x/tokenizer.model"), 320), Error);
   EXPECT_THROW(moepp::train_tokenizer({path("train.txt")}, path("x/tokenizer.model"), 100), Error);  // < 300
   EXPECT_THROW(moepp::train_tokenizer({}, path("x/tokenizer.model"), 320), Error);
@@ -217,18 +203,18 @@ TEST_F(TokenizerTest, CliTrainEncodeDecode) {
                          " > " + out + " 2>&1")
                             .c_str()),
             0)
-      << slurp(out);
+      << read_bytes(out);
   ASSERT_EQ(std::system((bin + " tokenizer encode --model " + m + " --text 'the sea' --bos > " + out).c_str()), 0);
-  std::string ids = slurp(out);
+  std::string ids = read_bytes(out);
   ASSERT_EQ(ids.rfind("1 ", 0), 0u) << ids;
   while (!ids.empty() && ids.back() == '\n') ids.pop_back();
   ASSERT_EQ(std::system((bin + " tokenizer decode --model " + m + " --ids '" + ids + "' > " + out).c_str()), 0);
-  EXPECT_EQ(slurp(out), "the sea\n");
+  EXPECT_EQ(read_bytes(out), "the sea\n");
   EXPECT_NE(std::system((bin + " tokenizer encode --model " + path("missing.model") + " --text x > " + out +
                          " 2>&1")
                             .c_str()),
             0);
-  EXPECT_NE(slurp(out).find("missing.model"), std::string::npos);
+  EXPECT_NE(read_bytes(out).find("missing.model"), std::string::npos);
 }
 #endif
 

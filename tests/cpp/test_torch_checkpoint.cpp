@@ -5,12 +5,9 @@
 // disallowed global, storage too small, missing tensor, ...), each a moepp::Error naming the file.
 // Every truncation and many single-byte corruptions of a valid file must give an Error, never a crash.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
-#include <atomic>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <string>
 #include <vector>
 
@@ -18,10 +15,12 @@
 #include "io/safetensors.h"
 #include "io/torch_checkpoint.h"
 #include "io/weight_source.h"
+#include "test_util.h"
 
 namespace fs = std::filesystem;
 using moepp::Error;
 using namespace moepp::io;
+using namespace moepp::test;
 
 namespace {
 
@@ -47,6 +46,31 @@ struct ZipIn {
   uint16_t flags = 0;
 };
 
+// The zip64 extended-information extra field: both sizes (stored, so equal), then the local header's
+// offset when `local_header_offset` is given (central directory entries).
+std::string zip64_extra(uint64_t size, const uint64_t* local_header_offset = nullptr) {
+  std::string x;
+  put16(x, 1);
+  put16(x, local_header_offset ? 24 : 16);
+  put64(x, size);
+  put64(x, size);
+  if (local_header_offset) put64(x, *local_header_offset);
+  return x;
+}
+
+// The fields a local header and its central directory entry share, from the flags to the extra field's
+// length (zip64: the 32-bit sizes are 0xFFFFFFFF, the real ones in the extra field).
+void put_entry_fields(std::string& s, const ZipIn& e, uint32_t crc, bool zip64, size_t extra_size) {
+  put16(s, e.flags);
+  put16(s, e.method);
+  put32(s, 0);  // modification time and date
+  put32(s, crc);
+  put32(s, zip64 ? 0xFFFFFFFFu : static_cast<uint32_t>(e.data.size()));  // compressed size
+  put32(s, zip64 ? 0xFFFFFFFFu : static_cast<uint32_t>(e.data.size()));  // uncompressed size
+  put16(s, static_cast<uint32_t>(e.name.size()));
+  put16(s, static_cast<uint32_t>(extra_size));
+}
+
 // A zip archive of `in` (data stored as given, whatever `method` says). With zip64 every size and
 // offset goes through zip64 extra fields and the zip64 end records. Local headers are padded like
 // torch's so that data starts at a multiple of 64.
@@ -55,49 +79,22 @@ std::string make_zip(const std::vector<ZipIn>& in, bool zip64 = false) {
   for (const ZipIn& e : in) {
     const uint64_t off = out.size();
     const uint32_t crc = crc32_of(reinterpret_cast<const uint8_t*>(e.data.data()), e.data.size());
-    std::string lx;
-    if (zip64) {
-      put16(lx, 1);
-      put16(lx, 16);
-      put64(lx, e.data.size());
-      put64(lx, e.data.size());
-    }
+    std::string lx = zip64 ? zip64_extra(e.data.size()) : "";
     const size_t unpadded = off + 30 + e.name.size() + lx.size() + 4;
     const size_t pad = (64 - unpadded % 64) % 64;
     put16(lx, 0x4246);  // torch's "FB" padding field
     put16(lx, static_cast<uint32_t>(pad));
     lx.append(pad, 'Z');
     put32(out, 0x04034b50);
-    put16(out, zip64 ? 45 : 20);
-    put16(out, e.flags);
-    put16(out, e.method);
-    put32(out, 0);
-    put32(out, crc);
-    put32(out, zip64 ? 0xFFFFFFFFu : static_cast<uint32_t>(e.data.size()));
-    put32(out, zip64 ? 0xFFFFFFFFu : static_cast<uint32_t>(e.data.size()));
-    put16(out, static_cast<uint32_t>(e.name.size()));
-    put16(out, static_cast<uint32_t>(lx.size()));
+    put16(out, zip64 ? 45 : 20);  // version needed
+    put_entry_fields(out, e, crc, zip64, lx.size());
     out += e.name + lx + e.data;
 
-    std::string cx;
-    if (zip64) {
-      put16(cx, 1);
-      put16(cx, 24);
-      put64(cx, e.data.size());
-      put64(cx, e.data.size());
-      put64(cx, off);
-    }
+    const std::string cx = zip64 ? zip64_extra(e.data.size(), &off) : "";
     put32(cd, 0x02014b50);
-    put16(cd, 45);
-    put16(cd, zip64 ? 45 : 20);
-    put16(cd, e.flags);
-    put16(cd, e.method);
-    put32(cd, 0);
-    put32(cd, crc);
-    put32(cd, zip64 ? 0xFFFFFFFFu : static_cast<uint32_t>(e.data.size()));
-    put32(cd, zip64 ? 0xFFFFFFFFu : static_cast<uint32_t>(e.data.size()));
-    put16(cd, static_cast<uint32_t>(e.name.size()));
-    put16(cd, static_cast<uint32_t>(cx.size()));
+    put16(cd, 45);               // version made by
+    put16(cd, zip64 ? 45 : 20);  // version needed
+    put_entry_fields(cd, e, crc, zip64, cx.size());
     put16(cd, 0);
     put16(cd, 0);
     put16(cd, 0);
@@ -223,28 +220,16 @@ std::string bf16s(const std::vector<float>& v) {
   return s;
 }
 
-class TorchCheckpointTest : public ::testing::Test {
+class TorchCheckpointTest : public ScratchDirTest {
  protected:
-  void SetUp() override {
-    static std::atomic<int> counter{0};
-    dir_ = fs::path(::testing::TempDir()) /
-           ("moepp_torch_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+  TorchCheckpointTest() : ScratchDirTest("moepp_torch") {}
+  // Writes `bytes` as file `name` of the scratch directory (creating its parent folders); returns its path.
   std::string write(const std::string& name, const std::string& bytes) const {
     const std::string p = path(name);
     fs::create_directories(fs::path(p).parent_path());
-    std::ofstream out(p, std::ios::binary);
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    write_bytes(p, bytes);
     return p;
   }
-  fs::path dir_;
 };
 
 // The standard small checkpoint: "a" [2, 3] F32 at offset 2 of a 12-float storage, "t" its

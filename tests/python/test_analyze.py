@@ -8,7 +8,6 @@
    message and a non-zero exit.
 Prints `N passed, M failed`.
 """
-import argparse
 import json
 import os
 import subprocess
@@ -17,31 +16,17 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
-SLICE = os.path.join(ROOT, "data", "slice", "train.txt")
+sys.path.insert(0, HERE)
+import helpers as H  # noqa: E402
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def tiny_config(tmp, steps=6):
     # A small piece of the committed slice: enough for a 320-piece tokenizer and a few steps.
-    with open(SLICE, encoding="utf-8") as f:
-        text = f.read(60_000)
-    docs = [d for d in text.split("\n\n") if d.strip()]
-    cut = max(1, len(docs) * 9 // 10)
-    train, valid = os.path.join(tmp, "train.txt"), os.path.join(tmp, "valid.txt")
-    with open(train, "w", encoding="utf-8") as f:
-        f.write("\n\n".join(docs[:cut]))
-    with open(valid, "w", encoding="utf-8") as f:
-        f.write("\n\n".join(docs[cut:]))
-    cfg = {
-        "model": {"hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 3, "num_attention_heads": 4,
-                  "num_key_value_heads": 2, "num_experts": [8], "moe_top_k": 2, "max_position_embeddings": 64},
-        "train_text": train, "valid_text": valid, "tokenizer_vocab": 320,
-        "batch_size": 4, "seq_len": 32, "steps": steps, "lr": 3e-3, "min_lr": 3e-4, "warmup_steps": 2,
-        "eval_every": 3, "eval_batches": 2, "ckpt_every": steps, "sample_tokens": 0,
-    }
-    path = os.path.join(tmp, "train.json")
-    with open(path, "w") as f:
-        json.dump(cfg, f)
+    train, valid = H.write_slice_corpus(tmp, 60_000)
+    path = H.write_tiny_train_config(tmp, train, valid, layers=3, tokenizer_vocab=320, steps=steps, eval_every=3,
+                                     ckpt_every=steps, sample_tokens=0)
     return path, valid
 
 
@@ -63,19 +48,8 @@ def is_png(path):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--moepp", required=True)
-    a = ap.parse_args()
-    results = []
-
-    def case(name, fn):
-        try:
-            fn()
-            results.append((name, None))
-            print(f"PASS {name}")
-        except Exception as e:  # noqa: BLE001
-            results.append((name, e))
-            print(f"FAIL {name}: {e}")
+    _, exe = H.parse_test_args(case_filter=False, verbose=False)
+    tally = H.Tally()
 
     plots = have_matplotlib()
     if not plots:
@@ -84,11 +58,11 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         cfg, valid = tiny_config(tmp)
         rund = os.path.join(tmp, "run")
-        run([a.moepp, "train", "--config", cfg, "--out", rund, "--quiet"])
+        run([exe, "train", "--config", cfg, "--out", rund, "--quiet"])
         out = os.path.join(tmp, "analysis")
 
         def analyze_report():
-            p = run([a.moepp, "analyze", "--model", rund, "--text", valid, "--out", out, "--max-tokens", "1500",
+            p = run([exe, "analyze", "--model", rund, "--text", valid, "--out", out, "--max-tokens", "1500",
                      "--seq-len", "48", "--top", "12", "--min-count", "3"])
             assert "wrote" in p.stdout, p.stdout
             j = json.load(open(os.path.join(out, "analysis.json"), encoding="utf-8"))
@@ -160,17 +134,13 @@ def main():
                 "not a model": (["--model", tmp, "--text", valid], "config.json"),
             }
             for name, (args, needle) in bad.items():
-                p = run([a.moepp, "analyze", *args, "--out", os.path.join(tmp, "bad"), "--no-plots"], check=False)
+                p = run([exe, "analyze", *args, "--out", os.path.join(tmp, "bad"), "--no-plots"], check=False)
                 assert p.returncode != 0 and needle in p.stderr, (name, p.returncode, p.stderr)
 
-        case("analyze_report", analyze_report)
-        case("plot_losses", plot_losses)
-        case("bad_inputs", bad_inputs)
+        tally.run_each(analyze_report, plot_losses, bad_inputs)
 
-    failed = sum(1 for _, e in results if e is not None)
-    print(f"{len(results) - failed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
+    return tally.finish()
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -24,7 +24,6 @@ Models are drawn without near-ties in routing (the seed is re-drawn when two of 
 routing scores in any forward pass are within 1e-5), so both sides select the same experts.
 Prints one line per case and `N passed, M failed`; exit 1 on failure.
 """
-import argparse
 import json
 import math
 import os
@@ -40,6 +39,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, HERE)
+import helpers as H  # noqa: E402
 import model_ref as M  # noqa: E402
 import safetensors_np as st  # noqa: E402
 
@@ -149,10 +149,7 @@ class RefModel:
 
 
 def write_model(d, config, W, tokenizer):
-    os.makedirs(d, exist_ok=True)
-    with open(os.path.join(d, "config.json"), "w") as f:
-        json.dump(config, f, indent=1)
-    st.save(os.path.join(d, "model.safetensors"), W, dtypes={k: "F32" for k in W})
+    H.write_checkpoint(d, config, W, "F32")
     shutil.copy(tokenizer, os.path.join(d, "tokenizer.model"))
 
 
@@ -425,14 +422,8 @@ def error_cases(exe, tmp, model_dir):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--moepp", required=True)
-    ap.add_argument("-k", default="")
-    ap.add_argument("-v", action="store_true")
-    args = ap.parse_args()
-    exe = os.path.abspath(args.moepp)
-    passed = failed = 0
-    t_start = time.time()
+    args, exe = H.parse_test_args()
+    tally = H.Tally(print_run_time=True)
     with tempfile.TemporaryDirectory(prefix="moepp_eval_") as tmp:
         with open(SLICE_TRAIN, encoding="utf-8") as f:
             train_text = f.read(60_000)
@@ -474,25 +465,16 @@ def main():
             t0 = time.time()
             try:
                 note = fn()
-                passed += 1
-                print(f"PASS {name:28s} {note} [{time.time() - t0:.1f}s]")
+                tally.ok(f"{name:28s} {note} [{time.time() - t0:.1f}s]")
             except (Failure, AssertionError) as e:
-                failed += 1
-                print(f"FAIL {name}: {e}")
+                tally.fail(f"{name}: {e}")
         if not args.k or "error" in args.k:
             config = model_cfg(vocab)
             model_dir = os.path.join(tmp, "err_model")
             write_model(model_dir, config, M.make_weights(config, 99), tok.model)
             for name, ok, msg in error_cases(exe, tmp, model_dir):
-                if ok:
-                    passed += 1
-                    print(f"PASS error_{name}" + (f": {msg}" if args.v else ""))
-                else:
-                    failed += 1
-                    print(f"FAIL error_{name}: {msg}")
-    print(f"({time.time() - t_start:.1f}s)")
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+                tally.record(f"error_{name}", ok, msg, args.v)
+    return tally.finish()
 
 
 if __name__ == "__main__":

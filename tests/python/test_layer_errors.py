@@ -8,7 +8,6 @@ one thing, runs `moepp layer` and asserts: exit code != 0, not killed by a signa
 stderr names the offending file, key or tensor (case-insensitive substring; any one of the listed
 alternatives). A valid control case must exit 0. Final line: `N passed, M failed`.
 """
-import argparse
 import json
 import os
 import re
@@ -20,6 +19,7 @@ import tempfile
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import helpers as H  # noqa: E402
 import moepp_ref as R  # noqa: E402
 import safetensors_np as st  # noqa: E402
 
@@ -55,22 +55,15 @@ def run(exe, args):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--moepp", required=True)
-    ap.add_argument("-v", action="store_true")
-    args = ap.parse_args()
-    exe = os.path.abspath(args.moepp)
-    if not os.path.exists(exe):
-        print(f"moepp binary not found: {exe}")
-        print("0 passed, 1 failed")
+    args, exe = H.parse_test_args(case_filter=False)
+    if H.moepp_binary_missing(exe):
         return 1
     tmp = tempfile.mkdtemp(prefix="moepp_errors_")
-    passed = failed = 0
+    tally = H.Tally()
 
     def check(name, mutate, expect, expect_ok=False, raw_args=None):
         """mutate(case) breaks a valid case; expect: list of substrings (one must be in stderr);
         the strings may use {pc} {pw} {pi} for the file paths (or basenames)."""
-        nonlocal passed, failed
         case = Case(tmp)
         try:
             mutate(case)
@@ -81,8 +74,7 @@ def main():
                 post(case)
             rc, out, err = run(exe, raw_args(case) if raw_args else case.args())
         except Exception as e:  # noqa: BLE001
-            failed += 1
-            print(f"FAIL {name}: harness error {type(e).__name__}: {e}")
+            tally.fail(f"{name}: harness error {type(e).__name__}: {e}")
             return
         if expect_ok:
             ok = rc == 0 and os.path.exists(case.po)
@@ -100,11 +92,9 @@ def main():
                 msg += f"; stderr does not name any of {expect}"
             msg += f"; stderr={err.strip()[:300]!r}"
         if ok:
-            passed += 1
-            print(f"PASS {name}" + (f"  [{err.strip()[:160]}]" if args.v and not expect_ok else ""))
+            tally.ok(name + (f"  [{err.strip()[:160]}]" if args.v and not expect_ok else ""))
         else:
-            failed += 1
-            print(f"FAIL {name}: {msg}")
+            tally.fail(f"{name}: {msg}")
 
     def cfg_set(**kw):
         def m(c):
@@ -271,8 +261,7 @@ def main():
           raw_args=lambda c: ["layer", "--config", c.pc, "--weights", c.pw, "--inputs", c.pi])
 
     shutil.rmtree(tmp, ignore_errors=True)
-    print(f"{passed} passed, {failed} failed")
-    return 0 if failed == 0 else 1
+    return tally.finish()
 
 
 if __name__ == "__main__":

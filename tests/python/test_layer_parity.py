@@ -24,17 +24,16 @@ group adds all-zero tokens (exactly equal scores) and assumes ties go to the low
 docs/layer.md does not state (the C++ side and the reference both use it).
 Prints the worst relative error per case and a final line `N passed, M failed`; exit 1 on failure.
 """
-import argparse
 import json
 import os
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import helpers as H  # noqa: E402
 import moepp_ref as R  # noqa: E402
 import safetensors_np as st  # noqa: E402
 
@@ -309,19 +308,11 @@ def run_case(exe, tmp, group, name, config, T, opts, seed, verbose):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--moepp", required=True)
-    ap.add_argument("-k", default="", help="run only cases whose group/name contains this")
-    ap.add_argument("-v", action="store_true")
-    ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    args = ap.parse_args()
-    exe = os.path.abspath(args.moepp)
-    if not os.path.exists(exe):
-        print(f"moepp binary not found: {exe}")
-        print("0 passed, 1 failed")
+    args, exe = H.parse_test_args(
+        add_options=lambda ap: ap.add_argument("--keep", action="store_true", help="keep the temporary directory"))
+    if H.moepp_binary_missing(exe):
         return 1
-    t0 = time.time()
-    passed = failed = 0
+    tally = H.Tally(print_run_time=True)
     tmp = tempfile.mkdtemp(prefix="moepp_parity_")
     try:
         for i, (group, name, config, T, opts) in enumerate(build_cases()):
@@ -330,23 +321,18 @@ def main():
                 continue
             try:
                 worst, wname, notes = run_case(exe, tmp, group, name, config, T, opts, 1 + i, args.v)
-                passed += 1
-                print(f"PASS {full:48s} T={T:<3d} worst rel err {worst:.2e} ({wname}) {' '.join(notes)}")
+                tally.ok(f"{full:48s} T={T:<3d} worst rel err {worst:.2e} ({wname}) {' '.join(notes)}")
             except Failure as e:
-                failed += 1
-                print(f"FAIL {full:48s} T={T:<3d} {e}")
+                tally.fail(f"{full:48s} T={T:<3d} {e}")
             except Exception as e:  # noqa: BLE001  (reference or harness error: still a failure)
-                failed += 1
-                print(f"FAIL {full:48s} T={T:<3d} {type(e).__name__}: {e}")
+                tally.fail(f"{full:48s} T={T:<3d} {type(e).__name__}: {e}")
     finally:
         if args.keep:
             print(f"files kept in {tmp}")
         else:
             import shutil
             shutil.rmtree(tmp, ignore_errors=True)
-    print(f"({time.time() - t0:.1f} s)")
-    print(f"{passed} passed, {failed} failed")
-    return 0 if failed == 0 else 1
+    return tally.finish()
 
 
 if __name__ == "__main__":

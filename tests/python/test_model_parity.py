@@ -20,8 +20,6 @@ Cases are drawn without near-ties in any block's top-k selection (the seed is re
 first K+1 sorted routing scores are within 2e-5), so both sides select the same experts.
 Prints one line per case and a final line `N passed, M failed`; exit 1 on failure.
 """
-import argparse
-import json
 import os
 import subprocess
 import sys
@@ -31,6 +29,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import helpers as H  # noqa: E402
 import model_ref as M  # noqa: E402
 import safetensors_np as st  # noqa: E402
 
@@ -83,25 +82,6 @@ def build_cases():
     return C
 
 
-def write_checkpoint(d, config, W, dtype, shards):
-    os.makedirs(d, exist_ok=True)
-    with open(os.path.join(d, "config.json"), "w") as f:
-        json.dump(config, f, indent=1)
-    names = list(W.keys())
-    if shards <= 1:
-        st.save(os.path.join(d, "model.safetensors"), W, dtypes={k: dtype for k in names})
-        return
-    groups = np.array_split(np.arange(len(names)), shards)
-    weight_map = {}
-    for s, idx in enumerate(groups):
-        fn = f"model-{s + 1:05d}-of-{shards:05d}.safetensors"
-        part = {names[i]: W[names[i]] for i in idx}
-        st.save(os.path.join(d, fn), part, dtypes={k: dtype for k in part})
-        weight_map.update({k: fn for k in part})
-    with open(os.path.join(d, "model.safetensors.index.json"), "w") as f:
-        json.dump({"metadata": {"total_size": 0}, "weight_map": weight_map}, f)
-
-
 def draw_case(config, B, T, opts, seed):
     """Weights, tokens and targets whose routing has no near-ties (re-draws the seed)."""
     m = M.resolve(config)
@@ -129,7 +109,7 @@ def draw_case(config, B, T, opts, seed):
 def run_case(exe, tmp, name, config, B, T, opts, seed):
     W, tokens, targets, ref, grads = draw_case(config, B, T, opts, seed)
     d = os.path.join(tmp, name)
-    write_checkpoint(d, config, W, opts.get("weight_dtype", "F32"), opts.get("shards", 1))
+    H.write_checkpoint(d, config, W, opts.get("weight_dtype", "F32"), opts.get("shards", 1))
     out_path = os.path.join(tmp, name + ".out.safetensors")
     cmd = [exe, "dump", "--model", d, "--tokens", ",".join(map(str, tokens.tolist())), "--out", out_path]
     if targets is not None:
@@ -192,7 +172,7 @@ def run_error_cases(exe, tmp):
     config = model_cfg()
     W = M.make_weights(config, 5)
     d = os.path.join(tmp, "err_model")
-    write_checkpoint(d, config, W, "F32", 1)
+    H.write_checkpoint(d, config, W, "F32", 1)
     o = os.path.join(tmp, "err.out.safetensors")
     cases = [
         ("token_outside_vocab", ["--tokens", "1,2,97"], "token id 97 at position 2"),
@@ -208,7 +188,7 @@ def run_error_cases(exe, tmp):
         results.append((name, ok, proc.stderr.strip()[:300]))
     os.remove(os.path.join(d, "model.safetensors"))
     W.pop("model.layers.1.self_attn.v_proj.weight")
-    write_checkpoint(d, config, W, "F32", 1)
+    H.write_checkpoint(d, config, W, "F32", 1)
     proc = subprocess.run([exe, "dump", "--model", d, "--out", o, "--tokens", "1,2"], capture_output=True, text=True,
                           timeout=60)
     results.append(("missing_tensor", proc.returncode == 1 and
@@ -217,14 +197,8 @@ def run_error_cases(exe, tmp):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--moepp", required=True)
-    ap.add_argument("-k", default="")
-    ap.add_argument("-v", action="store_true")
-    args = ap.parse_args()
-    exe = os.path.abspath(args.moepp)
-    passed = failed = 0
-    t_start = time.time()
+    args, exe = H.parse_test_args()
+    tally = H.Tally(print_run_time=True)
     with tempfile.TemporaryDirectory(prefix="moepp_model_parity_") as tmp:
         for idx, (name, config, B, T, opts) in enumerate(build_cases()):
             if args.k and args.k not in name:
@@ -232,23 +206,14 @@ def main():
             t0 = time.time()
             try:
                 worst, worst_name, note = run_case(exe, tmp, name, config, B, T, opts, seed=idx + 1)
-                passed += 1
-                print(f"PASS {name:34s} B={B} T={T:3d} worst rel err {worst:.2e} ({worst_name}) {note} "
-                      f"[{time.time() - t0:.1f}s]")
+                tally.ok(f"{name:34s} B={B} T={T:3d} worst rel err {worst:.2e} ({worst_name}) {note} "
+                         f"[{time.time() - t0:.1f}s]")
             except Failure as e:
-                failed += 1
-                print(f"FAIL {name}: {e}")
+                tally.fail(f"{name}: {e}")
         if not args.k or "error" in args.k:
             for name, ok, msg in run_error_cases(exe, tmp):
-                if ok:
-                    passed += 1
-                    print(f"PASS error_{name}" + (f": {msg}" if args.v else ""))
-                else:
-                    failed += 1
-                    print(f"FAIL error_{name}: {msg}")
-    print(f"({time.time() - t_start:.1f}s)")
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+                tally.record(f"error_{name}", ok, msg, args.v)
+    return tally.finish()
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ F64 tensor, a pickled non-tensor object (a disallowed global), a deflate-compres
 naming a missing shard: each exits 1 with a message naming the file. Prints `N passed, M failed`;
 exit 1 on failure.
 """
-import argparse
 import collections
 import datetime
 import json
@@ -32,6 +31,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import helpers as H  # noqa: E402
 import model_ref as M  # noqa: E402
 import safetensors_np as st  # noqa: E402
 
@@ -64,18 +64,7 @@ def new_dir(tmp, name, tokenizer=b"not really a sentencepiece model\x00\x01"):
 
 def write_st(d, T, dtype, shards=1):
     W = {k: v.float().numpy() for k, v in T.items()}  # exact: the values are representable in dtype
-    names = list(W)
-    if shards == 1:
-        st.save(os.path.join(d, "model.safetensors"), W, dtypes={k: dtype for k in names})
-        return
-    weight_map = {}
-    for s, idx in enumerate(np.array_split(np.arange(len(names)), shards)):
-        fn = f"model-{s + 1:05d}-of-{shards:05d}.safetensors"
-        part = {names[i]: W[names[i]] for i in idx}
-        st.save(os.path.join(d, fn), part, dtypes={k: dtype for k in part})
-        weight_map.update({k: fn for k in part})
-    with open(os.path.join(d, "model.safetensors.index.json"), "w") as f:
-        json.dump({"metadata": {"total_size": 0}, "weight_map": weight_map}, f)
+    H.write_safetensors_weights(d, W, dtype, shards)
 
 
 def write_bin(d, T, shards=1, **save_kw):
@@ -240,42 +229,23 @@ def error_cases(exe, tmp, W):
     p = os.path.join(d, "pytorch_model.bin.index.json")
     res.append(expect_error(exe, "missing_tensor_sharded", dump_args(d), [p, missing]))
 
-    d = new_dir(tmp, "err_unexpected")
-    T3 = dict(T)
-    T3["model.layers.0.self_attn.rotary_emb.inv_freq"] = torch.ones(4)
-    write_bin(d, T3)
-    res.append(expect_error(exe, "unexpected_tensor", dump_args(d),
-                            [os.path.join(d, "pytorch_model.bin"),
-                             "unexpected tensor 'model.layers.0.self_attn.rotary_emb.inv_freq'"]))
-
-    d = new_dir(tmp, "err_shape")
-    T4 = dict(T)
-    T4["model.norm.weight"] = torch.ones(31)
-    write_bin(d, T4)
-    res.append(expect_error(exe, "shape_mismatch", dump_args(d),
-                            [os.path.join(d, "pytorch_model.bin"),
-                             "tensor 'model.norm.weight' has shape [31], expected [32]"]))
-
-    d = new_dir(tmp, "err_int_dtype")
-    T5 = dict(T)
-    T5["model.norm.weight"] = torch.ones(32, dtype=torch.int64)
-    write_bin(d, T5)
-    res.append(expect_error(exe, "int_dtype", dump_args(d),
-                            [os.path.join(d, "pytorch_model.bin"), "tensor 'model.norm.weight' has dtype I64"]))
-
-    d = new_dir(tmp, "err_f64")
-    T6 = dict(T)
-    T6["model.norm.weight"] = torch.ones(32, dtype=torch.float64)
-    write_bin(d, T6)
-    res.append(expect_error(exe, "f64_storage", dump_args(d),
-                            [os.path.join(d, "pytorch_model.bin"), "global 'torch.DoubleStorage' is not allowed"]))
-
-    d = new_dir(tmp, "err_object")
-    T7 = dict(T)
-    T7["when"] = datetime.date(2024, 1, 1)  # pickled as a call of datetime.date: must never run
-    write_bin(d, T7)
-    res.append(expect_error(exe, "pickled_object", dump_args(d),
-                            [os.path.join(d, "pytorch_model.bin"), "global 'datetime.date' is not allowed"]))
+    # One entry added or replaced in a valid pytorch_model.bin: (case, name, value, what the error says).
+    one_bad_entry = [
+        ("unexpected_tensor", "model.layers.0.self_attn.rotary_emb.inv_freq", torch.ones(4),
+         "unexpected tensor 'model.layers.0.self_attn.rotary_emb.inv_freq'"),
+        ("shape_mismatch", "model.norm.weight", torch.ones(31),
+         "tensor 'model.norm.weight' has shape [31], expected [32]"),
+        ("int_dtype", "model.norm.weight", torch.ones(32, dtype=torch.int64),
+         "tensor 'model.norm.weight' has dtype I64"),
+        ("f64_storage", "model.norm.weight", torch.ones(32, dtype=torch.float64),
+         "global 'torch.DoubleStorage' is not allowed"),
+        # pickled as a call of datetime.date: must never run
+        ("pickled_object", "when", datetime.date(2024, 1, 1), "global 'datetime.date' is not allowed"),
+    ]
+    for case, name, value, needle in one_bad_entry:
+        d = new_dir(tmp, "err_" + case)
+        write_bin(d, dict(T, **{name: value}))
+        res.append(expect_error(exe, case, dump_args(d), [os.path.join(d, "pytorch_model.bin"), needle]))
 
     d = new_dir(tmp, "err_deflate")
     write_bin(d, T)
@@ -304,14 +274,9 @@ def error_cases(exe, tmp, W):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--moepp", required=True)
-    ap.add_argument("-k", default="")
-    ap.add_argument("-v", action="store_true")
-    args = ap.parse_args()
-    exe = os.path.abspath(args.moepp)
+    args, exe = H.parse_test_args()
     W = M.make_weights(CONFIG, 11)
-    passed = failed = 0
+    tally = H.Tally()
     with tempfile.TemporaryDirectory(prefix="moepp_torch_bin_") as tmp:
         results = []
         try:
@@ -323,15 +288,9 @@ def main():
         for name, ok, msg in results:
             if args.k and args.k not in name:
                 continue
-            if ok:
-                passed += 1
-                print(f"PASS {name}" + (f": {msg}" if args.v else ""))
-            else:
-                failed += 1
-                print(f"FAIL {name}: {msg}")
+            tally.record(name, ok, msg, args.v)
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return tally.finish()
 
 
 if __name__ == "__main__":

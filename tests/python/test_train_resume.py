@@ -12,7 +12,6 @@
    and a resumed run continues it exactly (same losses, same lambdas).
 Prints `N passed, M failed`.
 """
-import argparse
 import json
 import os
 import signal
@@ -22,32 +21,15 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SLICE = os.path.join(HERE, "..", "..", "data", "slice", "train.txt")
+sys.path.insert(0, HERE)
+import helpers as H  # noqa: E402
 
 
 def tiny_config(tmp, steps=12, ckpt_every=4, model_extra=None, name="train.json"):
-    # ~60 KB of the committed slice is enough for a 320-piece tokenizer and a few steps.
-    with open(SLICE, encoding="utf-8") as f:
-        text = f.read(120_000)
-    docs = [d for d in text.split("\n\n") if d.strip()]
-    half = max(1, len(docs) * 9 // 10)
-    train, valid = os.path.join(tmp, "train.txt"), os.path.join(tmp, "valid.txt")
-    with open(train, "w", encoding="utf-8") as f:
-        f.write("\n\n".join(docs[:half]))
-    with open(valid, "w", encoding="utf-8") as f:
-        f.write("\n\n".join(docs[half:]))
-    cfg = {
-        "model": {"hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4,
-                  "num_key_value_heads": 2, "num_experts": [8], "moe_top_k": 2, "max_position_embeddings": 64},
-        "train_text": train, "valid_text": valid, "tokenizer_vocab": 512,
-        "batch_size": 4, "seq_len": 32, "steps": steps, "lr": 3e-3, "min_lr": 3e-4, "warmup_steps": 2,
-        "eval_every": 6, "eval_batches": 2, "ckpt_every": ckpt_every, "sample_tokens": 5,
-    }
-    cfg["model"].update(model_extra or {})
-    path = os.path.join(tmp, name)
-    with open(path, "w") as f:
-        json.dump(cfg, f)
-    return path
+    # ~120 KB of the committed slice is enough for a 512-piece tokenizer and a few steps.
+    train, valid = H.write_slice_corpus(tmp, 120_000)
+    return H.write_tiny_train_config(tmp, train, valid, layers=2, tokenizer_vocab=512, steps=steps, eval_every=6,
+                                     ckpt_every=ckpt_every, sample_tokens=5, model_extra=model_extra, name=name)
 
 
 def losses(run):
@@ -64,24 +46,13 @@ def run(moepp, *args, check=True):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--moepp", required=True)
-    a = ap.parse_args()
-    results = []
-
-    def case(name, fn):
-        try:
-            fn()
-            results.append((name, None))
-            print(f"PASS {name}")
-        except Exception as e:  # noqa: BLE001
-            results.append((name, e))
-            print(f"FAIL {name}: {e}")
+    _, exe = H.parse_test_args(case_filter=False, verbose=False)
+    tally = H.Tally()
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = tiny_config(tmp)
         full = os.path.join(tmp, "full")
-        run(a.moepp, "train", "--config", cfg, "--out", full, "--quiet")
+        run(exe, "train", "--config", cfg, "--out", full, "--quiet")
         ref = losses(full)
 
         def loss_goes_down():
@@ -92,9 +63,9 @@ def main():
 
         def resume_identical():
             part = os.path.join(tmp, "part")
-            run(a.moepp, "train", "--config", cfg, "--out", part, "--quiet", "--stop-after", "6")
+            run(exe, "train", "--config", cfg, "--out", part, "--quiet", "--stop-after", "6")
             assert len(losses(part)) == 6
-            run(a.moepp, "train", "--config", cfg, "--out", part, "--quiet", "--resume")
+            run(exe, "train", "--config", cfg, "--out", part, "--quiet", "--resume")
             got = losses(part)
             assert got == ref, f"\nresumed {got}\nfull    {ref}"
 
@@ -102,7 +73,7 @@ def main():
             killed = os.path.join(tmp, "killed")
             cfg2 = tiny_config(os.path.join(tmp), steps=12, ckpt_every=2)
             env = dict(os.environ, OMP_NUM_THREADS="2")
-            p = subprocess.Popen([a.moepp, "train", "--config", cfg2, "--out", killed, "--quiet"], env=env,
+            p = subprocess.Popen([exe, "train", "--config", cfg2, "--out", killed, "--quiet"], env=env,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             deadline = time.time() + 300
             log = os.path.join(killed, "log.jsonl")
@@ -116,7 +87,7 @@ def main():
                 p.send_signal(signal.SIGKILL)
             p.wait()
             assert p.returncode == -signal.SIGKILL, f"the run ended before it could be killed ({p.returncode})"
-            run(a.moepp, "train", "--config", cfg2, "--out", killed, "--quiet", "--resume")
+            run(exe, "train", "--config", cfg2, "--out", killed, "--quiet", "--resume")
             got = losses(killed)
             assert got == ref, f"\nresumed {got}\nfull    {ref}"
 
@@ -128,9 +99,9 @@ def main():
             cfgj = json.load(open(os.path.join(ck, "config.json")))
             assert cfgj["model_type"] == "MoE++" and cfgj["vocab_size"] == 512, cfgj
             out = os.path.join(tmp, "dump.safetensors")
-            run(a.moepp, "dump", "--model", ck, "--tokens", "1,5,9,12", "--out", out)
+            run(exe, "dump", "--model", ck, "--tokens", "1,5,9,12", "--out", out)
             assert os.path.getsize(out) > 0
-            g = run(a.moepp, "generate", "--model", full, "--prompt", "The", "--max-tokens", "5")
+            g = run(exe, "generate", "--model", full, "--prompt", "The", "--max-tokens", "5")
             assert g.stdout.strip() != ""
 
         def bad_configs():
@@ -144,19 +115,19 @@ def main():
                 path = os.path.join(tmp, "bad.json")
                 with open(path, "w") as f:
                     json.dump(cfgj, f)
-                p = run(a.moepp, "train", "--config", path, "--out", os.path.join(tmp, "bad"), check=False)
+                p = run(exe, "train", "--config", path, "--out", os.path.join(tmp, "bad"), check=False)
                 assert p.returncode != 0 and needle in p.stderr, (name, p.returncode, p.stderr)
             path = os.path.join(tmp, "broken.json")
             with open(path, "w") as f:
                 f.write("{not json")
-            p = run(a.moepp, "train", "--config", path, "--out", os.path.join(tmp, "bad"), check=False)
+            p = run(exe, "train", "--config", path, "--out", os.path.join(tmp, "bad"), check=False)
             assert p.returncode != 0 and "broken.json" in p.stderr, p.stderr
 
         def remoe_adaptive_lambda():
             rc = tiny_config(tmp, steps=8, ckpt_every=4, name="remoe.json",
                              model_extra={"moe_router": "relu", "moe_relu_l1_coef": 1e-3})
             full_r = os.path.join(tmp, "remoe_full")
-            run(a.moepp, "train", "--config", rc, "--out", full_r, "--quiet")
+            run(exe, "train", "--config", rc, "--out", full_r, "--quiet")
             with open(os.path.join(full_r, "log.jsonl")) as f:
                 recs = [json.loads(l) for l in f if l.strip()]
             assert len(recs) == 8 and all("relu_l1_coef" in r and "relu_sparsity" in r for r in recs), recs[:1]
@@ -171,8 +142,8 @@ def main():
             want = last["relu_l1_coef"] * (1.2 if last["relu_sparsity"] < target else 1 / 1.2)
             assert abs(st["relu_l1_coef"] - want) <= 1e-6 * want, (st, last)
             part_r = os.path.join(tmp, "remoe_part")
-            run(a.moepp, "train", "--config", rc, "--out", part_r, "--quiet", "--stop-after", "4")
-            run(a.moepp, "train", "--config", rc, "--out", part_r, "--quiet", "--resume")
+            run(exe, "train", "--config", rc, "--out", part_r, "--quiet", "--stop-after", "4")
+            run(exe, "train", "--config", rc, "--out", part_r, "--quiet", "--resume")
             with open(os.path.join(part_r, "log.jsonl")) as f:
                 got = [json.loads(l) for l in f if l.strip()]
             key = lambda r: (r["step"], r["loss"], r["aux_loss"], r["relu_l1_coef"])
@@ -182,20 +153,14 @@ def main():
             st = json.load(open(sp))
             del st["relu_l1_coef"]
             json.dump(st, open(sp, "w"))
-            p = run(a.moepp, "train", "--config", rc, "--out", part_r, "--quiet", "--resume", check=False)
+            p = run(exe, "train", "--config", rc, "--out", part_r, "--quiet", "--resume", check=False)
             assert p.returncode != 0 and "relu_l1_coef" in p.stderr, p.stderr
 
-        case("loss_goes_down", loss_goes_down)
-        case("resume_identical", resume_identical)
-        case("resume_after_sigkill", resume_after_sigkill)
-        case("checkpoint_loads", checkpoint_loads)
-        case("bad_configs", bad_configs)
-        case("remoe_adaptive_lambda", remoe_adaptive_lambda)
+        tally.run_each(loss_goes_down, resume_identical, resume_after_sigkill, checkpoint_loads, bad_configs,
+                       remoe_adaptive_lambda)
 
-    failed = sum(1 for _, e in results if e is not None)
-    print(f"{len(results) - failed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
+    return tally.finish()
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
