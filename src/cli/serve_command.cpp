@@ -102,10 +102,11 @@ void run_serve(const ServeArgs& a) {
     }
   });
   std::fprintf(stderr,
-               "moepp serve: listening on http://%s:%d (model %s from %s, weights %s %.1f MB, %lld slots x %lld "
+               "moepp serve: listening on http://%s:%d (model %s from %s, weights %s %.1f MB + %.1f MB mapped, %lld slots x %lld "
                "positions, KV cache %.1f MB, queue %lld)\n",
                a.host.c_str(), bound, so.model_name.c_str(), md.dir.c_str(), weight_dtype_name(dtype),
-               static_cast<double>(dec.weights().bytes()) / 1e6, static_cast<long long>(slots),
+               static_cast<double>(dec.weights().bytes()) / 1e6, static_cast<double>(dec.weights().mapped_bytes()) / 1e6,
+               static_cast<long long>(slots),
                static_cast<long long>(engine.max_len()),
                2.0 * static_cast<double>(cfg.n_layers * slots * engine.max_len() * cfg.n_kv_heads * cfg.head_dim) *
                    4.0 / 1e6,

@@ -81,6 +81,17 @@ InferWeights InferWeights::from_params(const ModelConfig& cfg, const ModelParams
 }
 
 InferWeights InferWeights::load(const ModelConfig& cfg, const io::WeightSource& src, WeightDType d) {
+  return load_impl(cfg, src, d, nullptr);
+}
+
+InferWeights InferWeights::load(const ModelConfig& cfg, std::shared_ptr<const io::WeightSource> src, WeightDType d) {
+  check(src != nullptr, "InferWeights::load: no weight source");
+  const io::WeightSource& ref = *src;
+  return load_impl(cfg, ref, d, std::move(src));
+}
+
+InferWeights InferWeights::load_impl(const ModelConfig& cfg, const io::WeightSource& src, WeightDType d,
+                                     std::shared_ptr<const io::WeightSource> owner) {
   InferWeights w;
   w.dtype = d;
   std::vector<Slot> slots = plan(w, cfg);
@@ -98,6 +109,10 @@ InferWeights InferWeights::load(const ModelConfig& cfg, const io::WeightSource& 
                   shape_str(s.shape));
     if (s.dense) {
       src.read_f32(s.name, s.dense->ptr());
+    } else if (const uint8_t* p = owner && d == WeightDType::kBF16 && info.dtype == io::DType::kBF16
+                                          ? src.mapped(s.name) : nullptr;
+               p != nullptr && reinterpret_cast<uintptr_t>(p) % alignof(uint16_t) == 0) {
+      *s.matrix = WeightMatrix::bf16_view(p, s.shape[0], s.shape[1], owner);  // BF16 in place: no copy
     } else {
       buf.resize(Tensor::numel_of(s.shape));
       src.read_f32(s.name, buf.data());
@@ -107,6 +122,16 @@ InferWeights InferWeights::load(const ModelConfig& cfg, const io::WeightSource& 
   for (const std::string& n : src.names())
     if (!expected.count(n)) throw Error(src.source() + ": unexpected tensor '" + n + "' for this config");
   return w;
+}
+
+size_t InferWeights::mapped_bytes() const {
+  size_t n = lm_head.mapped_bytes();
+  for (const Layer& l : layers) {
+    n += l.wq.mapped_bytes() + l.wk.mapped_bytes() + l.wv.mapped_bytes() + l.wo.mapped_bytes();
+    for (const WeightMatrix& m : l.up) n += m.mapped_bytes();
+    for (const WeightMatrix& m : l.down) n += m.mapped_bytes();
+  }
+  return n;
 }
 
 size_t InferWeights::bytes() const {

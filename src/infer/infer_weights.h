@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -37,8 +38,16 @@ struct InferWeights {
   // Streams a checkpoint tensor by tensor (never more than one fp32 tensor at a time). Missing,
   // unexpected or mis-shaped tensors throw moepp::Error naming src.source() and the tensor.
   static InferWeights load(const ModelConfig& cfg, const io::WeightSource& src, WeightDType d);
+  // The same, and with d == kBF16 the large BF16 matrices of a memory-mapped source (safetensors) are
+  // read in place through the mapping, which the weights then keep alive (no copy, no conversion).
+  static InferWeights load(const ModelConfig& cfg, std::shared_ptr<const io::WeightSource> src, WeightDType d);
 
-  size_t bytes() const;  // memory held
+  size_t bytes() const;         // memory held (views into a mapping not included)
+  size_t mapped_bytes() const;  // matrices read in place from a mapping
+
+ private:
+  static InferWeights load_impl(const ModelConfig& cfg, const io::WeightSource& src, WeightDType d,
+                                std::shared_ptr<const io::WeightSource> owner);
 };
 
 }  // namespace moepp

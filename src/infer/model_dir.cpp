@@ -30,8 +30,8 @@ ModelDir open_model_dir(const std::string& path, const std::string& tokenizer, c
 }
 
 Decoder load_decoder(const ModelDir& m, WeightDType dtype) {
-  const std::unique_ptr<io::WeightSource> src = io::open_weights(m.dir);
-  return Decoder(m.cfg, InferWeights::load(m.cfg, *src, dtype));
+  std::shared_ptr<const io::WeightSource> src = io::open_weights(m.dir);
+  return Decoder(m.cfg, InferWeights::load(m.cfg, std::move(src), dtype));
 }
 
 }  // namespace moepp

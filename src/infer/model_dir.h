@@ -27,6 +27,7 @@ struct ModelDir {
 ModelDir open_model_dir(const std::string& path, const std::string& tokenizer, const std::string& who);
 
 // The KV-cache decoder with m's weights (model.safetensors, its shards or pytorch_model.bin) in dtype.
+// BF16 safetensors loaded as bf16 are used in place through the file's memory mapping.
 Decoder load_decoder(const ModelDir& m, WeightDType dtype);
 
 }  // namespace moepp

@@ -187,16 +187,31 @@ WeightMatrix WeightMatrix::from_f32(const float* w, int64_t O, int64_t I, Weight
   return m;
 }
 
+WeightMatrix WeightMatrix::bf16_view(const void* data, int64_t O, int64_t I, std::shared_ptr<const void> owner) {
+  check(O > 0 && I > 0, "WeightMatrix: empty matrix");
+  check(data != nullptr && reinterpret_cast<uintptr_t>(data) % alignof(uint16_t) == 0,
+        "WeightMatrix::bf16_view: the data must be non-null and 2-byte aligned");
+  WeightMatrix m;
+  m.dtype_ = WeightDType::kBF16;
+  m.O_ = O;
+  m.I_ = I;
+  m.bf16_view_ = static_cast<const uint16_t*>(data);
+  m.owner_ = std::move(owner);
+  return m;
+}
+
 size_t WeightMatrix::bytes() const {
   return f32_.size() * 4 + bf16_.size() * 2 + i8_.size() + scale_.size() * 4;
 }
+
+size_t WeightMatrix::mapped_bytes() const { return bf16_view_ ? static_cast<size_t>(O_ * I_) * 2 : 0; }
 
 void WeightMatrix::row_f32(int64_t r, float* out) const {
   const size_t off = static_cast<size_t>(r * I_);
   switch (dtype_) {
     case WeightDType::kF32: std::memcpy(out, f32_.data() + off, sizeof(float) * I_); break;
     case WeightDType::kBF16:
-      for (int64_t j = 0; j < I_; ++j) out[j] = io::bf16_to_f32(bf16_[off + j]);
+      for (int64_t j = 0; j < I_; ++j) out[j] = io::bf16_to_f32(bf16()[off + j]);
       break;
     case WeightDType::kInt8:
       for (int64_t j = 0; j < I_; ++j) out[j] = scale_[r] * static_cast<float>(i8_[off + j]);
@@ -217,7 +232,7 @@ void WeightMatrix::matmul(float* out, const float* x, int64_t M, bool accumulate
       if (o0 < o1) {
         switch (dtype_) {
           case WeightDType::kF32: stream_rows(out, O_, x, M, f32_.data(), nullptr, I_, o0, o1, accumulate); break;
-          case WeightDType::kBF16: stream_rows(out, O_, x, M, bf16_.data(), nullptr, I_, o0, o1, accumulate); break;
+          case WeightDType::kBF16: stream_rows(out, O_, x, M, bf16(), nullptr, I_, o0, o1, accumulate); break;
           case WeightDType::kInt8: stream_rows(out, O_, x, M, i8_.data(), scale_.data(), I_, o0, o1, accumulate); break;
         }
       }
@@ -236,7 +251,7 @@ void WeightMatrix::matmul(float* out, const float* x, int64_t M, bool accumulate
 #pragma omp for schedule(dynamic, 1)
     for (int64_t b = 0; b < nblocks; ++b) {
       const int64_t o0 = b * kBlockRows, nb = std::min(kBlockRows, O_ - o0);
-      if (dtype_ == WeightDType::kBF16) dequant_rows(wbuf.data(), bf16_.data(), nullptr, I_, o0, nb);
+      if (dtype_ == WeightDType::kBF16) dequant_rows(wbuf.data(), bf16(), nullptr, I_, o0, nb);
       else dequant_rows(wbuf.data(), i8_.data(), scale_.data(), I_, o0, nb);
       sgemm(false, true, M, nb, I_, 1.0f, x, I_, wbuf.data(), I_, beta, out + o0, O_);
     }

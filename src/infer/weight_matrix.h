@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -20,11 +21,15 @@ class WeightMatrix {
   WeightMatrix() = default;
   // Converts w [O, I] (row-major fp32) to dtype d (BF16: round to nearest even; INT8: per-row scale).
   static WeightMatrix from_f32(const float* w, int64_t O, int64_t I, WeightDType d);
+  // A BF16 matrix read in place from `data` ([O, I] row-major bfloat16, e.g. a tensor in a memory-mapped
+  // safetensors file; 2-byte aligned), which `owner` keeps alive (the mapping). Nothing is copied.
+  static WeightMatrix bf16_view(const void* data, int64_t O, int64_t I, std::shared_ptr<const void> owner);
 
   int64_t rows() const { return O_; }
   int64_t cols() const { return I_; }
   WeightDType dtype() const { return dtype_; }
-  size_t bytes() const;  // storage held, scales included
+  size_t bytes() const;         // storage held, scales included (0 for a view)
+  size_t mapped_bytes() const;  // bytes read in place from the owner's memory (views only)
 
   // out [M, O] = x [M, I] · W^T (added to out when accumulate). Uses all OpenMP threads; do not call
   // from inside a parallel region.
@@ -38,6 +43,9 @@ class WeightMatrix {
   int64_t O_ = 0, I_ = 0;
   std::vector<float> f32_;
   std::vector<uint16_t> bf16_;
+  const uint16_t* bf16_view_ = nullptr;  // set for views (then bf16_ is empty)
+  std::shared_ptr<const void> owner_;    // keeps a view's memory alive
+  const uint16_t* bf16() const { return bf16_view_ ? bf16_view_ : bf16_.data(); }
   std::vector<int8_t> i8_;
   std::vector<float> scale_;  // [O] INT8 only
 };

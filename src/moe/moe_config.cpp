@@ -122,9 +122,15 @@ void MoeConfig::validate(const std::string& source) const {
   if (n_zero < 0) bad("n_zero_experts", "must be >= 0");
   if (n_copy < 0) bad("n_copy_experts", "must be >= 0");
   if (n_constant < 0) bad("n_constant_experts", "must be >= 0");
-  if (n_ffn() < 1)
-    bad("num_experts", "(" + std::to_string(n_experts) + ") leaves no FFN expert after " + std::to_string(n_zc()) +
-                           " zero-computation experts");
+  if (n_ffn() < 1) {
+    // Built with += : GCC 12 reports a false -Wrestrict for "(" + std::to_string(...) here.
+    std::string msg = "(";
+    msg += std::to_string(n_experts);
+    msg += ") leaves no FFN expert after ";
+    msg += std::to_string(n_zc());
+    msg += " zero-computation experts";
+    bad("num_experts", msg);
+  }
   if (top_k < 1 || top_k > n_experts)
     bad("moe_top_k", "must be in [1, num_experts = " + std::to_string(n_experts) + "], got " + std::to_string(top_k));
   if ((router == RouterKind::kTopK || router == RouterKind::kRelu) && n_zc() != 0)

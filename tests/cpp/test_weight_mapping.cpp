@@ -1,0 +1,107 @@
+// Unit tests of BF16 weights read in place from a memory-mapped safetensors file
+// (WeightMatrix::bf16_view, InferWeights::load over a shared WeightSource): no copy is made, the decoder
+// gives bit for bit the logits of the copying load, the mapping outlives the source handle, and
+// misaligned or F32-stored tensors fall back to (or refuse) the view.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <vector>
+
+#include "core/error.h"
+#include "infer/decoder.h"
+#include "infer/infer_weights.h"
+#include "io/checkpoint.h"
+#include "io/safetensors.h"
+#include "io/weight_source.h"
+#include "model/model_params.h"
+#include "test_util.h"
+
+namespace moepp {
+namespace {
+
+ModelConfig small_config() {
+  const nlohmann::json j = {{"vocab_size", 61},      {"hidden_size", 32},         {"intermediate_size", 24},
+                            {"num_hidden_layers", 2}, {"num_attention_heads", 4}, {"num_key_value_heads", 2},
+                            {"max_position_embeddings", 64}, {"num_experts", {8}},  {"n_zero_experts", 1},
+                            {"n_copy_experts", 1},    {"n_constant_experts", 2}};
+  return ModelConfig::from_json(j, "test");
+}
+
+// Writes dir/config.json and dir/model.safetensors with every tensor stored as `dtype` (BF16 or F32).
+void write_checkpoint(const std::string& dir, const ModelConfig& cfg, io::DType dtype) {
+  ModelParams p = ModelParams::zeros(cfg);
+  p.init_random(cfg, 5, 0.2f);
+  io::save_model(dir, cfg, p);  // config.json (and an F32 model.safetensors, replaced below for BF16)
+  if (dtype == io::DType::kBF16) {
+    io::SafetensorsWriter w;
+    for (const auto& [name, t] : p.named(cfg)) w.add_bf16(name, *t);
+    w.write(dir + "/model.safetensors");
+  }
+}
+
+std::vector<float> logits_of(const ModelConfig& cfg, InferWeights w, const std::vector<int32_t>& tok) {
+  const Decoder dec(cfg, std::move(w));
+  KvCache cache = dec.make_cache(1, 64);
+  DecoderScratch sc;
+  Tensor logits;
+  dec.forward(logits, cache, {{0, tok.data(), static_cast<int64_t>(tok.size()), true}}, sc);
+  return logits.data;
+}
+
+TEST(WeightMapping, Bf16CheckpointIsReadInPlaceWithTheSameLogits) {
+  const test::ScratchDir tmp("weight_mapping");
+  const ModelConfig cfg = small_config();
+  write_checkpoint(tmp.dir().string(), cfg, io::DType::kBF16);
+  const std::vector<int32_t> tok = test::random_tokens(20, cfg.vocab, 3);
+
+  std::shared_ptr<const io::WeightSource> src = io::open_weights(tmp.dir().string());
+  const InferWeights copied = InferWeights::load(cfg, *src, WeightDType::kBF16);
+  InferWeights mapped = InferWeights::load(cfg, src, WeightDType::kBF16);
+  EXPECT_EQ(copied.mapped_bytes(), 0u);
+  // Every large matrix is a view: q, k, v, o, the experts and lm_head, 2 bytes an element.
+  size_t want = 0;
+  for (const ParamSpec& s : param_specs(cfg)) {
+    const bool matrix = s.kind == ParamKind::kWq || s.kind == ParamKind::kWk || s.kind == ParamKind::kWv ||
+                        s.kind == ParamKind::kWo || s.kind == ParamKind::kLmHead ||
+                        (s.kind == ParamKind::kMoe &&
+                         (s.moe.kind == MoeParamKind::kUp || s.moe.kind == MoeParamKind::kDown));
+    if (matrix) want += Tensor::numel_of(s.shape) * 2;
+  }
+  EXPECT_EQ(mapped.mapped_bytes(), want);
+  EXPECT_EQ(mapped.bytes() + want, copied.bytes());
+
+  src.reset();  // the weights keep the mapping alive
+  const std::vector<float> a = logits_of(cfg, std::move(mapped), tok);
+  const std::vector<float> b = logits_of(cfg, InferWeights(copied), tok);
+  ASSERT_EQ(a.size(), b.size());
+  EXPECT_EQ(a, b);  // bit for bit
+}
+
+TEST(WeightMapping, F32CheckpointAndOtherDtypesAreConverted) {
+  const test::ScratchDir tmp("weight_mapping");
+  const ModelConfig cfg = small_config();
+  write_checkpoint(tmp.dir().string(), cfg, io::DType::kF32);
+  std::shared_ptr<const io::WeightSource> src = io::open_weights(tmp.dir().string());
+  EXPECT_EQ(InferWeights::load(cfg, src, WeightDType::kBF16).mapped_bytes(), 0u);  // F32 stored: converted
+  EXPECT_EQ(InferWeights::load(cfg, src, WeightDType::kF32).mapped_bytes(), 0u);
+  EXPECT_EQ(InferWeights::load(cfg, src, WeightDType::kInt8).mapped_bytes(), 0u);
+}
+
+TEST(WeightMapping, ViewsMustBeAlignedAndNonEmpty) {
+  std::vector<uint16_t> data(7, 0x3f80);  // 1.0f in BF16
+  const auto owner = std::make_shared<std::vector<uint16_t>>(data);
+  const WeightMatrix m = WeightMatrix::bf16_view(owner->data(), 1, 7, owner);
+  std::vector<float> row(7);
+  m.row_f32(0, row.data());
+  EXPECT_EQ(row, std::vector<float>(7, 1.0f));
+  EXPECT_EQ(m.bytes(), 0u);
+  EXPECT_EQ(m.mapped_bytes(), 14u);
+  const auto* odd = reinterpret_cast<const uint8_t*>(owner->data()) + 1;
+  EXPECT_THROW(WeightMatrix::bf16_view(odd, 1, 6, owner), Error);
+  EXPECT_THROW(WeightMatrix::bf16_view(owner->data(), 0, 7, owner), Error);
+}
+
+}  // namespace
+}  // namespace moepp
