@@ -16,9 +16,9 @@
 #include "cli/commands.h"
 #include "core/error.h"
 #include "data/token_shards.h"
+#include "infer/model_dir.h"
 #include "io/checkpoint.h"
 #include "tokenizer/tokenizer.h"
-#include "infer/model_dir.h"
 
 namespace moepp::cli {
 namespace {

@@ -24,7 +24,6 @@
 #include "infer/decoder.h"
 #include "infer/model_dir.h"
 #include "tokenizer/tokenizer.h"
-#include "train/trainer.h"
 
 namespace moepp::cli {
 namespace {

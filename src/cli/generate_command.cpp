@@ -16,8 +16,8 @@
 #include "core/error.h"
 #include "infer/decoder.h"
 #include "infer/engine.h"
-#include "tokenizer/tokenizer.h"
 #include "infer/model_dir.h"
+#include "tokenizer/tokenizer.h"
 
 namespace moepp::cli {
 namespace {
@@ -126,8 +126,9 @@ void run_generate(const GenArgs& a) {
   const int64_t decoded = std::max<int64_t>(0, fin.completion_tokens - 1);  // tokens after the first
   const double decode_tps = fin.decode_s > 0 ? static_cast<double>(decoded) / fin.decode_s : 0.0;
   std::fprintf(stderr,
-               "generate: weights %s (%.1f MB in memory, %.1f MB read in place from the file, loaded in %.2f s); prompt %lld tokens, prefill %.2f s (%.1f tokens/s); "
-               "generated %lld tokens, decode %.2f s (%.1f tokens/s); finish_reason %s\n",
+               "generate: weights %s (%.1f MB in memory, %.1f MB read in place from the file, loaded in %.2f s); "
+               "prompt %lld tokens, prefill %.2f s (%.1f tokens/s); generated %lld tokens, decode %.2f s "
+               "(%.1f tokens/s); finish_reason %s\n",
                weight_dtype_name(dtype), static_cast<double>(dec.weights().bytes()) / 1e6,
                static_cast<double>(dec.weights().mapped_bytes()) / 1e6, load_s,
                static_cast<long long>(fin.prompt_tokens), fin.prefill_s, prefill_tps,

@@ -18,9 +18,9 @@
 #include "core/error.h"
 #include "infer/decoder.h"
 #include "infer/engine.h"
+#include "infer/model_dir.h"
 #include "serve/server.h"
 #include "tokenizer/tokenizer.h"
-#include "infer/model_dir.h"
 
 namespace moepp::cli {
 namespace {

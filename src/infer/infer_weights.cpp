@@ -109,10 +109,13 @@ InferWeights InferWeights::load_impl(const ModelConfig& cfg, const io::WeightSou
                   shape_str(s.shape));
     if (s.dense) {
       src.read_f32(s.name, s.dense->ptr());
-    } else if (const uint8_t* p = owner && d == WeightDType::kBF16 && info.dtype == io::DType::kBF16
-                                          ? src.mapped(s.name) : nullptr;
-               p != nullptr && reinterpret_cast<uintptr_t>(p) % alignof(uint16_t) == 0) {
-      *s.matrix = WeightMatrix::bf16_view(p, s.shape[0], s.shape[1], owner);  // BF16 in place: no copy
+      continue;
+    }
+    // BF16 stored, BF16 wanted, and a mapping to keep alive: read in place, no copy.
+    const uint8_t* in_place =
+        owner && d == WeightDType::kBF16 && info.dtype == io::DType::kBF16 ? src.mapped(s.name) : nullptr;
+    if (in_place != nullptr && reinterpret_cast<uintptr_t>(in_place) % alignof(uint16_t) == 0) {
+      *s.matrix = WeightMatrix::bf16_view(in_place, s.shape[0], s.shape[1], owner);
     } else {
       buf.resize(Tensor::numel_of(s.shape));
       src.read_f32(s.name, buf.data());

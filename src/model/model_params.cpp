@@ -54,15 +54,9 @@ const Tensor* ModelParams::slot(const ParamSpec& s) const { return const_cast<Mo
 ModelParams ModelParams::zeros(const ModelConfig& c) {
   ModelParams p;
   p.layers.resize(c.n_layers);
-  for (int64_t i = 0; i < c.n_layers; ++i) {  // size the expert lists; the loop below allocates
-    const MoeConfig m = c.layer_moe(static_cast<int>(i), false);
-    MoeParams& mp = p.layers[i].moe;
-    mp.up.resize(m.n_ffn());
-    mp.down.resize(m.n_ffn());
-    mp.const_wg.resize(m.n_constant);
-    mp.const_v.resize(m.n_constant);
-  }
-  for (const ParamSpec& s : param_specs(c)) *p.slot(s) = Tensor(s.shape);
+  for (int64_t i = 0; i < c.n_layers; ++i) p.layers[i].moe = MoeParams::zeros(c.layer_moe(static_cast<int>(i), false));
+  for (const ParamSpec& s : param_specs(c))
+    if (s.kind != ParamKind::kMoe) *p.slot(s) = Tensor(s.shape);
   return p;
 }
 
