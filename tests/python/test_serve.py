@@ -12,7 +12,8 @@ temporary checkpoint directory; `moepp serve --port 0` is started on it and the 
   - malformed requests: each gets a 4xx JSON error {"error": {message, type, param, code}} and the
     server stays healthy,
   - a client that disconnects mid-stream (and one that leaves while queued) frees its slot (/metrics),
-  - a full queue answers 429 (a second server with 1 slot and a queue of 1),
+  - a full queue answers 429 (a second server with 1 slot and a queue of 1, on the same weights with a
+    65536-position context so that its running request outlasts the check),
   - 32 concurrent clients (threads, streaming and not) with greedy requests each get exactly the text
     they get alone: nothing lost or mixed up between the batched sequences,
   - `moepp generate` prints the prompt and the same greedy continuation (streamed or not), honours
@@ -25,6 +26,7 @@ import json
 import os
 import re
 import select
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -38,6 +40,7 @@ sys.path.insert(0, HERE)
 
 VOCAB = 320
 CTX = 1024
+LONG_TOKENS = 60000  # a request that outlasts any check made on it (on the 65536-position copy of the model)
 
 
 def make_model(exe, d):
@@ -426,11 +429,32 @@ def run_cases(case, srv, exe, model):
         status, _, body = srv.call("POST", "/v1/completions", greedy)
         expect(status == 200 and body["choices"][0]["text"] == ref["text"], "a good request after the bad ones")
 
+    def long_ctx_model():
+        # Requests that must still be running when the test looks, however fast the machine: the same
+        # weights with a 65536-position context, and LONG_TOKENS asked (the clients leave long before).
+        long_model = model + "_long_ctx"
+        if not os.path.exists(long_model):
+            shutil.copytree(model, long_model)
+            with open(os.path.join(long_model, "config.json")) as f:
+                cfg = json.load(f)
+            cfg["max_position_embeddings"] = 65536
+            with open(os.path.join(long_model, "config.json"), "w") as f:
+                json.dump(cfg, f)
+        return long_model
+
     def disconnect_mid_stream():
+        srv = Server(exe, long_ctx_model(), "--slots", "2")
+        try:
+            disconnect_mid_stream_on(srv)
+        finally:
+            srv.stop()
+
+    def disconnect_mid_stream_on(srv):
         before = srv.metrics()
         c = srv.conn()
         c.request("POST", "/v1/completions", body=json.dumps(
-            {"prompt": "The sea", "max_tokens": 1000, "temperature": 0, "ignore_eos": True, "stream": True}).encode(),
+            {"prompt": "The sea", "max_tokens": LONG_TOKENS, "temperature": 0, "ignore_eos": True,
+             "stream": True}).encode(),
             headers={"Content-Type": "application/json"})
         r = c.getresponse()
         expect(r.status == 200, f"status {r.status}")
@@ -448,7 +472,8 @@ def run_cases(case, srv, exe, model):
         key = 'moepp_requests_finished_total{reason="cancelled"}'
         expect(after[key] == before[key] + 1, f"cancelled {before[key]} -> {after[key]}")
         expect(after["moepp_client_disconnects_total"] >= before["moepp_client_disconnects_total"] + 1, "disconnects")
-        health()
+        status, _, body = srv.call("GET", "/health")
+        expect(status == 200 and body["status"] == "ok", f"health after the disconnect: {status} {body}")
 
     def concurrent_clients():
         reqs = []
@@ -493,9 +518,10 @@ def run_cases(case, srv, exe, model):
         expect(m["moepp_active_slots"] == 0 and m["moepp_queue_length"] == 0, "all slots free afterwards")
 
     def queue_full():
-        small = Server(exe, model, "--slots", "1", "--max-queue", "1")
+        small = Server(exe, long_ctx_model(), "--slots", "1", "--max-queue", "1")
         try:
-            long_req = {"prompt": "The sea", "max_tokens": 1000, "temperature": 0, "ignore_eos": True, "stream": True}
+            long_req = {"prompt": "The sea", "max_tokens": LONG_TOKENS, "temperature": 0, "ignore_eos": True,
+                        "stream": True}
             conns = []
             for _ in range(2):  # one running, one queued
                 c = small.conn()
