@@ -14,6 +14,7 @@
 #include <limits>
 
 #include "core/error.h"
+#include "core/little_endian.h"
 #include "io/mapped_file.h"
 
 namespace fs = std::filesystem;
@@ -24,34 +25,17 @@ namespace {
 
 std::string errno_text(int e) { return std::strerror(e); }
 
-void put_u32(uint8_t* p, uint32_t v) {
-  for (int i = 0; i < 4; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
-}
-void put_u64(uint8_t* p, uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
-}
-uint32_t get_u32(const uint8_t* p) {
-  uint32_t v = 0;
-  for (int i = 0; i < 4; ++i) v |= static_cast<uint32_t>(p[i]) << (8 * i);
-  return v;
-}
-uint64_t get_u64(const uint8_t* p) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v |= static_cast<uint64_t>(p[i]) << (8 * i);
-  return v;
-}
-
 void encode_header(const ShardInfo& s, uint8_t* h) {
   std::memset(h, 0, kShardHeaderBytes);
   std::memcpy(h, kShardMagic, 8);
-  put_u32(h + 8, s.version);
-  put_u32(h + 12, s.token_bytes);
-  put_u32(h + 16, s.vocab_size);
-  put_u32(h + 20, s.flags);
-  put_u64(h + 24, s.n_tokens);
-  put_u64(h + 32, s.n_docs);
-  put_u32(h + 40, static_cast<uint32_t>(s.bos_id));
-  put_u32(h + 44, static_cast<uint32_t>(s.eos_id));
+  store_le32(h + 8, s.version);
+  store_le32(h + 12, s.token_bytes);
+  store_le32(h + 16, s.vocab_size);
+  store_le32(h + 20, s.flags);
+  store_le64(h + 24, s.n_tokens);
+  store_le64(h + 32, s.n_docs);
+  store_le32(h + 40, static_cast<uint32_t>(s.bos_id));
+  store_le32(h + 44, static_cast<uint32_t>(s.eos_id));
 }
 
 uint64_t splitmix64(uint64_t x) {
@@ -120,7 +104,9 @@ void TokenShardWriter::put(int32_t id) {
     throw Error(path_ + ": token id " + std::to_string(id) + " is outside the vocabulary [0, " +
                 std::to_string(info_.vocab_size) + ")");
   const uint32_t v = static_cast<uint32_t>(id);
-  for (uint32_t i = 0; i < info_.token_bytes; ++i) buf_.push_back(static_cast<uint8_t>(v >> (8 * i)));
+  uint8_t le[4];
+  store_le32(le, v);
+  buf_.insert(buf_.end(), le, le + info_.token_bytes);
   ++info_.n_tokens;
   if (buf_.size() >= (1u << 20)) flush_buffer();
 }
@@ -179,14 +165,14 @@ ShardInfo parse_shard_header(const uint8_t* b, size_t available, uint64_t file_s
                 std::to_string(kShardHeaderBytes));
   if (std::memcmp(b, kShardMagic, 8) != 0) throw Error(where + "not a token shard (bad magic, expected \"MOEPPTOK\")");
   ShardInfo s;
-  s.version = get_u32(b + 8);
-  s.token_bytes = get_u32(b + 12);
-  s.vocab_size = get_u32(b + 16);
-  s.flags = get_u32(b + 20);
-  s.n_tokens = get_u64(b + 24);
-  s.n_docs = get_u64(b + 32);
-  s.bos_id = static_cast<int32_t>(get_u32(b + 40));
-  s.eos_id = static_cast<int32_t>(get_u32(b + 44));
+  s.version = load_le32(b + 8);
+  s.token_bytes = load_le32(b + 12);
+  s.vocab_size = load_le32(b + 16);
+  s.flags = load_le32(b + 20);
+  s.n_tokens = load_le64(b + 24);
+  s.n_docs = load_le64(b + 32);
+  s.bos_id = static_cast<int32_t>(load_le32(b + 40));
+  s.eos_id = static_cast<int32_t>(load_le32(b + 44));
   if (s.version != kShardVersion)
     throw Error(where + "unsupported token shard version " + std::to_string(s.version) + " (this build reads " +
                 std::to_string(kShardVersion) + ")");
@@ -229,7 +215,7 @@ TokenShard::TokenShard(const std::string& path) : path_(path) {
     const uint32_t V = info_.vocab_size;
     for (uint64_t i = 0; i < info_.n_tokens; ++i) {
       const uint32_t v = info_.token_bytes == 2 ? static_cast<uint32_t>(p[2 * i] | (p[2 * i + 1] << 8))
-                                                : get_u32(p + 4 * i);
+                                                : load_le32(p + 4 * i);
       if (v >= V)
         throw Error(path_ + ": token " + std::to_string(i) + " has id " + std::to_string(v) +
                     ", outside the vocabulary [0, " + std::to_string(V) + ")");
@@ -272,7 +258,7 @@ TokenShard& TokenShard::operator=(TokenShard&& o) noexcept {
 int32_t TokenShard::operator[](uint64_t i) const {
   const uint8_t* p = map_ + kShardHeaderBytes;
   if (info_.token_bytes == 2) return static_cast<int32_t>(p[2 * i] | (p[2 * i + 1] << 8));
-  return static_cast<int32_t>(get_u32(p + 4 * i));
+  return static_cast<int32_t>(load_le32(p + 4 * i));
 }
 
 int32_t TokenShard::at(uint64_t i) const {
@@ -292,7 +278,7 @@ void TokenShard::copy(uint64_t begin, uint64_t n, int32_t* out) const {
     for (uint64_t i = 0; i < n; ++i) out[i] = static_cast<int32_t>(q[2 * i] | (q[2 * i + 1] << 8));
   } else {
     const uint8_t* q = p + 4 * begin;
-    for (uint64_t i = 0; i < n; ++i) out[i] = static_cast<int32_t>(get_u32(q + 4 * i));
+    for (uint64_t i = 0; i < n; ++i) out[i] = static_cast<int32_t>(load_le32(q + 4 * i));
   }
 }
 

@@ -24,6 +24,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/little_endian.h"
+
 #if defined(__F16C__) && defined(__AVX__)
 #include <immintrin.h>
 #define MOEPP_HAVE_F16C 1
@@ -353,8 +355,7 @@ uint16_t f32_to_f16(float f) {
 Header parse_header(const uint8_t* bytes, size_t available, uint64_t file_size, const std::string& source) {
   if (file_size < 8 || available < 8 || bytes == nullptr)
     fail(source, "file is too short for a safetensors header (" + std::to_string(file_size) + " bytes, need >= 8)");
-  uint64_t n = 0;
-  for (int i = 7; i >= 0; --i) n = (n << 8) | bytes[i];
+  const uint64_t n = load_le64(bytes);
   if (n > kMaxHeaderBytes)
     fail(source, "header length " + std::to_string(n) + " is absurd (limit " + std::to_string(kMaxHeaderBytes) +
                      " bytes); not a safetensors file?");
@@ -633,7 +634,7 @@ void SafetensorsWriter::write(const std::string& path) const {
   }
   text.append((8 - text.size() % 8) % 8, ' ');
   uint8_t len[8];
-  for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(static_cast<uint64_t>(text.size()) >> (8 * i));
+  store_le64(len, static_cast<uint64_t>(text.size()));
 
   std::vector<std::pair<const void*, size_t>> parts;
   parts.reserve(order.size() + 2);

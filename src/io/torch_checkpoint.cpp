@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "core/error.h"
+#include "core/little_endian.h"
 
 static_assert(std::endian::native == std::endian::little, "the checkpoint reader assumes a little-endian host");
 
@@ -43,12 +44,6 @@ std::string hex2(unsigned v) {
   return buf;
 }
 
-uint16_t le16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
-uint32_t le32(const uint8_t* p) {
-  return static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) | (static_cast<uint32_t>(p[2]) << 16) |
-         (static_cast<uint32_t>(p[3]) << 24);
-}
-uint64_t le64(const uint8_t* p) { return le32(p) | (static_cast<uint64_t>(le32(p + 4)) << 32); }
 
 bool add_overflow(uint64_t a, uint64_t b, uint64_t* out) { return __builtin_add_overflow(a, b, out); }
 
@@ -97,32 +92,32 @@ ZipArchive::ZipArchive(const uint8_t* data, size_t size, const std::string& sour
   size_t eocd = SIZE_MAX;
   const size_t lowest = size_ - kEocdSize > 0xFFFF ? size_ - kEocdSize - 0xFFFF : 0;
   for (size_t p = size_ - kEocdSize + 1; p-- > lowest;) {
-    if (le32(bytes_ + p) == kEocdSig && p + kEocdSize + le16(bytes_ + p + 20) == size_) {
+    if (load_le32(bytes_ + p) == kEocdSig && p + kEocdSize + load_le16(bytes_ + p + 20) == size_) {
       eocd = p;
       break;
     }
   }
   if (eocd == SIZE_MAX) fail("no zip end-of-central-directory record: the file is truncated or not a zip archive");
   const uint8_t* e = bytes_ + eocd;
-  uint64_t disk = le16(e + 4), cd_disk = le16(e + 6), n_disk = le16(e + 8), n_total = le16(e + 10);
-  uint64_t cd_size = le32(e + 12), cd_off = le32(e + 16);
+  uint64_t disk = load_le16(e + 4), cd_disk = load_le16(e + 6), n_disk = load_le16(e + 8), n_total = load_le16(e + 10);
+  uint64_t cd_size = load_le32(e + 12), cd_off = load_le32(e + 16);
   uint64_t cd_limit = eocd;  // the central directory ends before this offset
 
   // Zip64: a locator right before the classic record points at the zip64 record.
-  if (eocd >= kLocatorSize && le32(bytes_ + eocd - kLocatorSize) == kLocator64Sig) {
+  if (eocd >= kLocatorSize && load_le32(bytes_ + eocd - kLocatorSize) == kLocator64Sig) {
     const uint8_t* l = bytes_ + eocd - kLocatorSize;
-    const uint64_t rec = le64(l + 8);
-    if (le32(l + 4) != 0 || le32(l + 16) > 1) fail("multi-disk zip archives are not supported");
+    const uint64_t rec = load_le64(l + 8);
+    if (load_le32(l + 4) != 0 || load_le32(l + 16) > 1) fail("multi-disk zip archives are not supported");
     if (rec > eocd - kLocatorSize || eocd - kLocatorSize - rec < kEocd64Size)
       fail("zip64 end-of-central-directory offset " + std::to_string(rec) + " is out of bounds");
     const uint8_t* z = bytes_ + rec;
-    if (le32(z) != kEocd64Sig) fail("bad zip64 end-of-central-directory signature at offset " + std::to_string(rec));
-    disk = le32(z + 16);
-    cd_disk = le32(z + 20);
-    n_disk = le64(z + 24);
-    n_total = le64(z + 32);
-    cd_size = le64(z + 40);
-    cd_off = le64(z + 48);
+    if (load_le32(z) != kEocd64Sig) fail("bad zip64 end-of-central-directory signature at offset " + std::to_string(rec));
+    disk = load_le32(z + 16);
+    cd_disk = load_le32(z + 20);
+    n_disk = load_le64(z + 24);
+    n_total = load_le64(z + 32);
+    cd_size = load_le64(z + 40);
+    cd_off = load_le64(z + 48);
     cd_limit = rec;
   } else if (n_total == 0xFFFF || cd_size == 0xFFFFFFFFu || cd_off == 0xFFFFFFFFu) {
     fail("zip end-of-central-directory needs a zip64 record, but there is none (truncated?)");
@@ -142,16 +137,16 @@ ZipArchive::ZipArchive(const uint8_t* data, size_t size, const std::string& sour
     const std::string where = "zip central directory entry " + std::to_string(i);
     if (cd_end - p < kCentralSize) fail(where + " runs past the central directory");
     const uint8_t* c = bytes_ + p;
-    if (le32(c) != kCentralSig) fail(where + ": bad signature at offset " + std::to_string(p));
+    if (load_le32(c) != kCentralSig) fail(where + ": bad signature at offset " + std::to_string(p));
     ZipEntry ze;
-    ze.flags = le16(c + 8);
-    ze.method = le16(c + 10);
-    ze.crc32 = le32(c + 16);
-    ze.compressed_size = le32(c + 20);
-    ze.size = le32(c + 24);
-    const uint64_t nlen = le16(c + 28), xlen = le16(c + 30), clen = le16(c + 32);
-    uint64_t disk_start = le16(c + 34);
-    ze.header_offset = le32(c + 42);
+    ze.flags = load_le16(c + 8);
+    ze.method = load_le16(c + 10);
+    ze.crc32 = load_le32(c + 16);
+    ze.compressed_size = load_le32(c + 20);
+    ze.size = load_le32(c + 24);
+    const uint64_t nlen = load_le16(c + 28), xlen = load_le16(c + 30), clen = load_le16(c + 32);
+    uint64_t disk_start = load_le16(c + 34);
+    ze.header_offset = load_le32(c + 42);
     if (cd_end - p - kCentralSize < nlen + xlen + clen)
       fail(where + ": name or extra field runs past the central directory");
     ze.name.assign(reinterpret_cast<const char*>(c + kCentralSize), static_cast<size_t>(nlen));
@@ -162,14 +157,14 @@ ZipArchive::ZipArchive(const uint8_t* data, size_t size, const std::string& sour
     const uint8_t* x = c + kCentralSize + nlen;
     for (uint64_t k = 0; k < xlen;) {
       if (xlen - k < 4) fail(wname + ": malformed extra field");
-      const uint16_t id = le16(x + k), len = le16(x + k + 2);
+      const uint16_t id = load_le16(x + k), len = load_le16(x + k + 2);
       if (xlen - k - 4 < len) fail(wname + ": extra field runs past its end");
       if (id == 0x0001) {
         const uint8_t* z = x + k + 4;
         uint64_t avail = len;
         auto take64 = [&](uint64_t* v) {
           if (avail < 8) fail(wname + ": zip64 extra field is too short");
-          *v = le64(z);
+          *v = load_le64(z);
           z += 8;
           avail -= 8;
         };
@@ -178,7 +173,7 @@ ZipArchive::ZipArchive(const uint8_t* data, size_t size, const std::string& sour
         if (ze.header_offset == 0xFFFFFFFFu) take64(&ze.header_offset);
         if (disk_start == 0xFFFF) {
           if (avail < 4) fail(wname + ": zip64 extra field is too short");
-          disk_start = le32(z);
+          disk_start = load_le32(z);
         }
       }
       k += 4 + len;
@@ -191,8 +186,8 @@ ZipArchive::ZipArchive(const uint8_t* data, size_t size, const std::string& sour
     if (h > cd_off || cd_off - h < kLocalSize)
       fail(wname + ": local header offset " + std::to_string(h) + " is out of bounds");
     const uint8_t* lh = bytes_ + h;
-    if (le32(lh) != kLocalSig) fail(wname + ": bad local header signature at offset " + std::to_string(h));
-    const uint64_t lnlen = le16(lh + 26), lxlen = le16(lh + 28);
+    if (load_le32(lh) != kLocalSig) fail(wname + ": bad local header signature at offset " + std::to_string(h));
+    const uint64_t lnlen = load_le16(lh + 26), lxlen = load_le16(lh + 28);
     if (cd_off - h - kLocalSize < lnlen + lxlen) fail(wname + ": local header runs past the entry data area");
     if (lnlen != nlen || std::memcmp(lh + kLocalSize, ze.name.data(), static_cast<size_t>(nlen)) != 0)
       fail(wname + ": local header name differs from the central directory");
@@ -301,7 +296,7 @@ class Unpickler {
           break;
         }
         case 0x95: {  // FRAME: a length prefix for the opcodes that follow; only checked
-          const uint64_t len = le64(take(8));
+          const uint64_t len = load_le64(take(8));
           if (len > n_ - pos_) fail("frame of " + std::to_string(len) + " bytes runs past the end of the pickle");
           break;
         }
@@ -323,12 +318,12 @@ class Unpickler {
           break;
         }
         case 'J': {  // BININT: signed 32-bit
-          const uint32_t u = le32(take(4));
+          const uint32_t u = load_le32(take(4));
           push_int(static_cast<int32_t>(u));
           break;
         }
         case 'K': push_int(take(1)[0]); break;   // BININT1
-        case 'M': push_int(le16(take(2))); break;  // BININT2
+        case 'M': push_int(load_le16(take(2))); break;  // BININT2
         case 0x8a: {  // LONG1: n-byte little-endian two's complement
           const uint8_t len = take(1)[0];
           if (len > 8) fail("integer of " + std::to_string(len) + " bytes is too large");
@@ -348,14 +343,14 @@ class Unpickler {
           push(f);
           break;
         }
-        case 'X': push_str(le32(take(4))); break;     // BINUNICODE
+        case 'X': push_str(load_le32(take(4))); break;     // BINUNICODE
         case 0x8c: push_str(take(1)[0]); break;       // SHORT_BINUNICODE
-        case 0x8d: push_str(le64(take(8))); break;    // BINUNICODE8
+        case 0x8d: push_str(load_le64(take(8))); break;    // BINUNICODE8
         case 'q': memo_put(take(1)[0]); break;        // BINPUT
-        case 'r': memo_put(le32(take(4))); break;     // LONG_BINPUT
+        case 'r': memo_put(load_le32(take(4))); break;     // LONG_BINPUT
         case 0x94: memo_put(memo_.size()); break;     // MEMOIZE
         case 'h': memo_get(take(1)[0]); break;        // BINGET
-        case 'j': memo_get(le32(take(4))); break;     // LONG_BINGET
+        case 'j': memo_get(load_le32(take(4))); break;     // LONG_BINGET
         case 'c': {  // GLOBAL "module\nname\n"
           const std::string module = line(), name = line();
           push_global(module, name);
@@ -685,10 +680,10 @@ void gather_f32(DType dt, const uint8_t* base, uint64_t first, int64_t step, siz
       }
       return;
     case DType::kBF16:
-      for (size_t k = 0; k < n; ++k) out[k] = bf16_to_f32(le16(base + (first + st * k) * 2));
+      for (size_t k = 0; k < n; ++k) out[k] = bf16_to_f32(load_le16(base + (first + st * k) * 2));
       return;
     case DType::kF16:
-      for (size_t k = 0; k < n; ++k) out[k] = f16_to_f32(le16(base + (first + st * k) * 2));
+      for (size_t k = 0; k < n; ++k) out[k] = f16_to_f32(load_le16(base + (first + st * k) * 2));
       return;
     default:
       return;  // callers check the dtype
@@ -703,7 +698,7 @@ TorchCheckpoint::TorchCheckpoint(const std::string& path) : path_(path) {
     if (map_.size >= 2 && map_.data[0] == 0x80 && map_.data[1] <= 5)
       throw Error(path_ + ": a legacy (pre-zip, torch < 1.6) torch.save file; only the zip format is supported "
                   "(re-save it with a recent torch, or convert it to safetensors)");
-    if (map_.size < 4 || le32(map_.data) != kLocalSig)
+    if (map_.size < 4 || load_le32(map_.data) != kLocalSig)
       throw Error(path_ + ": not a PyTorch zip checkpoint (no zip signature at the start)");
     const ZipArchive zip(map_.data, map_.size, path_);
 
