@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "core/tensor.h"
 #include "io/checkpoint.h"
+#include "io/json_file.h"
 #include "io/safetensors.h"
 #include "io/weight_source.h"
 
@@ -25,14 +26,6 @@ namespace fs = std::filesystem;
 struct ConvertArgs {
   std::string model, out, dtype = "f32";
 };
-
-std::string read_whole_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  if (!in) throw Error("cannot open " + p.string());
-  std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) throw Error("cannot read " + p.string());
-  return s;
-}
 
 void run_convert(const ConvertArgs& a) {
   check(a.dtype == "f32" || a.dtype == "bf16", "--dtype " + a.dtype + ": expected f32 or bf16");
@@ -76,11 +69,11 @@ void run_convert(const ConvertArgs& a) {
   const fs::path weights = out_dir / "model.safetensors";
   w.write(weights.string());
 
-  const std::string config = read_whole_file(in_dir / "config.json");
+  const std::string config = io::read_file((in_dir / "config.json").string(), "the model config");
   io::write_file_atomic((out_dir / "config.json").string(), config.data(), config.size());
   bool tokenizer = false;
   if (fs::is_regular_file(in_dir / "tokenizer.model", ec)) {
-    const std::string tok = read_whole_file(in_dir / "tokenizer.model");
+    const std::string tok = io::read_file((in_dir / "tokenizer.model").string(), "the tokenizer model");
     io::write_file_atomic((out_dir / "tokenizer.model").string(), tok.data(), tok.size());
     tokenizer = true;
   }

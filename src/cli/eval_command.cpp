@@ -23,6 +23,7 @@
 #include "eval/perplexity.h"
 #include "infer/decoder.h"
 #include "infer/model_dir.h"
+#include "io/json_file.h"
 #include "tokenizer/tokenizer.h"
 
 namespace moepp::cli {
@@ -85,15 +86,6 @@ class Progress {
   Clock::time_point t0_, last_;
 };
 
-std::string read_all(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  check(static_cast<bool>(f), "eval ppl: --text " + path + ": cannot open");
-  std::ostringstream s;
-  s << f.rdbuf();
-  check(!f.bad(), "eval ppl: --text " + path + ": read error");
-  return s.str();
-}
-
 struct PplArgs {
   ModelArgs m;
   std::string text;
@@ -106,7 +98,7 @@ void run_ppl(const PplArgs& a) {
   check(a.stride >= 0, "eval ppl: --stride must be >= 0");
   LoadedModel m = load(a.m, "ppl");
   const ModelConfig& cfg = m.dec->config();
-  const std::string text = read_all(a.text);
+  const std::string text = io::read_file(a.text, "the --text file of eval ppl");
   check(!text.empty(), "eval ppl: --text " + a.text + ": the file is empty");
 
   std::vector<int32_t> tokens{cfg.bos};

@@ -1,5 +1,5 @@
-// read_json_file: reads and parses one JSON file (configs, trainer state); a missing file or invalid
-// JSON throws moepp::Error naming the path.
+// Whole-file reads: read_file (bytes) and read_json_file (parsed: configs, trainer state). A missing or
+// unreadable file, or invalid JSON, throws moepp::Error naming the path.
 #pragma once
 
 #include <string>
@@ -8,7 +8,10 @@
 
 namespace moepp::io {
 
-// `what` names the file's role in the "cannot open" message (e.g. "the model config").
+// `what` names the file's role in the messages: "PATH: cannot open WHAT: <reason>", "PATH: cannot read WHAT".
+std::string read_file(const std::string& path, const std::string& what = "the file");
+
+// read_file, then parsed ("PATH: invalid JSON: ..." on a parse error).
 nlohmann::json read_json_file(const std::string& path, const std::string& what = "the file");
 
 }  // namespace moepp::io

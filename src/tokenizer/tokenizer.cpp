@@ -13,6 +13,7 @@
 #include <unordered_map>
 
 #include "core/error.h"
+#include "io/json_file.h"
 
 namespace fs = std::filesystem;
 
@@ -31,10 +32,7 @@ void Tokenizer::load(const std::string& model_path) {
   std::error_code ec;
   if (!fs::exists(model_path, ec)) throw Error(model_path + ": tokenizer model not found");
   if (!fs::is_regular_file(model_path, ec)) throw Error(model_path + ": tokenizer model is not a regular file");
-  std::ifstream in(model_path, std::ios::binary);
-  if (!in) throw Error(model_path + ": cannot open the tokenizer model: " + std::strerror(errno));
-  std::string bytes((std::istreambuf_iterator<char>(in)), {});
-  if (in.bad()) throw Error(model_path + ": cannot read the tokenizer model");
+  const std::string bytes = io::read_file(model_path, "the tokenizer model");
   if (bytes.empty()) throw Error(model_path + ": tokenizer model is empty");
 
   auto sp = std::make_unique<sentencepiece::SentencePieceProcessor>();
