@@ -16,6 +16,7 @@
 
 #include "core/error.h"
 #include "core/gemm.h"
+#include "json_command.h"
 #include "moe/ffn_experts.h"
 #include "moe/moe_layer.h"
 #include "moe/router.h"
@@ -145,19 +146,7 @@ nlohmann::json run_torch(const ShapeCase& s, bool moepp, double fraction, int to
       << " --n-ffn " << s.n_ffn << " --n-zero " << (moepp ? s.n_zero : 0) << " --n-copy " << (moepp ? s.n_copy : 0)
       << " --n-const " << (moepp ? s.n_const : 0) << " --tokens " << tokens << " --ffn-fraction " << fraction
       << " --threads 1 --blas-threads " << omp_get_max_threads() << " --reps " << reps << " --backward 2>/dev/null";
-  FILE* f = popen(cmd.str().c_str(), "r");
-  if (!f) return {};
-  std::string out;
-  char buf[4096];
-  while (fgets(buf, sizeof buf, f)) out += buf;
-  if (pclose(f) != 0) return {};
-  const size_t brace = out.rfind('{');
-  if (brace == std::string::npos) return {};
-  try {
-    return nlohmann::json::parse(out.substr(brace));
-  } catch (...) {
-    return {};
-  }
+  return run_json_command(cmd.str());
 }
 
 }  // namespace

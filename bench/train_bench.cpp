@@ -21,6 +21,7 @@
 #include "core/error.h"
 #include "core/gemm.h"
 #include "core/profile.h"
+#include "json_command.h"
 #include "model/model.h"
 #include "model/model_params.h"
 #include "model/model_state.h"
@@ -56,23 +57,9 @@ nlohmann::json run_torch(const ModelConfig& mc, const TrainConfig& tc, int64_t B
       << " --batch " << B << " --seq-len " << T << " --steps " << steps << " --warmup " << warmup << " --lr " << tc.lr
       << " --weight-decay " << tc.weight_decay << " --beta1 " << tc.beta1 << " --beta2 " << tc.beta2 << " --clip "
       << tc.grad_clip << " --init-std " << tc.init_std << " --threads 1," << std::max(2, omp_get_max_threads());
-  FILE* f = popen(cmd.str().c_str(), "r");
-  if (!f) {
-    std::filesystem::remove(tmp);
-    return {};
-  }
-  std::string out;
-  char buf[4096];
-  while (fgets(buf, sizeof buf, f)) out += buf;
-  const int rc = pclose(f);
+  nlohmann::json r = run_json_command(cmd.str());
   std::filesystem::remove(tmp);
-  if (rc != 0) return {};
-  const size_t brace = out.rfind("\n{");
-  try {
-    return nlohmann::json::parse(brace == std::string::npos ? out : out.substr(brace + 1));
-  } catch (...) {
-    return {};
-  }
+  return r;
 }
 
 }  // namespace
