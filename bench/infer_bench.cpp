@@ -108,7 +108,11 @@ ModelConfig make_config(const InferBenchOptions& o, bool moepp, int64_t max_pos)
                       {"num_attention_heads", o.heads},
                       {"num_key_value_heads", o.heads},
                       {"max_position_embeddings", max_pos},
-                      {"moe_top_k", 2}};
+                      {"moe_top_k", 2},
+                      // The 7B checkpoint's router flags (not the released config class's defaults).
+                      {"moe_2layer_gate", false},
+                      {"moe_use_logits_norm", true},
+                      {"moe_feature_no_mul_topk", true}};
   if (moepp) {
     j["num_experts"] = {12};
     j["moe_router"] = "moepp";

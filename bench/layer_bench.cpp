@@ -73,6 +73,10 @@ MoeConfig make_config(const ShapeCase& s, bool moepp) {
   c.n_constant = moepp ? s.n_const : 0;
   c.n_experts = s.n_ffn + c.n_zc();
   c.gating_residual = false;  // layer 0
+  // The released 7B checkpoint's router flags (spec §5), not the released config class's defaults.
+  c.two_layer_gate = false;
+  c.logits_norm = true;
+  c.no_mul_topk = true;
   c.validate("bench");
   return c;
 }

@@ -212,11 +212,12 @@ class MoEPPModel(torch.nn.Module):
 
 
 def resolve(cfg):
-    """Sizes and MoE++ settings from a Hugging Face style config dict (defaults of docs/layer.md)."""
+    """Sizes and MoE++ settings from a Hugging Face style config dict (defaults of docs/layer.md: the
+    released config class's for its router keys)."""
     router = cfg.get("moe_router", "moepp")
     if router not in ("moepp", "topk"):
         raise SystemExit(f"torch_train_eager.py: moe_router '{router}' is not implemented here")
-    if cfg.get("moe_2layer_gate") or cfg.get("moe_use_mixtral_gating"):
+    if cfg.get("moe_2layer_gate", True) or cfg.get("moe_use_mixtral_gating", False):
         raise SystemExit("torch_train_eager.py: moe_2layer_gate / moe_use_mixtral_gating are not implemented here")
     if cfg.get("moe_capacity_factor") is not None:
         raise SystemExit("torch_train_eager.py: moe_capacity_factor (token dropping) is not implemented here")
@@ -230,9 +231,9 @@ def resolve(cfg):
              n_zero=int(cfg.get("n_zero_experts", 1 if moepp else 0)),
              n_copy=int(cfg.get("n_copy_experts", 1 if moepp else 0)),
              n_const=int(cfg.get("n_constant_experts", 2 if moepp else 0)),
-             logits_norm=bool(cfg.get("moe_use_logits_norm", True)),
+             logits_norm=bool(cfg.get("moe_use_logits_norm", False)),
              gate_norm_std=float(cfg.get("moe_gate_norm_std", 1.0)),
-             no_mul_topk=bool(cfg.get("moe_feature_no_mul_topk", True)),
+             no_mul_topk=bool(cfg.get("moe_feature_no_mul_topk", False)),
              gating_residual=bool(cfg.get("moe_gating_residual", moepp)),
              tau=float(cfg.get("moe_tau", 0.75)) if moepp else 1.0, beta=float(cfg.get("moe_aux_loss_coef", 0.01)))
     c["n_ffn"] = c["E"] - c["n_zero"] - c["n_copy"] - c["n_const"]

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <iterator>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "cli/commands.h"
@@ -17,6 +18,8 @@
 #include "io/json_file.h"
 #include "io/safetensors.h"
 #include "io/weight_source.h"
+#include "model/ignored_buffers.h"
+#include "model/model_config.h"
 
 namespace moepp::cli {
 namespace {
@@ -31,7 +34,10 @@ void run_convert(const ConvertArgs& a) {
   check(a.dtype == "f32" || a.dtype == "bf16", "--dtype " + a.dtype + ": expected f32 or bf16");
   const bool bf16 = a.dtype == "bf16";
   const fs::path in_dir(a.model), out_dir(a.out);
-  io::load_model_config(a.model);  // the config must be one this engine runs (errors name the field)
+  const std::string config_path = (in_dir / "config.json").string();
+  nlohmann::json config = io::read_json_file(config_path, "the model config");
+  // The config must be one this engine runs (errors name the field).
+  const ModelConfig cfg = ModelConfig::from_json(config, config_path);
   const std::unique_ptr<io::WeightSource> src = io::open_weights(a.model);
 
   std::error_code ec;
@@ -42,7 +48,18 @@ void run_convert(const ConvertArgs& a) {
 
   io::SafetensorsWriter w;
   uint64_t bytes = 0;
-  const std::vector<std::string> names = src->names();
+  std::vector<std::string> names;
+  size_t skipped = 0;
+  for (const std::string& name : src->names()) {
+    if (is_ignored_rotary_buffer(name)) {
+      ++skipped;
+      continue;
+    }
+    names.push_back(name);
+  }
+  if (skipped > 0)
+    std::fprintf(stderr, "moepp: note: %s: skipped %zu rotary-embedding buffer%s (not parameters; not written)\n",
+                 src->source().c_str(), skipped, skipped == 1 ? "" : "s");
   for (const std::string& name : names) {
     const io::WeightInfo info = src->info(name);
     if (info.dtype == io::DType::kF32 || info.dtype == io::DType::kF16 || info.dtype == io::DType::kBF16) {
@@ -69,8 +86,14 @@ void run_convert(const ConvertArgs& a) {
   const fs::path weights = out_dir / "model.safetensors";
   w.write(weights.string());
 
-  const std::string config = io::read_file((in_dir / "config.json").string(), "the model config");
-  io::write_file_atomic((out_dir / "config.json").string(), config.data(), config.size());
+  // The source's config with every key moepp reads spelled out (a key the source left out takes its
+  // default explicitly, so the converted model means the same under any later change of defaults).
+  const nlohmann::json full = cfg.to_json();
+  for (auto it = full.begin(); it != full.end(); ++it)
+    if (!config.contains(it.key())) config[it.key()] = it.value();
+  config["torch_dtype"] = bf16 ? "bfloat16" : "float32";  // what model.safetensors now holds
+  const std::string text = config.dump(2) + "\n";
+  io::write_file_atomic((out_dir / "config.json").string(), text.data(), text.size());
   bool tokenizer = false;
   if (fs::is_regular_file(in_dir / "tokenizer.model", ec)) {
     const std::string tok = io::read_file((in_dir / "tokenizer.model").string(), "the tokenizer model");

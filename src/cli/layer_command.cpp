@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "io/json_file.h"
 #include "io/safetensors.h"
+#include "model/ignored_buffers.h"
 #include "moe/moe_layer.h"
 
 namespace moepp::cli {
@@ -46,8 +47,7 @@ void run_layer(const LayerArgs& a) {
     *t = std::move(v);
     loaded.insert(name);
   }
-  for (const std::string& name : wf.names())
-    if (!loaded.count(name)) throw Error(a.weights + ": unexpected tensor '" + name + "' for this config");
+  check_no_unexpected_tensors(wf.names(), loaded, a.weights);
 
   // Inputs.
   io::SafetensorsFile inf(a.inputs);

@@ -22,6 +22,7 @@
 #include "moe/combine.h"
 #include "moe/dispatch.h"
 #include "moe/ffn_experts.h"
+#include "moe/moe_layer.h"
 #include "moe/router.h"
 
 namespace moepp {
@@ -178,16 +179,8 @@ void Decoder::forward(Tensor& logits, KvCache& cache, const std::vector<DecodeCh
     MoeForwardState& st = sc.moe;
     st.T = R;
     st.W = mc.slot_width();
-    st.x = sc.xn.ptr();
+    set_expert_input(st, sc.xn.ptr(), R, mc);
     st.z_prev = mc.uses_residual() ? sc.z[l - 1].ptr() : nullptr;
-    if (mc.no_mul_topk) {
-      st.x_in = sc.xn.ptr();
-    } else {
-      ensure_shape(st.x_scaled, {R, D});
-      const float k = static_cast<float>(mc.top_k);
-      for (int64_t i = 0; i < R * D; ++i) st.x_scaled.data[i] = k * sc.xn.data[i];
-      st.x_in = st.x_scaled.ptr();
-    }
     router_forward(st, mc, w.moe_small);
     dispatch_slots(st, mc);
     const int64_t I = mc.intermediate, rows = st.ffn_rows();

@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "io/weight_source.h"
+#include "model/ignored_buffers.h"
 
 namespace moepp {
 namespace {
@@ -122,8 +123,7 @@ InferWeights InferWeights::load_impl(const ModelConfig& cfg, const io::WeightSou
       *s.matrix = WeightMatrix::from_f32(buf.data(), s.shape[0], s.shape[1], d);
     }
   }
-  for (const std::string& n : src.names())
-    if (!expected.count(n)) throw Error(src.source() + ": unexpected tensor '" + n + "' for this config");
+  check_no_unexpected_tensors(src.names(), expected, src.source());
   return w;
 }
 

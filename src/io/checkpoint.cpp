@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "io/safetensors.h"
 #include "io/weight_source.h"
+#include "model/ignored_buffers.h"
 
 namespace moepp::io {
 namespace fs = std::filesystem;
@@ -57,8 +58,7 @@ std::pair<ModelConfig, ModelParams> load_model(const std::string& dir) {
     m->read_f32(name, t->data.data());
     loaded.insert(name);
   }
-  for (const std::string& name : m->names())
-    if (!loaded.count(name)) throw Error(source + ": unexpected tensor '" + name + "' for this config");
+  check_no_unexpected_tensors(m->names(), loaded, source);
   return {std::move(cfg), std::move(params)};
 }
 

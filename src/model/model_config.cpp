@@ -184,4 +184,14 @@ json ModelConfig::to_json() const {
   return j;
 }
 
+std::vector<std::string> ModelConfig::differences(const ModelConfig& other) const {
+  const json a = to_json(), b = other.to_json();
+  std::vector<std::string> out;
+  for (auto it = a.begin(); it != a.end(); ++it) {
+    const json& bv = b.contains(it.key()) ? b[it.key()] : json();
+    if (it.value() != bv) out.push_back(it.key() + " (" + it.value().dump() + " vs " + bv.dump() + ")");
+  }
+  return out;
+}
+
 }  // namespace moepp

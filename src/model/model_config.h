@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json_fwd.hpp>
 
@@ -33,6 +34,9 @@ struct ModelConfig {
   // A complete config.json that from_json reads back to the same config.
   nlohmann::json to_json() const;
   void validate(const std::string& source) const;
+  // The config.json keys whose values differ between this config and `other`, each as
+  // "key (A vs B)" with the two values as to_json writes them; empty when they are the same model.
+  std::vector<std::string> differences(const ModelConfig& other) const;
 };
 
 }  // namespace moepp

@@ -63,7 +63,7 @@ void combine_forward(float* y, const MoeForwardState& st, const MoeConfig& cfg, 
 void combine_backward(float* dx, MoeBackwardScratch& sc, MoeParams& g, const float* dy, const MoeForwardState& st,
                       const MoeConfig& cfg, const MoeParams& prm) {
   const int64_t T = st.T, D = cfg.hidden, W = st.W, NC = cfg.n_constant;
-  const float in_scale = cfg.no_mul_topk ? 1.0f : static_cast<float>(cfg.top_k);
+  const float in_scale = cfg.input_scale();
   const int nt = omp_get_max_threads();
   // Per-thread accumulators for the constant experts' gradients: [nt][NC][Wc (2D) | v (D)].
   std::vector<float> acc(static_cast<size_t>(nt) * NC * 3 * D, 0.0f);

@@ -94,18 +94,20 @@ MoeConfig MoeConfig::from_json(const json& j, const std::string& source) {
   c.n_zero = get_int(j, "n_zero_experts", source, is_moepp ? 1 : 0);
   c.n_copy = get_int(j, "n_copy_experts", source, is_moepp ? 1 : 0);
   c.n_constant = get_int(j, "n_constant_experts", source, is_moepp ? 2 : 0);
-  c.top_k = get_int(j, "moe_top_k", source, 2);
-  c.two_layer_gate = get_bool(j, "moe_2layer_gate", source, false);
-  c.logits_norm = get_bool(j, "moe_use_logits_norm", source, true);
-  c.gate_norm_std = static_cast<float>(get_number(j, "moe_gate_norm_std", source, 1.0));
-  c.mixtral_gating = get_bool(j, "moe_use_mixtral_gating", source, false);
-  c.no_mul_topk = get_bool(j, "moe_feature_no_mul_topk", source, true);
+  c.top_k = get_int(j, "moe_top_k", source, c.top_k);
+  // Released-config keys: a missing key takes the released config class's default (the struct's).
+  c.two_layer_gate = get_bool(j, "moe_2layer_gate", source, c.two_layer_gate);
+  c.logits_norm = get_bool(j, "moe_use_logits_norm", source, c.logits_norm);
+  c.gate_norm_std = static_cast<float>(get_number(j, "moe_gate_norm_std", source, c.gate_norm_std));
+  c.mixtral_gating = get_bool(j, "moe_use_mixtral_gating", source, c.mixtral_gating);
+  c.no_mul_topk = get_bool(j, "moe_feature_no_mul_topk", source, c.no_mul_topk);
+  // moepp's extension keys keep moepp's documented defaults.
   c.gating_residual = get_bool(j, "moe_gating_residual", source, is_moepp);
-  c.tau = get_number(j, "moe_tau", source, 0.75);
-  c.aux_loss_coef = static_cast<float>(get_number(j, "moe_aux_loss_coef", source, 0.01));
+  c.tau = get_number(j, "moe_tau", source, c.tau);
+  c.aux_loss_coef = static_cast<float>(get_number(j, "moe_aux_loss_coef", source, c.aux_loss_coef));
   if (j.contains("moe_capacity_factor") && !j["moe_capacity_factor"].is_null())
     c.capacity_factor = get_number(j, "moe_capacity_factor", source, 0.0);
-  c.relu_l1_coef = static_cast<float>(get_number(j, "moe_relu_l1_coef", source, 1e-8));
+  c.relu_l1_coef = static_cast<float>(get_number(j, "moe_relu_l1_coef", source, c.relu_l1_coef));
   c.layer_index = get_int(j, "layer_index", source, 0);
   c.training = get_bool(j, "training", source, false);
   if (j.contains("moe_expert_interval") && get_int(j, "moe_expert_interval", source, 1) != 1)

@@ -23,11 +23,13 @@ struct MoeConfig {
   int64_t n_zero = 0, n_copy = 0, n_constant = 0;
   int64_t top_k = 2;  // K
   RouterKind router = RouterKind::kMoepp;
-  bool two_layer_gate = false;
-  bool logits_norm = true;
+  // The five router keys of the released config class (configuration_moe_plus_plus.py), with its
+  // defaults: a config.json that leaves one out means the released default (docs/layer.md).
+  bool two_layer_gate = true;
+  bool logits_norm = false;
   float gate_norm_std = 1.0f;
   bool mixtral_gating = false;
-  bool no_mul_topk = true;
+  bool no_mul_topk = false;
   bool gating_residual = true;
   double tau = 0.75;
   float aux_loss_coef = 0.01f;
@@ -49,6 +51,10 @@ struct MoeConfig {
     return ExpertKind::kZero;
   }
   bool uses_residual() const { return gating_residual && layer_index > 0; }
+  // The released MOELayer.forward multiplies the experts' input by K only when neither
+  // moe_use_mixtral_gating nor moe_feature_no_mul_topk is set.
+  bool scales_input() const { return !(mixtral_gating || no_mul_topk); }
+  float input_scale() const { return scales_input() ? static_cast<float>(top_k) : 1.0f; }
   bool uses_capacity() const { return training && capacity_factor.has_value(); }
   // Width of the per-token slot arrays: K, or E for the ReLU router (a variable number of experts).
   int64_t slot_width() const { return router == RouterKind::kRelu ? n_experts : top_k; }

@@ -12,6 +12,19 @@
 
 namespace moepp {
 
+void set_expert_input(MoeForwardState& st, const float* x, int64_t T, const MoeConfig& cfg) {
+  st.x = x;
+  if (!cfg.scales_input()) {
+    st.x_in = x;
+    return;
+  }
+  ensure_shape(st.x_scaled, {T, cfg.hidden});
+  const float k = cfg.input_scale();
+  const int64_t n = T * cfg.hidden;
+  for (int64_t i = 0; i < n; ++i) st.x_scaled.data[i] = k * x[i];
+  st.x_in = st.x_scaled.ptr();
+}
+
 MoeLayer::MoeLayer(MoeConfig cfg) : cfg_(std::move(cfg)) { cfg_.validate("MoeLayer"); }
 
 void MoeLayer::check_params(const MoeParams& params, const std::string& source) const {
@@ -33,21 +46,13 @@ void MoeLayer::forward(Tensor& y, Tensor& z_out, MoeForwardState& st, const Tens
   const int64_t T = x.shape[0];
   st.T = T;
   st.W = cfg_.slot_width();
-  st.x = x.ptr();
+  set_expert_input(st, x.ptr(), T, cfg_);
   st.z_prev = nullptr;
   if (cfg_.uses_residual()) {
     check(z_prev != nullptr, "MoeLayer: the gating residual z_prev is required in layer " + std::to_string(cfg_.layer_index));
     check(z_prev->shape == std::vector<int64_t>{T, E},
           "MoeLayer: z_prev must be " + shape_str({T, E}) + ", got " + shape_str(z_prev->shape));
     st.z_prev = z_prev->ptr();
-  }
-  if (cfg_.no_mul_topk) {
-    st.x_in = x.ptr();
-  } else {
-    ensure_shape(st.x_scaled, {T, D});
-    const float k = static_cast<float>(cfg_.top_k);
-    for (size_t i = 0; i < x.numel(); ++i) st.x_scaled.data[i] = k * x.data[i];
-    st.x_in = st.x_scaled.ptr();
   }
   {
     ProfileScope ps("fwd.moe.router+dispatch+balance");

@@ -11,6 +11,11 @@
 
 namespace moepp {
 
+// Points st.x and st.x_in at the layer input x [T, D]: x_in is x itself, or K·x in st.x_scaled when
+// cfg.scales_input() (the released rule: neither mixtral gating nor moe_feature_no_mul_topk). x must
+// outlive every use of st. Shared by MoeLayer::forward and the decoder.
+void set_expert_input(MoeForwardState& st, const float* x, int64_t T, const MoeConfig& cfg);
+
 class MoeLayer {
  public:
   explicit MoeLayer(MoeConfig cfg);

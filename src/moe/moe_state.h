@@ -15,7 +15,7 @@ struct MoeForwardState {
   int64_t T = 0;  // tokens
   int64_t W = 0;  // slot width per token: K, or E for the ReLU router
 
-  // Inputs as seen by the experts: x itself, or K·x (moe_feature_no_mul_topk = false).
+  // Inputs as seen by the experts: x itself, or K·x (MoeConfig::scales_input(); set_expert_input).
   const float* x = nullptr;       // [T, D] the caller's x; must outlive backward
   const float* z_prev = nullptr;  // [T, E] or null
   Tensor x_scaled;                // [T, D] K·x when used

@@ -198,6 +198,19 @@ float train(const TrainConfig& cfg, const TrainOptions& opt) {
   if (opt.resume && fs::exists(fs::path(opt.out_dir) / "latest")) {
     const std::string dir = io::resolve_model_dir(opt.out_dir);
     auto [lc, lp] = io::load_model(dir);
+    {
+      // The checkpoint must be the run's model: refuse a changed config before anything else
+      // (ReMoE's lambda is the one key that moves during training; it is restored below).
+      ModelConfig saved = lc;
+      if (adaptive_l1) saved.moe.relu_l1_coef = mc.moe.relu_l1_coef;
+      const std::vector<std::string> diff = saved.differences(mc);
+      if (!diff.empty()) {
+        std::string keys;
+        for (const std::string& d : diff) keys += (keys.empty() ? "" : ", ") + d;
+        throw Error(dir + "/config.json: the checkpoint's model differs from the training config's 'model' in " +
+                    keys + " (checkpoint vs run); resume with the config that trained it, or start a new run");
+      }
+    }
     params = std::move(lp);
     const nlohmann::json state = io::read_json_file((fs::path(dir) / "trainer_state.json").string());
     start_step = state.at("step").get<int64_t>();

@@ -76,10 +76,24 @@ TEST(WeightMatrix, ParsesDtypeNames) {
 // ---------------------------------------------------------------------------------------------------
 // Decoder vs the training model's forward
 
-nlohmann::json config_json(const std::string& router) {
+// `variant` is a router name, optionally with router flags: "+mixtral" (mixtral gating with
+// moe_feature_no_mul_topk false: the released rule does not scale the input then), "+7b" (the 7B
+// checkpoint's flags). Without flags the released config class's defaults apply (two-layer gate,
+// no logits norm, input scaled by K).
+nlohmann::json config_json(const std::string& variant) {
+  const std::string router = variant.substr(0, variant.find('+'));
   nlohmann::json j = {{"vocab_size", 53},      {"hidden_size", 32},         {"intermediate_size", 24},
                       {"num_hidden_layers", 3}, {"num_attention_heads", 4}, {"num_key_value_heads", 2},
                       {"max_position_embeddings", 96}, {"num_experts", {8}}, {"moe_router", router}};
+  if (variant.ends_with("+mixtral")) {
+    j["moe_use_mixtral_gating"] = true;
+    j["moe_feature_no_mul_topk"] = false;
+  }
+  if (variant.ends_with("+7b")) {
+    j["moe_2layer_gate"] = false;
+    j["moe_use_logits_norm"] = true;
+    j["moe_feature_no_mul_topk"] = true;
+  }
   if (router == "moepp") {
     j["n_zero_experts"] = 1;
     j["n_copy_experts"] = 1;
@@ -156,7 +170,14 @@ TEST_P(DecoderParity, PrefillAndDecodeEqualFullRecompute) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Routers, DecoderParity, ::testing::Values("moepp", "topk"));
+INSTANTIATE_TEST_SUITE_P(Routers, DecoderParity,
+                         ::testing::Values("moepp", "topk", "moepp+mixtral", "topk+mixtral", "moepp+7b"),
+                         [](const ::testing::TestParamInfo<std::string>& i) {
+                           std::string n = i.param;
+                           for (char& ch : n)
+                             if (ch == '+') ch = '_';
+                           return n;
+                         });
 
 TEST(Decoder, MixedBatchEqualsSeparateRuns) {
   const Fixture f = make_model("moepp", 5);

@@ -404,9 +404,9 @@ TEST_F(ModelCheckpointFaults, MisshapedTensor) {
 }
 
 TEST_F(ModelCheckpointFaults, UnexpectedTensor) {
-  rewrite([](auto& ts) { ts.emplace_back("model.layers.0.self_attn.rotary_emb.inv_freq", Tensor({2})); });
+  rewrite([](auto& ts) { ts.emplace_back("model.layers.0.self_attn.rotary_emb.inv_freqs", Tensor({2})); });
   const std::string e = load_error();
-  EXPECT_NE(e.find("unexpected tensor 'model.layers.0.self_attn.rotary_emb.inv_freq'"), std::string::npos) << e;
+  EXPECT_NE(e.find("unexpected tensor 'model.layers.0.self_attn.rotary_emb.inv_freqs'"), std::string::npos) << e;
 }
 
 TEST_F(ModelCheckpointFaults, Layer0GateMapIsOptional) {

@@ -29,6 +29,9 @@ MoeConfig small_config(RouterKind r) {
   c.training = true;
   c.aux_loss_coef = 0.1f;
   c.relu_l1_coef = 0.05f;
+  c.two_layer_gate = false;  // the 7B checkpoint's router flags
+  c.logits_norm = true;
+  c.no_mul_topk = true;
   return c;
 }
 
@@ -163,6 +166,9 @@ TEST(LayerProperties, CapacityDropsByRankThenToken) {
   c.n_experts = 4;
   c.n_zero = c.n_copy = c.n_constant = 0;
   c.gating_residual = false;
+  c.two_layer_gate = false;
+  c.logits_norm = true;
+  c.no_mul_topk = true;
   c.training = true;
   c.capacity_factor = 0.5;  // C = ceil(0.5 * 2 * 4 / 4) = 1 slot per expert
   MoeForwardState st;
@@ -215,6 +221,38 @@ TEST(LayerConfig, BadValuesNameTheField) {
   EXPECT_EQ(c.kind(16), ExpertKind::kConstant);
   EXPECT_EQ(c.kind(18), ExpertKind::kCopy);
   EXPECT_TRUE(c.gating_residual);
+}
+
+TEST(LayerConfig, MissingRouterKeysTakeTheReleasedConfigDefaults) {
+  // configuration_moe_plus_plus.py: moe_2layer_gate=True, moe_use_logits_norm=False,
+  // moe_gate_norm_std=1.0, moe_use_mixtral_gating=False, moe_feature_no_mul_topk=False.
+  const MoeConfig c = MoeConfig::from_json(
+      nlohmann::json::parse(R"({"hidden_size": 8, "intermediate_size": 16, "num_experts": [12]})"), "C.json");
+  EXPECT_TRUE(c.two_layer_gate);
+  EXPECT_FALSE(c.logits_norm);
+  EXPECT_EQ(c.gate_norm_std, 1.0f);
+  EXPECT_FALSE(c.mixtral_gating);
+  EXPECT_FALSE(c.no_mul_topk);
+  EXPECT_TRUE(c.scales_input());
+  EXPECT_EQ(c.input_scale(), 2.0f);
+  // moepp's extension keys keep moepp's defaults.
+  EXPECT_EQ(c.top_k, 2);
+  EXPECT_EQ(c.router, RouterKind::kMoepp);
+  EXPECT_TRUE(c.gating_residual);
+  EXPECT_EQ(c.tau, 0.75);
+  EXPECT_FALSE(c.capacity_factor.has_value());
+}
+
+TEST(LayerConfig, InputIsScaledByKOnlyWithoutMixtralGatingAndWithoutNoMulTopk) {
+  MoeConfig c = small_config(RouterKind::kMoepp);
+  c.top_k = 3;
+  for (bool mixtral : {false, true})
+    for (bool no_mul : {false, true}) {
+      c.mixtral_gating = mixtral;
+      c.no_mul_topk = no_mul;
+      EXPECT_EQ(c.scales_input(), !mixtral && !no_mul) << mixtral << no_mul;
+      EXPECT_EQ(c.input_scale(), !mixtral && !no_mul ? 3.0f : 1.0f) << mixtral << no_mul;
+    }
 }
 
 }  // namespace

@@ -28,7 +28,9 @@ using analysis::RoutingStats;
 ModelConfig tiny_config(const std::string& router = "moepp", int64_t layers = 3) {
   nlohmann::json j = {{"vocab_size", 37},         {"hidden_size", 16},        {"intermediate_size", 24},
                       {"num_hidden_layers", layers}, {"num_attention_heads", 4}, {"num_key_value_heads", 2},
-                      {"max_position_embeddings", 64}, {"num_experts", {8}},  {"moe_router", router}};
+                      {"max_position_embeddings", 64}, {"num_experts", {8}},  {"moe_router", router},
+                      // the 7B checkpoint's router flags (one-layer gate, logits norm, unscaled input)
+                      {"moe_2layer_gate", false}, {"moe_use_logits_norm", true}, {"moe_feature_no_mul_topk", true}};
   return ModelConfig::from_json(j, "tiny");
 }
 

@@ -138,7 +138,9 @@ def write_tiny_train_config(tmp, train, valid, layers, tokenizer_vocab, steps, e
     model_extra updates the model section. Written as tmp/name; returns its path."""
     cfg = {
         "model": {"hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": layers, "num_attention_heads": 4,
-                  "num_key_value_heads": 2, "num_experts": [8], "moe_top_k": 2, "max_position_embeddings": 64},
+                  "num_key_value_heads": 2, "num_experts": [8], "moe_top_k": 2, "max_position_embeddings": 64,
+                  # the 7B checkpoint's router flags, as the presets in configs/ spell them out
+                  "moe_2layer_gate": False, "moe_use_logits_norm": True, "moe_feature_no_mul_topk": True},
         "train_text": train, "valid_text": valid, "tokenizer_vocab": tokenizer_vocab,
         "batch_size": 4, "seq_len": 32, "steps": steps, "lr": 3e-3, "min_lr": 3e-4, "warmup_steps": 2,
         "eval_every": eval_every, "eval_batches": 2, "ckpt_every": ckpt_every, "sample_tokens": sample_tokens,

@@ -1,4 +1,8 @@
 """Independent PyTorch reference of the MoE++ layer, written from docs/layer.md (not from src/).
+Where the released MoE++ code (SkyworkAI/MoE-plus-plus: moe_plus_plus_layer.py,
+configuration_moe_plus_plus.py) defines a behaviour, this file follows it: the defaults of the
+released config class for missing router keys (RELEASED_DEFAULTS) and MOELayer.forward's input
+scaling (K·x only when neither moe_use_mixtral_gating nor moe_feature_no_mul_topk is set).
 
 Everything is plain torch ops on the dtype of the given tensors (fp32 in the parity tests, fp64 for
 gradcheck); gradients come from autograd. Top-k selection, the capacity drop, f_i and ReMoE's
@@ -23,6 +27,15 @@ import numpy as np
 import torch
 
 ROUTERS = ("moepp", "topk", "adamoe", "relu")
+
+# configuration_moe_plus_plus.py's __init__ defaults for the router keys it defines.
+RELEASED_DEFAULTS = {
+    "moe_2layer_gate": True,
+    "moe_use_logits_norm": False,
+    "moe_gate_norm_std": 1.0,
+    "moe_use_mixtral_gating": False,
+    "moe_feature_no_mul_topk": False,
+}
 
 
 @dataclass
@@ -60,6 +73,11 @@ class Cfg:
     def uses_residual(self):
         return self.gating_residual and self.layer_index > 0
 
+    @property
+    def input_scale(self):
+        """MOELayer.forward: `if not (moe_use_mixtral_gating or moe_feature_no_mul_topk): x *= MOE_TOP_K`."""
+        return 1 if (self.mixtral or self.no_mul_topk) else self.K
+
     def kind(self, e):
         """'ffn', 'const', 'copy' or 'zero' for expert index e (doc's index order)."""
         if e < self.n_ffn:
@@ -75,7 +93,8 @@ class Cfg:
 
 
 def resolve_config(cfg):
-    """Apply docs/layer.md defaults to a config dict (no error reporting beyond asserts)."""
+    """Apply docs/layer.md defaults (the released config class's for its router keys) to a config dict
+    (no error reporting beyond asserts)."""
     ne = cfg["num_experts"]
     E = int(ne[0]) if isinstance(ne, list) else int(ne)
     router = cfg.get("moe_router", "moepp")
@@ -90,11 +109,11 @@ def resolve_config(cfg):
         n_const=int(cfg.get("n_constant_experts", 2 if is_moepp else 0)),
         K=int(cfg.get("moe_top_k", 2)),
         router=router,
-        two_layer=bool(cfg.get("moe_2layer_gate", False)),
-        logits_norm=bool(cfg.get("moe_use_logits_norm", True)),
-        gate_norm_std=float(cfg.get("moe_gate_norm_std", 1.0)),
-        mixtral=bool(cfg.get("moe_use_mixtral_gating", False)),
-        no_mul_topk=bool(cfg.get("moe_feature_no_mul_topk", True)),
+        two_layer=bool(cfg.get("moe_2layer_gate", RELEASED_DEFAULTS["moe_2layer_gate"])),
+        logits_norm=bool(cfg.get("moe_use_logits_norm", RELEASED_DEFAULTS["moe_use_logits_norm"])),
+        gate_norm_std=float(cfg.get("moe_gate_norm_std", RELEASED_DEFAULTS["moe_gate_norm_std"])),
+        mixtral=bool(cfg.get("moe_use_mixtral_gating", RELEASED_DEFAULTS["moe_use_mixtral_gating"])),
+        no_mul_topk=bool(cfg.get("moe_feature_no_mul_topk", RELEASED_DEFAULTS["moe_feature_no_mul_topk"])),
         gating_residual=bool(cfg.get("moe_gating_residual", is_moepp)),
         tau=float(cfg.get("moe_tau", 0.75)),
         beta=float(cfg.get("moe_aux_loss_coef", 0.01)),
@@ -292,7 +311,7 @@ def forward(c, W, x, z_prev=None):
                     dtype=z.dtype,
                 )
                 out["aux_loss"] = c.beta * (eta * f * P).sum()
-    x_in = x if c.no_mul_topk else c.K * x
+    x_in = x * c.input_scale
     y = torch.zeros_like(x)
     for e in range(c.E):
         if c.kind(e) == "zero":

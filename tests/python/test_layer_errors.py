@@ -23,7 +23,9 @@ import helpers as H  # noqa: E402
 import moepp_ref as R  # noqa: E402
 import safetensors_np as st  # noqa: E402
 
-BASE = {"hidden_size": 16, "intermediate_size": 24, "num_experts": [8], "layer_index": 1}
+# The 7B checkpoint's router flags spelled out (the released config class's defaults differ).
+BASE = {"hidden_size": 16, "intermediate_size": 24, "num_experts": [8], "layer_index": 1, "moe_2layer_gate": False,
+        "moe_use_logits_norm": True, "moe_feature_no_mul_topk": True}
 
 
 class Case:

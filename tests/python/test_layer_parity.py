@@ -42,6 +42,16 @@ INT_OUTPUTS = ("topk_ids", "slot_kept")
 
 
 def cfg(D=32, I=48, E=8, **kw):
+    """A layer config with the 7B checkpoint's router flags spelled out (the released config class's
+    defaults differ: see released_cfg)."""
+    c = {"hidden_size": D, "intermediate_size": I, "num_experts": [E], "moe_2layer_gate": False,
+         "moe_use_logits_norm": True, "moe_feature_no_mul_topk": True}
+    c.update(kw)
+    return c
+
+
+def released_cfg(D=32, I=48, E=8, **kw):
+    """Only the required keys plus `kw`: every missing router key takes the released default."""
     c = {"hidden_size": D, "intermediate_size": I, "num_experts": [E]}
     c.update(kw)
     return c
@@ -152,6 +162,20 @@ def build_cases():
     add("relu", "relu_residual_layer2", cfg(moe_router="relu", moe_gating_residual=True, layer_index=2), 16)
     add("relu", "relu_norm_keys_ignored", cfg(moe_router="relu", moe_use_logits_norm=True, moe_gate_norm_std=3.0,
                                               moe_use_mixtral_gating=True), 16)
+    # --- the four released router flags in every combination (released rule: K·x only when neither
+    #     mixtral gating nor no_mul_topk), K = 2 and K = 3, layer 1 (gating residual), and a config
+    #     with only the required keys (the released config class's defaults) ---
+    add("released", "required_keys_only", released_cfg(), 16)
+    add("released", "required_keys_only_layer1_train", released_cfg(layer_index=1, training=True), 16)
+    for mix in (False, True):
+        for nomul in (False, True):
+            for norm in (False, True):
+                for two in (False, True):
+                    name = f"mixtral{int(mix)}_nomul{int(nomul)}_norm{int(norm)}_2layer{int(two)}"
+                    flags = dict(moe_use_mixtral_gating=mix, moe_feature_no_mul_topk=nomul,
+                                 moe_use_logits_norm=norm, moe_2layer_gate=two)
+                    add("released", name, released_cfg(layer_index=1, **flags), 16)
+                    add("released", name + "_K3_topk", released_cfg(moe_router="topk", moe_top_k=3, **flags), 12)
     # --- all-zero tokens: logits all 0 -> std = 0 -> s = 0 (doc), p uniform: an exact tie. The doc
     #     gives no tie rule; these cases assume ties go to the lower expert id (stable order). ---
     add("ties", "moepp_zero_tokens", cfg(), 8, zero_rows=[0, 5])

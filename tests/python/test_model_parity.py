@@ -45,7 +45,9 @@ def model_cfg(V=97, D=32, L=2, H=4, KVH=None, I=48, E=8, **kw):
     c = {"architectures": ["MoeForCausalLM"], "model_type": "MoE++", "vocab_size": V, "hidden_size": D,
          "intermediate_size": I, "num_hidden_layers": L, "num_attention_heads": H,
          "max_position_embeddings": 128, "num_experts": [E], "rms_norm_eps": 1e-6, "rope_theta": 10000.0,
-         "hidden_act": "silu", "tie_word_embeddings": False}
+         "hidden_act": "silu", "tie_word_embeddings": False,
+         # The 7B checkpoint's router flags spelled out (the released config class's defaults differ).
+         "moe_2layer_gate": False, "moe_use_logits_norm": True, "moe_feature_no_mul_topk": True}
     if KVH is not None:
         c["num_key_value_heads"] = KVH
     c.update(kw)
@@ -69,6 +71,17 @@ def build_cases():
     add("moepp_zc_1_1_6_E12_tau0.25", model_cfg(E=12, n_zero_experts=1, n_copy_experts=1, n_constant_experts=6,
                                                  moe_tau=0.25, moe_aux_loss_coef=0.1), 1, 40, training=True)
     add("moepp_mixtral_K3", model_cfg(moe_use_mixtral_gating=True, moe_top_k=3), 1, 40, training=True)
+    # Mixtral gating with moe_feature_no_mul_topk false: the released MOELayer does not scale the input.
+    add("moepp_mixtral_mulK_unscaled", model_cfg(moe_use_mixtral_gating=True, moe_feature_no_mul_topk=False), 1, 40,
+        training=True)
+    add("topk_mixtral_mulK_unscaled_K3", model_cfg(E=6, moe_router="topk", moe_use_mixtral_gating=True,
+                                                   moe_feature_no_mul_topk=False, moe_top_k=3), 1, 40)
+    add("moepp_mulK_scaled", model_cfg(moe_feature_no_mul_topk=False), 1, 40, training=True)
+    # Only the required keys: every router key takes the released config class's default.
+    released = model_cfg()
+    for k in ("moe_2layer_gate", "moe_use_logits_norm", "moe_feature_no_mul_topk"):
+        del released[k]
+    add("moepp_released_defaults", released, 1, 40, training=True)
     add("moepp_layer0_gate_map_absent", model_cfg(), 1, 30, layer0_gate_map=False)
     add("moepp_forward_only", model_cfg(L=3, KVH=2), 1, 70, no_targets=True)
     add("moepp_D48_H6_hd8_theta500", model_cfg(D=48, H=6, KVH=3, rope_theta=500.0, rms_norm_eps=1e-5), 1, 45,

@@ -37,7 +37,9 @@ def report(name, ok, msg=""):
 
 
 def base(**kw):
-    cfg = {"hidden_size": 8, "intermediate_size": 6, "num_experts": [8]}
+    # The 7B checkpoint's router flags spelled out; the released config class's defaults differ.
+    cfg = {"hidden_size": 8, "intermediate_size": 6, "num_experts": [8], "moe_2layer_gate": False,
+           "moe_use_logits_norm": True, "moe_feature_no_mul_topk": True}
     cfg.update(kw)
     return cfg
 
@@ -91,7 +93,7 @@ def np_forward(c, W, x, zp):
         z = x @ W["gate.wg.weight"].T
     if c.gating_residual and c.layer_index > 0:
         z = z + zp @ W["gate.gate_map.weight"].T
-    xin = x * (1 if c.no_mul_topk else K)
+    xin = x * (K if not (c.mixtral or c.no_mul_topk) else 1)  # released MOELayer.forward
     y = np.zeros_like(x)
     width = E if c.router == "relu" else K
     ids = np.full((T, width), -1, np.int64)
@@ -270,6 +272,8 @@ def main():
         ("moepp_gns2.5", base(moe_gate_norm_std=2.5), 5),
         ("moepp_mixtral", base(moe_use_mixtral_gating=True), 5),
         ("moepp_mulK", base(moe_feature_no_mul_topk=False, moe_top_k=3), 5),
+        ("moepp_mixtral_mulK_unscaled", base(moe_use_mixtral_gating=True, moe_feature_no_mul_topk=False), 5),
+        ("moepp_released_defaults", {"hidden_size": 8, "intermediate_size": 6, "num_experts": [8]}, 5),
         ("moepp_residual", base(layer_index=1), 5),
         ("moepp_train", base(training=True, moe_aux_loss_coef=1.0), 6),
         ("moepp_train_cap", base(training=True, moe_capacity_factor=0.6, moe_aux_loss_coef=1.0), 8),

@@ -12,7 +12,11 @@ One small random MoE++ model (model_ref.make_weights) is written in many layouts
   shared flat storage at an offset, the 2-D ones transposed views, i.e. non-contiguous);
 and `moepp convert` outputs of several of them (--dtype f32 and bf16). `moepp dump` runs each on the
 same tokens; the logits must be bitwise identical within a dtype group (the same values reach the
-engine whatever the format). Error cases: truncated .bin, missing / unexpected / mis-shaped tensor,
+engine whatever the format); converted configs keep the source's keys and spell out every router key.
+Rotary-embedding buffers saved by other tools (model.layers.N.self_attn.rotary_emb.inv_freq /
+cos_cached / sin_cached) are skipped with one notice line (dump; convert drops them); any other
+unknown tensor, near-misses of those names included, is rejected (the inference loader's side is in
+tests/cpp/test_ignored_buffers.cpp). Error cases: truncated .bin, missing / unexpected / mis-shaped tensor,
 F64 tensor, a pickled non-tensor object (a disallowed global), a deflate-compressed zip, an index
 naming a missing shard: each exits 1 with a message naming the file. Prints `N passed, M failed`;
 exit 1 on failure.
@@ -38,7 +42,9 @@ import safetensors_np as st  # noqa: E402
 CONFIG = {"architectures": ["MoeForCausalLM"], "model_type": "MoE++", "vocab_size": 97, "hidden_size": 32,
           "intermediate_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
           "max_position_embeddings": 128, "num_experts": [8], "rms_norm_eps": 1e-6, "rope_theta": 10000.0,
-          "hidden_act": "silu", "tie_word_embeddings": False, "torch_dtype": "bfloat16"}
+          "hidden_act": "silu", "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+          # The 7B checkpoint's router flags; moe_gate_norm_std and moe_use_mixtral_gating are left out.
+          "moe_2layer_gate": False, "moe_use_logits_norm": True, "moe_feature_no_mul_topk": True}
 TOKENS = "1,5,9,33,2,70,64,12,88,3,41,41,7,0,96"
 TORCH_DT = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
 
@@ -155,14 +161,87 @@ def build_models(exe, tmp, W):
         bad = [k for k, v in hdr.items() if k != "__metadata__" and v["dtype"] != want]
         if bad or set(hdr) - {"__metadata__"} != set(W):
             raise Failure(f"convert {src} --dtype {dtype}: dtypes {bad[:3]} / names differ")
-        for f in ("config.json", "tokenizer.model"):
-            with open(os.path.join(s, f), "rb") as a, open(os.path.join(o, f), "rb") as b:
-                if a.read() != b.read():
-                    raise Failure(f"convert {src}: {f} not copied verbatim")
+        with open(os.path.join(s, "tokenizer.model"), "rb") as a, open(os.path.join(o, "tokenizer.model"), "rb") as b:
+            if a.read() != b.read():
+                raise Failure(f"convert {src}: tokenizer.model not copied verbatim")
+        check_converted_config(src, CONFIG, json.load(open(os.path.join(o, "config.json"))), want)
         if "converted" not in proc.stdout:
             raise Failure(f"convert {src}: no summary line: {proc.stdout!r}")
         groups[group].append((os.path.basename(o), o))
     return groups
+
+
+# Every router key a converted config must spell out, with the released config class's defaults for
+# the keys CONFIG leaves out (and moepp's documented defaults for its extension keys).
+SPELLED_OUT = {"moe_2layer_gate": True, "moe_use_logits_norm": False, "moe_gate_norm_std": 1.0,
+               "moe_use_mixtral_gating": False, "moe_feature_no_mul_topk": False, "moe_expert_interval": 1,
+               "moe_top_k": 2, "moe_router": "moepp", "moe_gating_residual": True, "moe_tau": 0.75,
+               "moe_aux_loss_coef": 0.01, "moe_capacity_factor": None, "moe_relu_l1_coef": 1e-8,
+               "n_zero_experts": 1, "n_copy_experts": 1, "n_constant_experts": 2}
+
+
+def check_converted_config(src, source_cfg, out_cfg, dtype):
+    """The source's keys kept (torch_dtype names the output's dtype), every router key spelled out."""
+    for k, v in source_cfg.items():
+        want = {"F32": "float32", "BF16": "bfloat16"}[dtype] if k == "torch_dtype" else v
+        if out_cfg.get(k) != want:
+            raise Failure(f"convert {src}: config.json '{k}' is {out_cfg.get(k)!r}, expected {want!r}")
+    for k, v in SPELLED_OUT.items():
+        if k in source_cfg:
+            continue
+        if k not in out_cfg or out_cfg[k] != v:
+            raise Failure(f"convert {src}: config.json '{k}' is {out_cfg.get(k, '<missing>')!r}, expected {v!r}")
+
+
+def rotary_buffer_cases(exe, tmp, W):
+    """Checkpoints carrying the rotary buffers that other tools save load as if they were absent (one
+    notice line); any other unknown tensor, also a near-miss of those names, is still rejected."""
+    res = []
+    T = weights_in(W, "F32")
+    hd = CONFIG["hidden_size"] // CONFIG["num_attention_heads"]
+    buffers = {}
+    for i in range(CONFIG["num_hidden_layers"]):
+        p = f"model.layers.{i}.self_attn.rotary_emb."
+        buffers[p + "inv_freq"] = 1.0 / (10000.0 ** (torch.arange(0, hd, 2).float() / hd))
+        buffers[p + "cos_cached"] = torch.ones(1, 1, 128, hd)
+        buffers[p + "sin_cached"] = torch.zeros(1, 1, 128, hd)
+    clean = new_dir(tmp, "rotary_clean")
+    write_bin(clean, T)
+    base = dump_logits(exe, clean, tmp)
+    for case, writer in (("bin", lambda d: write_bin(d, dict(T, **buffers))),
+                         ("bin_sharded", lambda d: write_bin(d, dict(T, **buffers), shards=2)),
+                         ("safetensors", lambda d: write_st(d, dict(T, **buffers), "F32"))):
+        name = "rotary_buffers_skipped_" + case
+        try:
+            d = new_dir(tmp, "rotary_" + case)
+            writer(d)
+            out = os.path.join(tmp, name + ".safetensors")
+            proc = moepp(exe, "dump", "--model", d, "--tokens", TOKENS, "--out", out)
+            got = st.load(out)["logits"]
+            notes = [l for l in proc.stderr.splitlines() if "rotary" in l]
+            if not np.array_equal(got.view(np.uint32), base.view(np.uint32)):
+                raise Failure("logits differ from the checkpoint without the buffers")
+            if len(notes) != 1 or f"skipped {len(buffers)} rotary-embedding buffers" not in notes[0]:
+                raise Failure(f"expected one notice line, got {proc.stderr!r}")
+            res.append((name, True, "bitwise equal logits, one notice line"))
+        except Failure as e:
+            res.append((name, False, str(e)))
+    # convert drops them.
+    d = os.path.join(tmp, "rotary_bin")
+    o = os.path.join(tmp, "rotary_converted")
+    proc = moepp(exe, "convert", "--model", d, "--out", o, check=False)
+    hdr = st.header_of(os.path.join(o, "model.safetensors")) if proc.returncode == 0 else {}
+    res.append(("rotary_buffers_convert_drops_them", proc.returncode == 0 and set(hdr) - {"__metadata__"} == set(W),
+                proc.stderr.strip()[:300]))
+    for bad in ("model.layers.0.self_attn.rotary_emb.inv_freqs", "model.layers.x.self_attn.rotary_emb.inv_freq",
+                "model.layers.0.self_attn.rotary.inv_freq", "model.rotary_emb.inv_freq",
+                "model.layers.0.mlp.rotary_emb.inv_freq"):
+        d = new_dir(tmp, "rotary_bad_" + str(abs(hash(bad))))
+        write_bin(d, dict(T, **{bad: torch.ones(4)}))
+        res.append(expect_error(exe, "unexpected_tensor_" + bad, ["dump", "--model", d, "--tokens", "1,2,3", "--out",
+                                                                  os.path.join(tmp, "x.safetensors")],
+                                [os.path.join(d, "pytorch_model.bin"), f"unexpected tensor '{bad}'"]))
+    return res
 
 
 def format_cases(exe, tmp, W, verbose):
@@ -231,8 +310,8 @@ def error_cases(exe, tmp, W):
 
     # One entry added or replaced in a valid pytorch_model.bin: (case, name, value, what the error says).
     one_bad_entry = [
-        ("unexpected_tensor", "model.layers.0.self_attn.rotary_emb.inv_freq", torch.ones(4),
-         "unexpected tensor 'model.layers.0.self_attn.rotary_emb.inv_freq'"),
+        ("unexpected_tensor", "model.layers.0.self_attn.extra_buffer", torch.ones(4),
+         "unexpected tensor 'model.layers.0.self_attn.extra_buffer'"),
         ("shape_mismatch", "model.norm.weight", torch.ones(31),
          "tensor 'model.norm.weight' has shape [31], expected [32]"),
         ("int_dtype", "model.norm.weight", torch.ones(32, dtype=torch.int64),
@@ -285,6 +364,11 @@ def main():
             results.append(("formats", False, str(e)))
         if not args.k or "error" in args.k:
             results += [("error_" + n, ok, m) for n, ok, m in error_cases(exe, tmp, W)]
+        if not args.k or "rotary" in args.k:
+            try:
+                results += rotary_buffer_cases(exe, tmp, W)
+            except Failure as e:
+                results.append(("rotary_buffers", False, str(e)))
         for name, ok, msg in results:
             if args.k and args.k not in name:
                 continue

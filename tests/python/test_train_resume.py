@@ -8,7 +8,8 @@
    run truncates the log to its checkpoint);
 4. the checkpoint is a Hugging Face style directory that `moepp dump` and `moepp generate` load;
 5. bad training configs give a clear error and a non-zero exit;
-6. ReMoE (relu router): lambda is multiplied or divided by 1.2 after every step towards sparsity 1 - K/E,
+6. --resume under a training config whose model differs from the checkpoint's is refused, naming the keys;
+7. ReMoE (relu router): lambda is multiplied or divided by 1.2 after every step towards sparsity 1 - K/E,
    and a resumed run continues it exactly (same losses, same lambdas).
 Prints `N passed, M failed`.
 """
@@ -70,8 +71,13 @@ def main():
             assert got == ref, f"\nresumed {got}\nfull    {ref}"
 
         def resume_after_sigkill():
+            # 300 steps, so that the kill lands mid-run however fast the machine (12 steps of this
+            # tiny model can finish between two polls); its own uninterrupted run is the reference.
             killed = os.path.join(tmp, "killed")
-            cfg2 = tiny_config(os.path.join(tmp), steps=12, ckpt_every=2)
+            cfg2 = tiny_config(os.path.join(tmp), steps=300, ckpt_every=2, name="kill.json")
+            full2 = os.path.join(tmp, "full300")
+            run(exe, "train", "--config", cfg2, "--out", full2, "--quiet")
+            ref2 = losses(full2)
             env = dict(os.environ, OMP_NUM_THREADS="2")
             p = subprocess.Popen([exe, "train", "--config", cfg2, "--out", killed, "--quiet"], env=env,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -82,14 +88,14 @@ def main():
                     break
                 if p.poll() is not None:
                     break
-                time.sleep(0.05)
+                time.sleep(0.01)
             if p.poll() is None:
                 p.send_signal(signal.SIGKILL)
             p.wait()
             assert p.returncode == -signal.SIGKILL, f"the run ended before it could be killed ({p.returncode})"
             run(exe, "train", "--config", cfg2, "--out", killed, "--quiet", "--resume")
             got = losses(killed)
-            assert got == ref, f"\nresumed {got}\nfull    {ref}"
+            assert len(ref2) == 300 and got == ref2, f"\nresumed {got[:8]}...\nfull    {ref2[:8]}..."
 
         def checkpoint_loads():
             latest = open(os.path.join(full, "latest")).read().strip()
@@ -122,6 +128,26 @@ def main():
                 f.write("{not json")
             p = run(exe, "train", "--config", path, "--out", os.path.join(tmp, "bad"), check=False)
             assert p.returncode != 0 and "broken.json" in p.stderr, p.stderr
+
+        def resume_refuses_a_changed_model():
+            # A run stopped under one router setting, resumed under the training config with the key
+            # removed (the released default differs): refused, naming the key, before any step.
+            base = tiny_config(tmp, steps=4, ckpt_every=2, name="explicit.json",
+                               model_extra={"moe_use_logits_norm": True, "moe_2layer_gate": False})
+            changed_run = os.path.join(tmp, "changed")
+            run(exe, "train", "--config", base, "--out", changed_run, "--quiet", "--stop-after", "2")
+            cj = json.load(open(base))
+            del cj["model"]["moe_use_logits_norm"]
+            changed = os.path.join(tmp, "changed.json")
+            json.dump(cj, open(changed, "w"))
+            p = run(exe, "train", "--config", changed, "--out", changed_run, "--quiet", "--resume", check=False)
+            assert p.returncode != 0, p.stderr
+            assert "moe_use_logits_norm (true vs false)" in p.stderr and "config.json" in p.stderr, p.stderr
+            assert "moe_2layer_gate" not in p.stderr, p.stderr
+            assert len(losses(changed_run)) == 2, losses(changed_run)
+            # The unchanged config still resumes.
+            run(exe, "train", "--config", base, "--out", changed_run, "--quiet", "--resume")
+            assert len(losses(changed_run)) == 4
 
         def remoe_adaptive_lambda():
             rc = tiny_config(tmp, steps=8, ckpt_every=4, name="remoe.json",
@@ -157,7 +183,7 @@ def main():
             assert p.returncode != 0 and "relu_l1_coef" in p.stderr, p.stderr
 
         tally.run_each(loss_goes_down, resume_identical, resume_after_sigkill, checkpoint_loads, bad_configs,
-                       remoe_adaptive_lambda)
+                       resume_refuses_a_changed_model, remoe_adaptive_lambda)
 
     return tally.finish()
 
