@@ -17,7 +17,7 @@
 #include "core/error.h"
 #include "data/token_shards.h"
 #include "infer/model_dir.h"
-#include "io/checkpoint.h"
+#include "model/checkpoint.h"
 #include "tokenizer/tokenizer.h"
 
 namespace moepp::cli {
@@ -103,7 +103,7 @@ void register_analyze_command(CLI::App& app) {
     const ModelDir md = open_model_dir(a->model, a->tokenizer, "analyze");
     const std::string& dir = md.dir;
     const Tokenizer& tok = md.tok;
-    auto [cfg, params] = io::load_model(dir);
+    auto [cfg, params] = load_model(dir);
 
     const std::vector<std::string> docs = data::read_text_documents(a->text);
     check(!docs.empty(), "analyze: " + a->text + ": the file holds no text");

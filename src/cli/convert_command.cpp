@@ -14,7 +14,7 @@
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/tensor.h"
-#include "io/checkpoint.h"
+#include "model/checkpoint.h"
 #include "io/json_file.h"
 #include "io/safetensors.h"
 #include "io/weight_source.h"

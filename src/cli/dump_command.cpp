@@ -8,7 +8,7 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
-#include "io/checkpoint.h"
+#include "model/checkpoint.h"
 #include "io/safetensors.h"
 #include "model/model.h"
 
@@ -43,7 +43,7 @@ std::vector<int32_t> parse_ids(const std::string& text, const std::string& optio
 }
 
 void run_dump(const DumpArgs& a) {
-  auto [cfg, params] = io::load_model(a.model);
+  auto [cfg, params] = load_model(a.model);
   const Model model(cfg);
   const std::vector<int32_t> tokens = parse_ids(a.tokens, "--tokens");
   std::vector<int32_t> targets;

@@ -6,7 +6,7 @@
 
 #include "core/error.h"
 #include "infer/infer_weights.h"
-#include "io/checkpoint.h"
+#include "model/checkpoint.h"
 #include "io/weight_source.h"
 
 namespace moepp {
@@ -15,9 +15,9 @@ ModelDir open_model_dir(const std::string& path, const std::string& tokenizer, c
   namespace fs = std::filesystem;
   check(fs::is_directory(path), who + ": --model " + path + ": no such directory");
   ModelDir m;
-  m.dir = io::resolve_model_dir(path);
+  m.dir = resolve_model_dir(path);
   check(fs::is_directory(m.dir), who + ": " + path + ": its latest checkpoint " + m.dir + " does not exist");
-  m.cfg = io::load_model_config(m.dir);
+  m.cfg = load_model_config(m.dir);
   const std::string tok_path = tokenizer.empty() ? (fs::path(m.dir) / "tokenizer.model").string() : tokenizer;
   check(fs::exists(tok_path), who + ": " + tok_path + " not found" + (tokenizer.empty() ? " (pass --tokenizer)" : ""));
   m.tok.load(tok_path);

@@ -13,10 +13,7 @@
 
 #include "core/error.h"
 #include "data/token_shards.h"
-#include "infer/decoder.h"
-#include "infer/engine.h"
-#include "infer/infer_weights.h"
-#include "io/checkpoint.h"
+#include "model/checkpoint.h"
 #include "io/json_file.h"
 #include "io/safetensors.h"
 #include "model/model.h"
@@ -97,7 +94,7 @@ void save_checkpoint(const std::string& out, int64_t step, const ModelConfig& mc
   const fs::path tmp = fs::path(out) / (".checkpoint-tmp-" + std::to_string(getpid()));
   fs::remove_all(tmp);
   fs::create_directories(tmp);
-  io::save_model(tmp.string(), mc, p);
+  save_model(tmp.string(), mc, p);
   fs::copy_file(fs::path(out) / "tokenizer.model", tmp / "tokenizer.model");
   io::SafetensorsWriter w;
   for (size_t i = 0; i < opt.params().size(); ++i) {
@@ -170,7 +167,7 @@ void progress(int64_t step, int64_t total, float loss, float lr, double tps, dou
 
 }  // namespace
 
-float train(const TrainConfig& cfg, const TrainOptions& opt) {
+TrainResult train(const TrainConfig& cfg, const TrainOptions& opt) {
   check(!opt.out_dir.empty(), "moepp train: --out is required");
   const bool tty = isatty(2) && !opt.quiet;
   fs::create_directories(opt.out_dir);
@@ -196,8 +193,8 @@ float train(const TrainConfig& cfg, const TrainOptions& opt) {
   AdamWConfig ac{cfg.beta1, cfg.beta2, 1e-8f, cfg.weight_decay};
   std::unique_ptr<AdamW> adam;
   if (opt.resume && fs::exists(fs::path(opt.out_dir) / "latest")) {
-    const std::string dir = io::resolve_model_dir(opt.out_dir);
-    auto [lc, lp] = io::load_model(dir);
+    const std::string dir = resolve_model_dir(opt.out_dir);
+    auto [lc, lp] = load_model(dir);
     {
       // The checkpoint must be the run's model: refuse a changed config before anything else
       // (ReMoE's lambda is the one key that moves during training; it is restored below).
@@ -314,35 +311,11 @@ float train(const TrainConfig& cfg, const TrainOptions& opt) {
   std::fclose(log);
   if (tty) std::fprintf(stderr, "\n");
   if (std::isnan(last_val)) last_val = evaluate(model, params, data.valid, cfg, est);
-  if (!opt.quiet && !cfg.sample_prompt.empty() && cfg.sample_tokens > 0 && last_step == cfg.steps) {
-    // The sample: the KV-cache decoder on the trained weights, temperature 0.8 and top-k 40.
-    std::vector<int32_t> prompt = {mc.bos};
-    for (int32_t id : data.tok.encode(cfg.sample_prompt)) prompt.push_back(id);
-    const int64_t keep = std::min<int64_t>(static_cast<int64_t>(prompt.size()), mc.max_pos - 1);
-    prompt.erase(prompt.begin() + 1, prompt.end() - (keep - 1));  // bos + the prompt's last tokens
-    const Decoder dec(mc, InferWeights::from_params(mc, params, WeightDType::kF32));
-    EngineOptions eo;
-    eo.n_slots = 1;
-    eo.max_queue = 0;
-    eo.max_len = std::min<int64_t>(mc.max_pos, keep + cfg.sample_tokens);
-    Engine engine(dec, &data.tok, eo);
-    GenerationRequest req;
-    req.prompt = prompt;
-    req.max_new_tokens = std::min<int64_t>(cfg.sample_tokens, eo.max_len - keep);
-    req.sampling.temperature = 0.8f;
-    req.sampling.top_k = 40;
-    req.sampling.seed = static_cast<uint64_t>(cfg.seed);
-    FinishEvent fin;
-    GenerationCallbacks cb;
-    cb.on_finish = [&fin](const FinishEvent& ev) { fin = ev; };
-    engine.submit(std::move(req), std::move(cb));
-    while (engine.step()) {
-    }
-    check(fin.reason != "error", "moepp train: sampling failed: " + fin.error);
-    std::printf("val_loss %.4f nats/token, %.4f bits/byte\nsample: %s%s\n", last_val,
-                last_val / std::log(2.0) / data.valid_bytes_per_token, cfg.sample_prompt.c_str(), fin.text.c_str());
-  }
-  return last_val;
+  TrainResult r;
+  r.val_loss = last_val;
+  r.val_bits_per_byte = last_val / std::log(2.0) / data.valid_bytes_per_token;
+  r.completed = last_step == cfg.steps;
+  return r;
 }
 
 }  // namespace moepp

@@ -24,7 +24,14 @@ struct TrainOptions {
   bool quiet = false;       // no progress bar
 };
 
-// Returns the final validation loss (nats/token).
-float train(const TrainConfig& cfg, const TrainOptions& opt);
+struct TrainResult {
+  float val_loss = 0.0f;           // final validation loss, nats/token
+  double val_bits_per_byte = 0.0;  // the same per byte of validation text
+  bool completed = false;          // the run reached cfg.steps (not stopped early by stop_after)
+};
+
+// Runs (or resumes) the run; the last checkpoint is out_dir/<latest>. Throws moepp::Error on bad
+// input (naming the file and field) or a failed write.
+TrainResult train(const TrainConfig& cfg, const TrainOptions& opt);
 
 }  // namespace moepp

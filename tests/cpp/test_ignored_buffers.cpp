@@ -10,7 +10,7 @@
 #include "core/error.h"
 #include "infer/decoder.h"
 #include "infer/infer_weights.h"
-#include "io/checkpoint.h"
+#include "model/checkpoint.h"
 #include "io/safetensors.h"
 #include "io/weight_source.h"
 #include "model/ignored_buffers.h"
@@ -50,8 +50,8 @@ TEST(IgnoredBuffers, InferenceLoaderSkipsThemWithTheSameLogits) {
   p.init_random(cfg, 4, 0.2f);
   const test::ScratchDir tmp("ignored_buffers");
   const std::string clean = (tmp.dir() / "clean").string(), extra = (tmp.dir() / "extra").string();
-  io::save_model(clean, cfg, p);
-  io::save_model(extra, cfg, p);
+  save_model(clean, cfg, p);
+  save_model(extra, cfg, p);
   io::SafetensorsWriter w;
   for (const auto& [name, t] : p.named(cfg)) w.add_f32(name, *t);
   for (int l = 0; l < 2; ++l)
@@ -69,7 +69,7 @@ TEST(IgnoredBuffers, InferenceLoaderSkipsThemWithTheSameLogits) {
     out.push_back(logits.data);
   }
   EXPECT_EQ(out[0], out[1]);
-  EXPECT_EQ(io::load_model(extra).second.named(cfg).size(), p.named(cfg).size());
+  EXPECT_EQ(load_model(extra).second.named(cfg).size(), p.named(cfg).size());
 }
 
 }  // namespace

@@ -1,4 +1,4 @@
-// Unit tests of the decoder (src/model) and of model checkpoints (io/checkpoint): tiled attention
+// Unit tests of the decoder (src/model) and of model checkpoints (model/checkpoint): tiled attention
 // against a naive reference, training steps that lower the loss, batch consistency, the fused and the
 // recomputing head backward, checkpoint round trip and every checkpoint/config fault. End-to-end parity
 // with PyTorch is in tests/python/test_model_parity.py.
@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "core/error.h"
-#include "io/checkpoint.h"
+#include "model/checkpoint.h"
 #include "io/safetensors.h"
 #include "model/attention.h"
 #include "model/model.h"
@@ -330,12 +330,12 @@ TEST(ModelCheckpoint, RoundTrip) {
   ScratchDir tmp{"moepp_test_model"};
   const ModelConfig c = tiny_config();
   const ModelParams p = tiny_params(c, 11);
-  io::save_model(tmp.dir().string(), c, p);
+  save_model(tmp.dir().string(), c, p);
   EXPECT_TRUE(fs::exists(tmp.dir() / "config.json"));
   EXPECT_TRUE(fs::exists(tmp.dir() / "model.safetensors"));
   for (const auto& e : fs::directory_iterator(tmp.dir()))  // no temporary files left behind
     EXPECT_TRUE(e.path().filename() == "config.json" || e.path().filename() == "model.safetensors") << e.path();
-  auto [c2, p2] = io::load_model(tmp.dir().string());
+  auto [c2, p2] = load_model(tmp.dir().string());
   EXPECT_EQ(c2.to_json(), c.to_json());
   auto a = p.named(c);
   auto b = p2.named(c2);
@@ -355,7 +355,7 @@ class ModelCheckpointFaults : public ::testing::Test {
   ModelConfig c = tiny_config();
   ModelParams p = tiny_params(c, 12);
   std::string dir() const { return tmp.dir().string(); }
-  std::string load_error() const { return error_of([&] { io::load_model(dir()); }); }
+  std::string load_error() const { return error_of([&] { load_model(dir()); }); }
   // Rewrites model.safetensors with `edit` applied to the (name, tensor) list.
   template <class F>
   void rewrite(F&& edit) {
@@ -366,7 +366,7 @@ class ModelCheckpointFaults : public ::testing::Test {
     for (const auto& [n, t] : ts) w.add_f32(n, t);
     w.write((tmp.dir() / "model.safetensors").string());
   }
-  void SetUp() override { io::save_model(dir(), c, p); }
+  void SetUp() override { save_model(dir(), c, p); }
 };
 
 TEST_F(ModelCheckpointFaults, MalformedConfig) {
@@ -413,7 +413,7 @@ TEST_F(ModelCheckpointFaults, Layer0GateMapIsOptional) {
   rewrite([](auto& ts) {
     std::erase_if(ts, [](const auto& x) { return x.first == "model.layers.0.mlp.moe.gate.gate_map.weight"; });
   });
-  auto [c2, p2] = io::load_model(dir());
+  auto [c2, p2] = load_model(dir());
   EXPECT_EQ(p2.layers[0].moe.gate_map.shape, (std::vector<int64_t>{8, 8}));
   rewrite([](auto& ts) {
     std::erase_if(ts, [](const auto& x) { return x.first == "model.layers.1.mlp.moe.gate.gate_map.weight"; });
@@ -437,7 +437,7 @@ TEST_F(ModelCheckpointFaults, TruncatedAndCorruptShards) {
   std::vector<std::pair<std::string, Tensor>> ts;
   for (const auto& [n, t] : p.named(c)) ts.emplace_back(n, *t);
   io::write_sharded(dir(), ts, 4096);
-  auto loaded = io::load_model(dir());  // intact shards load
+  auto loaded = load_model(dir());  // intact shards load
   EXPECT_EQ(loaded.second.lm_head.data, p.lm_head.data);
   fs::path victim;
   for (const auto& e3 : fs::directory_iterator(tmp.dir()))

@@ -12,7 +12,7 @@
 #include "core/error.h"
 #include "infer/decoder.h"
 #include "infer/infer_weights.h"
-#include "io/checkpoint.h"
+#include "model/checkpoint.h"
 #include "io/safetensors.h"
 #include "io/weight_source.h"
 #include "model/model_params.h"
@@ -33,7 +33,7 @@ ModelConfig small_config() {
 void write_checkpoint(const std::string& dir, const ModelConfig& cfg, io::DType dtype) {
   ModelParams p = ModelParams::zeros(cfg);
   p.init_random(cfg, 5, 0.2f);
-  io::save_model(dir, cfg, p);  // config.json (and an F32 model.safetensors, replaced below for BF16)
+  save_model(dir, cfg, p);  // config.json (and an F32 model.safetensors, replaced below for BF16)
   if (dtype == io::DType::kBF16) {
     io::SafetensorsWriter w;
     for (const auto& [name, t] : p.named(cfg)) w.add_bf16(name, *t);

@@ -1,4 +1,4 @@
-// Model checkpoints in the Hugging Face layout: a directory with config.json and model.safetensors
+// Model checkpoints in the Hugging Face layout (the model's side; the file formats are io/'s): a directory with config.json and model.safetensors
 // (or shards listed by model.safetensors.index.json). Saving writes F32; loading converts F32, BF16
 // and F16 to fp32. Every fault (malformed config, missing / unexpected / mis-shaped tensor, corrupt or
 // truncated shard) is a moepp::Error naming the file and the tensor or field.
@@ -10,7 +10,7 @@
 #include "model/model_config.h"
 #include "model/model_params.h"
 
-namespace moepp::io {
+namespace moepp {
 
 // Writes dir/model.safetensors then dir/config.json, each atomically (temporary name, then rename).
 // Creates dir if needed.
@@ -27,4 +27,4 @@ ModelConfig load_model_config(const std::string& dir);
 // checkpoint its `latest` file names (DIR/<latest>).
 std::string resolve_model_dir(const std::string& path);
 
-}  // namespace moepp::io
+}  // namespace moepp

@@ -1,7 +1,6 @@
 // Checkpoint save/load (see checkpoint.h). Loading reads the weights through io/weight_source.h, so
 // every format it knows (safetensors single/sharded, PyTorch .bin single/sharded) loads.
-#include "io/checkpoint.h"
-#include "io/json_file.h"
+#include "model/checkpoint.h"
 
 #include <filesystem>
 #include <fstream>
@@ -11,33 +10,34 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "io/json_file.h"
 #include "io/safetensors.h"
 #include "io/weight_source.h"
 #include "model/ignored_buffers.h"
 
-namespace moepp::io {
+namespace moepp {
 namespace fs = std::filesystem;
 
 void save_model(const std::string& dir, const ModelConfig& cfg, const ModelParams& params) {
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) throw Error("save_model: cannot create directory " + dir + ": " + ec.message());
-  SafetensorsWriter w;
+  io::SafetensorsWriter w;
   for (const auto& [name, t] : params.named(cfg)) w.add_f32(name, *t);
   w.set_metadata("format", "pt");
   w.write((fs::path(dir) / "model.safetensors").string());
   const std::string text = cfg.to_json().dump(2) + "\n";
-  write_file_atomic((fs::path(dir) / "config.json").string(), text.data(), text.size());
+  io::write_file_atomic((fs::path(dir) / "config.json").string(), text.data(), text.size());
 }
 
 ModelConfig load_model_config(const std::string& dir) {
   const std::string path = (fs::path(dir) / "config.json").string();
-  return ModelConfig::from_json(read_json_file(path, "the model config"), path);
+  return ModelConfig::from_json(io::read_json_file(path, "the model config"), path);
 }
 
 std::pair<ModelConfig, ModelParams> load_model(const std::string& dir) {
   ModelConfig cfg = load_model_config(dir);
-  const std::unique_ptr<WeightSource> m = open_weights(dir);
+  const std::unique_ptr<io::WeightSource> m = io::open_weights(dir);
   const std::string& source = m->source();
   ModelParams params = ModelParams::zeros(cfg);
   std::set<std::string> loaded;
@@ -48,12 +48,12 @@ std::pair<ModelConfig, ModelParams> load_model(const std::string& dir) {
       if (spec.optional) continue;
       throw Error(source + ": missing tensor '" + name + "'");
     }
-    const WeightInfo info = m->info(name);
+    const io::WeightInfo info = m->info(name);
     if (info.shape != t->shape)
       throw Error(source + ": tensor '" + name + "' has shape " + shape_str(info.shape) + ", expected " +
                   shape_str(t->shape));
-    if (info.dtype != DType::kF32 && info.dtype != DType::kBF16 && info.dtype != DType::kF16)
-      throw Error(source + ": tensor '" + name + "' has dtype " + dtype_name(info.dtype) +
+    if (info.dtype != io::DType::kF32 && info.dtype != io::DType::kBF16 && info.dtype != io::DType::kF16)
+      throw Error(source + ": tensor '" + name + "' has dtype " + io::dtype_name(info.dtype) +
                   "; expected F32, BF16 or F16");
     m->read_f32(name, t->data.data());
     loaded.insert(name);
@@ -75,4 +75,4 @@ std::string resolve_model_dir(const std::string& path) {
   return (std::filesystem::path(path) / name).string();
 }
 
-}  // namespace moepp::io
+}  // namespace moepp
