@@ -29,6 +29,13 @@ struct Tensor {
   bool empty() const { return data.empty(); }
 };
 
+// Resizes t to `shape` reusing its storage: no reallocation when the element count does not grow;
+// the contents are unspecified afterwards.
+inline void ensure_shape(Tensor& t, std::vector<int64_t> shape) {
+  t.data.resize(Tensor::numel_of(shape));
+  t.shape = std::move(shape);
+}
+
 // "[2, 3]" for messages.
 inline std::string shape_str(const std::vector<int64_t>& s) {
   std::string r = "[";

@@ -55,12 +55,6 @@ struct MoeForwardState {
   float relu_sparsity = 0.0f; // fraction of R_te == 0 (relu router)
 };
 
-// Resizes t to `shape` reusing its storage (contents unspecified).
-inline void ensure_shape(Tensor& t, std::vector<int64_t> shape) {
-  t.data.resize(Tensor::numel_of(shape));
-  t.shape = std::move(shape);
-}
-
 }  // namespace moepp
 
 namespace moepp {
