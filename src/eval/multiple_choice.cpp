@@ -132,23 +132,33 @@ McScore predict(std::vector<double> loglik, const std::vector<std::string>& choi
   return s;
 }
 
-std::vector<McScore> score_mc(const Decoder& dec, const std::vector<McItem>& items,
-                              const std::vector<McEncoded>& encoded, const McProgress& progress,
-                              int64_t max_rows_per_pass, size_t max_cache_bytes) {
-  check(items.size() == encoded.size(), "score_mc: items and encoded items differ in number");
-  const ModelConfig& cfg = dec.config();
-  const int64_t V = cfg.vocab;
-  const int64_t Q = static_cast<int64_t>(items.size());
+namespace {
 
-  // Per question: slots (one per choice) and tokens it puts through the model.
-  int64_t max_choices = 1, max_len = 1;
-  std::vector<int64_t> rows(static_cast<size_t>(Q));
+// No choice drops context tokens, so one prefill of the context serves every choice.
+bool shares_context(const McEncoded& e) {
+  return std::all_of(e.drop.begin(), e.drop.end(), [](int64_t d) { return d == 0; });
+}
+
+// The KV cache for scoring: per question the tokens it puts through the model, the longest choice
+// input, and the slots (at least the largest question's choices, else within max_cache_bytes).
+struct CachePlan {
+  std::vector<int64_t> rows;  // [questions]
+  int64_t max_len = 1;
+  int64_t n_slots = 0;
+};
+
+CachePlan plan_cache(const ModelConfig& cfg, const std::vector<McItem>& items, const std::vector<McEncoded>& encoded,
+                     size_t max_cache_bytes) {
+  const int64_t Q = static_cast<int64_t>(items.size());
+  CachePlan plan;
+  int64_t max_choices = 1;
+  plan.rows.resize(static_cast<size_t>(Q));
   for (int64_t q = 0; q < Q; ++q) {
     const McEncoded& e = encoded[static_cast<size_t>(q)];
     check(
         e.continuation.size() == items[static_cast<size_t>(q)].choices.size() && e.drop.size() == e.continuation.size(),
         "score_mc: an encoded item does not match its choices");
-    const bool shared = std::all_of(e.drop.begin(), e.drop.end(), [](int64_t d) { return d == 0; });
+    const bool shared = shares_context(e);
     int64_t r = shared ? static_cast<int64_t>(e.context.size()) : 0;
     for (size_t c = 0; c < e.continuation.size(); ++c) {
       const int64_t ctx = static_cast<int64_t>(e.context.size()) - e.drop[c];
@@ -156,110 +166,160 @@ std::vector<McScore> score_mc(const Decoder& dec, const std::vector<McItem>& ite
       check(ctx >= 1 && n >= 1 && ctx + n - 1 <= cfg.max_pos, "score_mc: an encoded item does not fit the model");
       if (!shared) r += ctx;
       r += n - 1;
-      max_len = std::max(max_len, ctx + n - 1);
+      plan.max_len = std::max(plan.max_len, ctx + n - 1);
     }
-    rows[static_cast<size_t>(q)] = r;
+    plan.rows[static_cast<size_t>(q)] = r;
     max_choices = std::max<int64_t>(max_choices, static_cast<int64_t>(e.continuation.size()));
   }
   const size_t slot_bytes =
-      static_cast<size_t>(2 * cfg.n_layers * max_len * cfg.n_kv_heads * cfg.head_dim) * sizeof(float);
+      static_cast<size_t>(2 * cfg.n_layers * plan.max_len * cfg.n_kv_heads * cfg.head_dim) * sizeof(float);
   int64_t total_choices = 0;
   for (const McEncoded& e : encoded) total_choices += static_cast<int64_t>(e.continuation.size());
-  const int64_t n_slots = std::min(
+  plan.n_slots = std::min(
       total_choices,
       std::max<int64_t>(max_choices, std::min<int64_t>(256, static_cast<int64_t>(max_cache_bytes / slot_bytes))));
-  KvCache cache = dec.make_cache(n_slots, max_len);
-  const int64_t kv_dim = cache.kv_dim();
+  return plan;
+}
+
+// The decoder and what its passes reuse.
+struct Pass {
+  const Decoder& dec;
+  KvCache cache;
   DecoderScratch scratch;
   Tensor logits;
-  std::vector<McScore> out(static_cast<size_t>(Q));
   std::vector<DecodeChunk> batch;
+};
 
-  for (int64_t first = 0; first < Q;) {
-    // A group of questions [first, last): their choices fill slots 0 .. used-1.
-    int64_t last = first, used = 0, group_rows = 0;
-    while (last < Q) {
-      const int64_t k = static_cast<int64_t>(encoded[static_cast<size_t>(last)].continuation.size());
-      const int64_t r = rows[static_cast<size_t>(last)];
-      if (last > first && (used + k > n_slots || group_rows + r > max_rows_per_pass)) break;
-      used += k;
-      group_rows += r;
-      ++last;
-    }
-    for (int64_t s = 0; s < used; ++s) cache.clear(s);
+// A group of questions [first, last), scored together: their choices fill slots 0 .. used - 1, and
+// per question `base` is its first slot and `shared` whether one prefill serves all its choices;
+// first_row is, per choice of the group, the phase-1 logits row of its first continuation token.
+struct Group {
+  int64_t first = 0, last = 0, used = 0;
+  std::vector<int64_t> first_row, base;
+  std::vector<char> shared;
+};
 
-    // Phase 1: prefill each context (once per question when no choice drops context tokens); the last
-    // row's logits give each choice's first continuation token.
-    batch.clear();
-    std::vector<int64_t> first_row;  // per choice of the group: its phase-1 logits row
-    std::vector<int64_t> base;       // per question: first slot
-    std::vector<char> shared_ctx;    // per question: one prefill for all choices
-    int64_t slot = 0;
-    for (int64_t q = first; q < last; ++q) {
-      const McEncoded& e = encoded[static_cast<size_t>(q)];
-      const bool shared = std::all_of(e.drop.begin(), e.drop.end(), [](int64_t d) { return d == 0; });
-      base.push_back(slot);
-      shared_ctx.push_back(shared);
-      for (size_t c = 0; c < e.continuation.size(); ++c) {
-        if (shared && c > 0) {
-          first_row.push_back(first_row.back());
-          continue;
-        }
-        first_row.push_back(static_cast<int64_t>(batch.size()));
-        batch.push_back(DecodeChunk{slot + static_cast<int64_t>(c), e.context.data() + e.drop[c],
+// The questions from `first` on that fit n_slots and max_rows_per_pass (at least one).
+Group next_group(int64_t first, const std::vector<McEncoded>& encoded, const CachePlan& plan,
+                 int64_t max_rows_per_pass) {
+  const int64_t Q = static_cast<int64_t>(encoded.size());
+  Group g;
+  g.first = g.last = first;
+  int64_t group_rows = 0;
+  while (g.last < Q) {
+    const int64_t k = static_cast<int64_t>(encoded[static_cast<size_t>(g.last)].continuation.size());
+    const int64_t r = plan.rows[static_cast<size_t>(g.last)];
+    if (g.last > first && (g.used + k > plan.n_slots || group_rows + r > max_rows_per_pass)) break;
+    g.used += k;
+    group_rows += r;
+    ++g.last;
+  }
+  return g;
+}
+
+// Phase 1: prefills each context of the group (once per question when no choice drops context
+// tokens) in one pass; the last row's logits give each choice's first continuation token. Fills
+// g.first_row, g.base and g.shared.
+void prefill_contexts(Pass& p, const std::vector<McEncoded>& encoded, Group& g) {
+  p.batch.clear();
+  int64_t slot = 0;
+  for (int64_t q = g.first; q < g.last; ++q) {
+    const McEncoded& e = encoded[static_cast<size_t>(q)];
+    const bool shared = shares_context(e);
+    g.base.push_back(slot);
+    g.shared.push_back(shared);
+    for (size_t c = 0; c < e.continuation.size(); ++c) {
+      if (shared && c > 0) {
+        g.first_row.push_back(g.first_row.back());
+        continue;
+      }
+      g.first_row.push_back(static_cast<int64_t>(p.batch.size()));
+      p.batch.push_back(DecodeChunk{slot + static_cast<int64_t>(c), e.context.data() + e.drop[c],
                                     static_cast<int64_t>(e.context.size()) - e.drop[c], false});
-      }
-      slot += static_cast<int64_t>(e.continuation.size());
     }
-    dec.forward(logits, cache, batch, scratch);
-    size_t k = 0;
-    for (int64_t q = first; q < last; ++q) {
-      const McEncoded& e = encoded[static_cast<size_t>(q)];
-      std::vector<double>& ll = out[static_cast<size_t>(q)].loglik;
-      ll.assign(e.continuation.size(), 0.0);
-      for (size_t c = 0; c < e.continuation.size(); ++c, ++k) {
-        ll[c] = log_prob(logits.ptr() + static_cast<size_t>(first_row[k] * V), V, e.continuation[c][0]);
-      }
-      // Copy a shared context's keys and values into the other choices' slots.
-      if (!shared_ctx[static_cast<size_t>(q - first)]) continue;  // every choice prefilled its own
-      const int64_t b = base[static_cast<size_t>(q - first)];
-      const int64_t len = cache.length(b);
-      for (size_t c = 1; c < e.continuation.size(); ++c) {
-        const int64_t s = b + static_cast<int64_t>(c);
-        for (int64_t l = 0; l < cache.n_layers(); ++l) {
-          std::memcpy(cache.k(l, s), cache.k(l, b), static_cast<size_t>(len * kv_dim) * sizeof(float));
-          std::memcpy(cache.v(l, s), cache.v(l, b), static_cast<size_t>(len * kv_dim) * sizeof(float));
-        }
-        cache.set_length(s, len);
-      }
-    }
+    slot += static_cast<int64_t>(e.continuation.size());
+  }
+  p.dec.forward(p.logits, p.cache, p.batch, p.scratch);
+}
 
-    // Phase 2: every continuation but its last token, each in its choice's slot; row j predicts token j+1.
-    batch.clear();
-    for (int64_t q = first; q < last; ++q) {
-      const McEncoded& e = encoded[static_cast<size_t>(q)];
-      for (size_t c = 0; c < e.continuation.size(); ++c) {
-        const int64_t n = static_cast<int64_t>(e.continuation[c].size());
-        if (n >= 2) {
-          batch.push_back(DecodeChunk{base[static_cast<size_t>(q - first)] + static_cast<int64_t>(c),
+// Copies slot b's keys and values into slots b + 1 .. b + n_choices - 1.
+void copy_context(KvCache& cache, int64_t b, size_t n_choices) {
+  const int64_t len = cache.length(b), kv_dim = cache.kv_dim();
+  for (size_t c = 1; c < n_choices; ++c) {
+    const int64_t s = b + static_cast<int64_t>(c);
+    for (int64_t l = 0; l < cache.n_layers(); ++l) {
+      std::memcpy(cache.k(l, s), cache.k(l, b), static_cast<size_t>(len * kv_dim) * sizeof(float));
+      std::memcpy(cache.v(l, s), cache.v(l, b), static_cast<size_t>(len * kv_dim) * sizeof(float));
+    }
+    cache.set_length(s, len);
+  }
+}
+
+// After phase 1: sets out[q].loglik to the first continuation token's log p for every choice, and
+// copies each shared context into its other choices' slots.
+void score_first_tokens(Pass& p, const std::vector<McEncoded>& encoded, const Group& g, std::vector<McScore>& out) {
+  const int64_t V = p.dec.config().vocab;
+  size_t k = 0;
+  for (int64_t q = g.first; q < g.last; ++q) {
+    const McEncoded& e = encoded[static_cast<size_t>(q)];
+    std::vector<double>& ll = out[static_cast<size_t>(q)].loglik;
+    ll.assign(e.continuation.size(), 0.0);
+    for (size_t c = 0; c < e.continuation.size(); ++c, ++k) {
+      ll[c] = log_prob(p.logits.ptr() + static_cast<size_t>(g.first_row[k] * V), V, e.continuation[c][0]);
+    }
+    if (!g.shared[static_cast<size_t>(q - g.first)]) continue;  // every choice prefilled its own
+    copy_context(p.cache, g.base[static_cast<size_t>(q - g.first)], e.continuation.size());
+  }
+}
+
+// Phase 2: every continuation but its last token, each in its choice's slot, in one pass (row j
+// predicts token j+1); adds their log p and sets each question's predictions.
+void score_continuations(Pass& p, const std::vector<McItem>& items, const std::vector<McEncoded>& encoded,
+                         const Group& g, std::vector<McScore>& out) {
+  const int64_t V = p.dec.config().vocab;
+  p.batch.clear();
+  for (int64_t q = g.first; q < g.last; ++q) {
+    const McEncoded& e = encoded[static_cast<size_t>(q)];
+    for (size_t c = 0; c < e.continuation.size(); ++c) {
+      const int64_t n = static_cast<int64_t>(e.continuation[c].size());
+      if (n >= 2) {
+        p.batch.push_back(DecodeChunk{g.base[static_cast<size_t>(q - g.first)] + static_cast<int64_t>(c),
                                       e.continuation[c].data(), n - 1, true});
-        }
       }
     }
-    if (!batch.empty()) dec.forward(logits, cache, batch, scratch);
-    int64_t row = 0;
-    for (int64_t q = first; q < last; ++q) {
-      const McEncoded& e = encoded[static_cast<size_t>(q)];
-      std::vector<double>& ll = out[static_cast<size_t>(q)].loglik;
-      for (size_t c = 0; c < e.continuation.size(); ++c) {
-        const std::vector<int32_t>& t = e.continuation[c];
-        for (size_t j = 1; j < t.size(); ++j, ++row) {
-          ll[c] += log_prob(logits.ptr() + static_cast<size_t>(row * V), V, t[j]);
-        }
+  }
+  if (!p.batch.empty()) p.dec.forward(p.logits, p.cache, p.batch, p.scratch);
+  int64_t row = 0;
+  for (int64_t q = g.first; q < g.last; ++q) {
+    const McEncoded& e = encoded[static_cast<size_t>(q)];
+    std::vector<double>& ll = out[static_cast<size_t>(q)].loglik;
+    for (size_t c = 0; c < e.continuation.size(); ++c) {
+      const std::vector<int32_t>& t = e.continuation[c];
+      for (size_t j = 1; j < t.size(); ++j, ++row) {
+        ll[c] += log_prob(p.logits.ptr() + static_cast<size_t>(row * V), V, t[j]);
       }
-      out[static_cast<size_t>(q)] = predict(std::move(ll), items[static_cast<size_t>(q)].choices);
     }
-    first = last;
+    out[static_cast<size_t>(q)] = predict(std::move(ll), items[static_cast<size_t>(q)].choices);
+  }
+}
+
+}  // namespace
+
+std::vector<McScore> score_mc(const Decoder& dec, const std::vector<McItem>& items,
+                              const std::vector<McEncoded>& encoded, const McProgress& progress,
+                              int64_t max_rows_per_pass, size_t max_cache_bytes) {
+  check(items.size() == encoded.size(), "score_mc: items and encoded items differ in number");
+  const int64_t Q = static_cast<int64_t>(items.size());
+  const CachePlan plan = plan_cache(dec.config(), items, encoded, max_cache_bytes);
+  Pass p{dec, dec.make_cache(plan.n_slots, plan.max_len), {}, {}, {}};
+  std::vector<McScore> out(static_cast<size_t>(Q));
+  for (int64_t first = 0; first < Q;) {
+    Group g = next_group(first, encoded, plan, max_rows_per_pass);
+    for (int64_t s = 0; s < g.used; ++s) p.cache.clear(s);
+    prefill_contexts(p, encoded, g);
+    score_first_tokens(p, encoded, g, out);
+    score_continuations(p, items, encoded, g, out);
+    first = g.last;
     if (progress) progress(first, Q);
   }
   return out;

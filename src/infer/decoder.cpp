@@ -54,15 +54,19 @@ KvCache Decoder::make_cache(int64_t n_slots, int64_t max_len) const {
   return KvCache(cfg_.n_layers, n_slots, max_len, cfg_.n_kv_heads * cfg_.head_dim);
 }
 
-void Decoder::forward(Tensor& logits, KvCache& cache, const std::vector<DecodeChunk>& batch, DecoderScratch& sc,
-                      std::vector<Tensor>* router_logits) const {
-  const int64_t V = cfg_.vocab, D = cfg_.hidden, L = cfg_.n_layers;
-  const int64_t H = cfg_.n_heads, KVH = cfg_.n_kv_heads, hd = cfg_.head_dim, Q = H * hd, KV = KVH * hd;
-  const int64_t group = H / KVH;
+// Rows of one pass, in chunk order: built by plan_rows() once the batch is validated.
+struct Decoder::RowPlan {
+  int64_t R = 0;                  // new rows (sum of the chunks' n)
+  std::vector<int32_t> tokens;    // [R] token id of each row
+  std::vector<AttnItem> items;    // attention work items, longest tiles first
+  std::vector<int64_t> out_rows;  // rows whose logits are returned, in output order
+};
+
+void Decoder::check_batch(const KvCache& cache, const std::vector<DecodeChunk>& batch) const {
+  const int64_t V = cfg_.vocab;
   check(!batch.empty(), "Decoder::forward: empty batch");
-  check(cache.n_layers() == L && cache.kv_dim() == KV, "Decoder::forward: the cache was not made for this model");
-  // Validate everything before touching the cache.
-  int64_t R = 0, R_out = 0;
+  check(cache.n_layers() == cfg_.n_layers && cache.kv_dim() == cfg_.n_kv_heads * cfg_.head_dim,
+        "Decoder::forward: the cache was not made for this model");
   std::set<int64_t> slots;
   for (const DecodeChunk& c : batch) {
     check(c.slot >= 0 && c.slot < cache.n_slots(), "Decoder::forward: slot " + std::to_string(c.slot) +
@@ -76,144 +80,164 @@ void Decoder::forward(Tensor& logits, KvCache& cache, const std::vector<DecodeCh
     for (int64_t i = 0; i < c.n; ++i)
       check(c.tokens[i] >= 0 && c.tokens[i] < V, "Decoder::forward: token id " + std::to_string(c.tokens[i]) +
                                                      " is outside the vocabulary [0, " + std::to_string(V) + ")");
-    R += c.n;
-    R_out += c.all_logits ? c.n : 1;
   }
+}
 
-  // Row bookkeeping: tokens, positions, attention work items.
-  std::vector<int32_t> tokens(R);
-  sc.pos.resize(R);
-  std::vector<AttnItem> items;
-  std::vector<int64_t> out_rows;
-  {
-    int64_t r = 0;
-    for (const DecodeChunk& c : batch) {
-      const int64_t p0 = cache.length(c.slot);
-      for (int64_t i = 0; i < c.n; ++i) {
-        tokens[r + i] = c.tokens[i];
-        sc.pos[r + i] = p0 + i;
-      }
-      for (int64_t i0 = 0; i0 < c.n; i0 += kQueryTile)
-        for (int64_t h = 0; h < H; ++h)
-          items.push_back({r + i0, std::min(kQueryTile, c.n - i0), p0 + i0, c.slot, h});
-      if (c.all_logits)
-        for (int64_t i = 0; i < c.n; ++i) out_rows.push_back(r + i);
-      else
-        out_rows.push_back(r + c.n - 1);
-      r += c.n;
+Decoder::RowPlan Decoder::plan_rows(const KvCache& cache, const std::vector<DecodeChunk>& batch,
+                                    std::vector<int64_t>& pos) const {
+  const int64_t H = cfg_.n_heads;
+  RowPlan plan;
+  for (const DecodeChunk& c : batch) plan.R += c.n;
+  plan.tokens.resize(plan.R);
+  pos.resize(plan.R);
+  int64_t r = 0;
+  for (const DecodeChunk& c : batch) {
+    const int64_t p0 = cache.length(c.slot);
+    for (int64_t i = 0; i < c.n; ++i) {
+      plan.tokens[r + i] = c.tokens[i];
+      pos[r + i] = p0 + i;
     }
+    for (int64_t i0 = 0; i0 < c.n; i0 += kQueryTile)
+      for (int64_t h = 0; h < H; ++h)
+        plan.items.push_back({r + i0, std::min(kQueryTile, c.n - i0), p0 + i0, c.slot, h});
+    if (c.all_logits)
+      for (int64_t i = 0; i < c.n; ++i) plan.out_rows.push_back(r + i);
+    else
+      plan.out_rows.push_back(r + c.n - 1);
+    r += c.n;
   }
   // Longest tiles first, so dynamic scheduling balances the threads.
-  std::stable_sort(items.begin(), items.end(), [](const AttnItem& a, const AttnItem& b) {
+  std::stable_sort(plan.items.begin(), plan.items.end(), [](const AttnItem& a, const AttnItem& b) {
     return a.pos0 + a.n > b.pos0 + b.n;
   });
+  return plan;
+}
 
+void Decoder::embed_rows(const RowPlan& plan, DecoderScratch& sc) const {
+  const int64_t R = plan.R, D = cfg_.hidden, Q = cfg_.n_heads * cfg_.head_dim, KV = cfg_.n_kv_heads * cfg_.head_dim;
   ensure_shape(sc.h, {R, D});
-  embedding_forward(sc.h.ptr(), tokens.data(), w_.embed.ptr(), R, D);
+  embedding_forward(sc.h.ptr(), plan.tokens.data(), w_.embed.ptr(), R, D);
   ensure_shape(sc.xn, {R, D});
   ensure_shape(sc.q, {R, Q});
   ensure_shape(sc.k, {R, KV});
   ensure_shape(sc.v, {R, KV});
   ensure_shape(sc.att, {R, Q});
   sc.rstd.resize(R);
-  sc.z.resize(L);
-  if (router_logits) router_logits->resize(L);
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  sc.z.resize(cfg_.n_layers);
+}
 
-  for (int64_t l = 0; l < L; ++l) {
-    const InferWeights::Layer& w = w_.layers[l];
-    // Attention block.
-    rmsnorm_forward(sc.xn.ptr(), sc.rstd.data(), sc.h.ptr(), w.attn_norm.ptr(), R, D, cfg_.rms_eps);
-    w.wq.matmul(sc.q.ptr(), sc.xn.ptr(), R);
-    w.wk.matmul(sc.k.ptr(), sc.xn.ptr(), R);
-    w.wv.matmul(sc.v.ptr(), sc.xn.ptr(), R);
-    rope_rows(sc.q.ptr(), rope_, sc.pos.data(), R, H, hd);
-    rope_rows(sc.k.ptr(), rope_, sc.pos.data(), R, KVH, hd);
-    {
-      int64_t r = 0;
-      for (const DecodeChunk& c : batch) {
-        const int64_t p0 = cache.length(c.slot);
-        std::memcpy(cache.k(l, c.slot) + p0 * KV, sc.k.ptr() + r * KV, sizeof(float) * c.n * KV);
-        std::memcpy(cache.v(l, c.slot) + p0 * KV, sc.v.ptr() + r * KV, sizeof(float) * c.n * KV);
-        r += c.n;
-      }
-    }
-    const KvCache& kc = cache;
-#pragma omp parallel
-    {
-      std::vector<float> s(static_cast<size_t>(kQueryTile * cache.max_len()));
-#pragma omp for schedule(dynamic, 1)
-      for (size_t it = 0; it < items.size(); ++it) {
-        const AttnItem& a = items[it];
-        const int64_t keys = a.pos0 + a.n;  // row i sees keys [0, pos0 + i]
-        const int64_t kvh = a.head / group;
-        const float* qp = sc.q.ptr() + a.row0 * Q + a.head * hd;
-        const float* kp = kc.k(l, a.slot) + kvh * hd;
-        const float* vp = kc.v(l, a.slot) + kvh * hd;
-        // S [n, keys] = q · K^T * scale
-        sgemm(false, true, a.n, keys, hd, scale, qp, Q, kp, KV, 0.0f, s.data(), keys);
-        for (int64_t i = 0; i < a.n; ++i) {
-          float* row = s.data() + i * keys;
-          const int64_t valid = a.pos0 + i + 1;
-          float mx = -std::numeric_limits<float>::infinity();
-          for (int64_t j = 0; j < valid; ++j) mx = std::max(mx, row[j]);
-          float sum = 0.0f;
-          for (int64_t j = 0; j < valid; ++j) {
-            row[j] = exp_vec(row[j] - mx);
-            sum += row[j];
-          }
-          const float inv = 1.0f / sum;
-          for (int64_t j = 0; j < valid; ++j) row[j] *= inv;
-          for (int64_t j = valid; j < keys; ++j) row[j] = 0.0f;
-        }
-        // out [n, hd] = P · V
-        sgemm(false, false, a.n, hd, keys, 1.0f, s.data(), keys, vp, KV, 0.0f, sc.att.ptr() + a.row0 * Q + a.head * hd,
-              Q);
-      }
-    }
-    w.wo.matmul(sc.h.ptr(), sc.att.ptr(), R, /*accumulate=*/true);
+namespace {
 
-    // MoE++ block.
-    rmsnorm_forward(sc.xn.ptr(), sc.rstd.data(), sc.h.ptr(), w.mlp_norm.ptr(), R, D, cfg_.rms_eps);
-    const MoeConfig& mc = layers_[l].config();
-    MoeForwardState& st = sc.moe;
-    st.T = R;
-    st.W = mc.slot_width();
-    set_expert_input(st, sc.xn.ptr(), R, mc);
-    st.z_prev = mc.uses_residual() ? sc.z[l - 1].ptr() : nullptr;
-    router_forward(st, mc, w.moe_small);
-    dispatch_slots(st, mc);
-    const int64_t I = mc.intermediate, rows = st.ffn_rows();
-    ensure_shape(st.ffn_o, {rows, D});
-    for (int64_t e = 0; e < mc.n_ffn(); ++e) {
-      const int64_t r0 = st.ffn_offset[e], n = st.ffn_offset[e + 1] - r0;
-      if (n == 0) continue;
-      ensure_shape(sc.ffn_x, {n, D});
-      ensure_shape(sc.ffn_h, {n, 2 * I});
-      ensure_shape(sc.ffn_a, {n, I});
-      for (int64_t i = 0; i < n; ++i)
-        std::memcpy(sc.ffn_x.ptr() + i * D, st.x_in + static_cast<int64_t>(st.ffn_slot[r0 + i] / st.W) * D,
-                    sizeof(float) * D);
-      w.up[e].matmul(sc.ffn_h.ptr(), sc.ffn_x.ptr(), n);
-      float* hp = sc.ffn_h.ptr();
-      float* ap = sc.ffn_a.ptr();
-#pragma omp parallel for schedule(static)
-      for (int64_t i = 0; i < n; ++i) swiglu_row(ap + i * I, hp + i * 2 * I, I);
-      w.down[e].matmul(st.ffn_o.ptr() + r0 * D, sc.ffn_a.ptr(), n);
-    }
-    ensure_shape(sc.y, {R, D});
-    combine_forward(sc.y.ptr(), st, mc, w.moe_small);
-    sc.z[l].shape = st.z.shape;
-    sc.z[l].data.assign(st.z.data.begin(), st.z.data.end());
-    if (router_logits) (*router_logits)[l] = sc.z[l];
-    float* hp = sc.h.ptr();
-    const float* yp = sc.y.ptr();
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < R * D; ++i) hp[i] += yp[i];
+// Copies the new rows' keys/values k, v [R, KV] of layer l after each chunk's cached positions.
+void append_kv(KvCache& cache, int64_t l, const std::vector<DecodeChunk>& batch, const float* k, const float* v,
+               int64_t KV) {
+  int64_t r = 0;
+  for (const DecodeChunk& c : batch) {
+    const int64_t p0 = cache.length(c.slot);
+    std::memcpy(cache.k(l, c.slot) + p0 * KV, k + r * KV, sizeof(float) * c.n * KV);
+    std::memcpy(cache.v(l, c.slot) + p0 * KV, v + r * KV, sizeof(float) * c.n * KV);
+    r += c.n;
   }
-  for (const DecodeChunk& c : batch) cache.set_length(c.slot, cache.length(c.slot) + c.n);
+}
 
-  // Head on the requested rows.
+// att [R, H*hd] = causal softmax(q K^T * scale) V of every work item, over layer l of the cache (which
+// already holds the new rows' keys/values). q is [R, H*hd]; heads share kv heads in groups of `group`.
+void attend(float* att, const float* q, const KvCache& kc, int64_t l, const std::vector<AttnItem>& items,
+            int64_t hd, int64_t Q, int64_t KV, int64_t group, float scale) {
+#pragma omp parallel
+  {
+    std::vector<float> s(static_cast<size_t>(kQueryTile * kc.max_len()));
+#pragma omp for schedule(dynamic, 1)
+    for (size_t it = 0; it < items.size(); ++it) {
+      const AttnItem& a = items[it];
+      const int64_t keys = a.pos0 + a.n;  // row i sees keys [0, pos0 + i]
+      const int64_t kvh = a.head / group;
+      const float* qp = q + a.row0 * Q + a.head * hd;
+      const float* kp = kc.k(l, a.slot) + kvh * hd;
+      const float* vp = kc.v(l, a.slot) + kvh * hd;
+      // S [n, keys] = q · K^T * scale
+      sgemm(false, true, a.n, keys, hd, scale, qp, Q, kp, KV, 0.0f, s.data(), keys);
+      for (int64_t i = 0; i < a.n; ++i) {
+        float* row = s.data() + i * keys;
+        const int64_t valid = a.pos0 + i + 1;
+        float mx = -std::numeric_limits<float>::infinity();
+        for (int64_t j = 0; j < valid; ++j) mx = std::max(mx, row[j]);
+        float sum = 0.0f;
+        for (int64_t j = 0; j < valid; ++j) {
+          row[j] = exp_vec(row[j] - mx);
+          sum += row[j];
+        }
+        const float inv = 1.0f / sum;
+        for (int64_t j = 0; j < valid; ++j) row[j] *= inv;
+        for (int64_t j = valid; j < keys; ++j) row[j] = 0.0f;
+      }
+      // out [n, hd] = P · V
+      sgemm(false, false, a.n, hd, keys, 1.0f, s.data(), keys, vp, KV, 0.0f, att + a.row0 * Q + a.head * hd, Q);
+    }
+  }
+}
+
+}  // namespace
+
+void Decoder::attention_block(int64_t l, const RowPlan& plan, KvCache& cache, const std::vector<DecodeChunk>& batch,
+                              DecoderScratch& sc) const {
+  const int64_t R = plan.R, D = cfg_.hidden, H = cfg_.n_heads, KVH = cfg_.n_kv_heads, hd = cfg_.head_dim;
+  const InferWeights::Layer& w = w_.layers[l];
+  rmsnorm_forward(sc.xn.ptr(), sc.rstd.data(), sc.h.ptr(), w.attn_norm.ptr(), R, D, cfg_.rms_eps);
+  w.wq.matmul(sc.q.ptr(), sc.xn.ptr(), R);
+  w.wk.matmul(sc.k.ptr(), sc.xn.ptr(), R);
+  w.wv.matmul(sc.v.ptr(), sc.xn.ptr(), R);
+  rope_rows(sc.q.ptr(), rope_, sc.pos.data(), R, H, hd);
+  rope_rows(sc.k.ptr(), rope_, sc.pos.data(), R, KVH, hd);
+  append_kv(cache, l, batch, sc.k.ptr(), sc.v.ptr(), KVH * hd);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  attend(sc.att.ptr(), sc.q.ptr(), cache, l, plan.items, hd, H * hd, KVH * hd, H / KVH, scale);
+  w.wo.matmul(sc.h.ptr(), sc.att.ptr(), R, /*accumulate=*/true);
+}
+
+void Decoder::moe_block(int64_t l, int64_t R, DecoderScratch& sc, std::vector<Tensor>* router_logits) const {
+  const int64_t D = cfg_.hidden;
+  const InferWeights::Layer& w = w_.layers[l];
+  rmsnorm_forward(sc.xn.ptr(), sc.rstd.data(), sc.h.ptr(), w.mlp_norm.ptr(), R, D, cfg_.rms_eps);
+  const MoeConfig& mc = layers_[l].config();
+  MoeForwardState& st = sc.moe;
+  st.T = R;
+  st.W = mc.slot_width();
+  set_expert_input(st, sc.xn.ptr(), R, mc);
+  st.z_prev = mc.uses_residual() ? sc.z[l - 1].ptr() : nullptr;
+  router_forward(st, mc, w.moe_small);
+  dispatch_slots(st, mc);
+  const int64_t I = mc.intermediate, rows = st.ffn_rows();
+  ensure_shape(st.ffn_o, {rows, D});
+  for (int64_t e = 0; e < mc.n_ffn(); ++e) {
+    const int64_t r0 = st.ffn_offset[e], n = st.ffn_offset[e + 1] - r0;
+    if (n == 0) continue;
+    ensure_shape(sc.ffn_x, {n, D});
+    ensure_shape(sc.ffn_h, {n, 2 * I});
+    ensure_shape(sc.ffn_a, {n, I});
+    for (int64_t i = 0; i < n; ++i)
+      std::memcpy(sc.ffn_x.ptr() + i * D, st.x_in + static_cast<int64_t>(st.ffn_slot[r0 + i] / st.W) * D,
+                  sizeof(float) * D);
+    w.up[e].matmul(sc.ffn_h.ptr(), sc.ffn_x.ptr(), n);
+    float* hp = sc.ffn_h.ptr();
+    float* ap = sc.ffn_a.ptr();
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i) swiglu_row(ap + i * I, hp + i * 2 * I, I);
+    w.down[e].matmul(st.ffn_o.ptr() + r0 * D, sc.ffn_a.ptr(), n);
+  }
+  ensure_shape(sc.y, {R, D});
+  combine_forward(sc.y.ptr(), st, mc, w.moe_small);
+  sc.z[l].shape = st.z.shape;
+  sc.z[l].data.assign(st.z.data.begin(), st.z.data.end());
+  if (router_logits) (*router_logits)[l] = sc.z[l];
+  float* hp = sc.h.ptr();
+  const float* yp = sc.y.ptr();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < R * D; ++i) hp[i] += yp[i];
+}
+
+void Decoder::final_head(Tensor& logits, const std::vector<int64_t>& out_rows, DecoderScratch& sc) const {
+  const int64_t V = cfg_.vocab, D = cfg_.hidden, R_out = static_cast<int64_t>(out_rows.size());
   ensure_shape(sc.logits_x, {R_out, D});
   for (int64_t i = 0; i < R_out; ++i)
     std::memcpy(sc.logits_x.ptr() + i * D, sc.h.ptr() + out_rows[i] * D, sizeof(float) * D);
@@ -221,6 +245,20 @@ void Decoder::forward(Tensor& logits, KvCache& cache, const std::vector<DecodeCh
   rmsnorm_forward(sc.xn.ptr(), sc.rstd.data(), sc.logits_x.ptr(), w_.final_norm.ptr(), R_out, D, cfg_.rms_eps);
   ensure_shape(logits, {R_out, V});
   w_.lm_head.matmul(logits.ptr(), sc.xn.ptr(), R_out);
+}
+
+void Decoder::forward(Tensor& logits, KvCache& cache, const std::vector<DecodeChunk>& batch, DecoderScratch& sc,
+                      std::vector<Tensor>* router_logits) const {
+  check_batch(cache, batch);  // everything is validated before the cache is touched
+  const RowPlan plan = plan_rows(cache, batch, sc.pos);
+  embed_rows(plan, sc);
+  if (router_logits) router_logits->resize(cfg_.n_layers);
+  for (int64_t l = 0; l < cfg_.n_layers; ++l) {
+    attention_block(l, plan, cache, batch, sc);
+    moe_block(l, plan.R, sc, router_logits);
+  }
+  for (const DecodeChunk& c : batch) cache.set_length(c.slot, cache.length(c.slot) + c.n);
+  final_head(logits, plan.out_rows, sc);
 }
 
 }  // namespace moepp

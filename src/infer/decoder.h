@@ -54,6 +54,21 @@ class Decoder {
                std::vector<Tensor>* router_logits = nullptr) const;
 
  private:
+  struct RowPlan;  // tokens, output rows and attention work items of one pass (decoder.cpp)
+
+  // The phases of forward(), in order. check_batch throws on an invalid batch and writes nothing;
+  // plan_rows fills pos [R] with each row's position; embed_rows sizes the scratch and writes sc.h;
+  // attention_block and moe_block add layer l's residual branches to sc.h (attention_block appends
+  // the rows' keys/values to the cache; moe_block keeps sc.z[l], copied to router_logits when given);
+  // final_head writes logits [out_rows, V] from sc.h.
+  void check_batch(const KvCache& cache, const std::vector<DecodeChunk>& batch) const;
+  RowPlan plan_rows(const KvCache& cache, const std::vector<DecodeChunk>& batch, std::vector<int64_t>& pos) const;
+  void embed_rows(const RowPlan& plan, DecoderScratch& sc) const;
+  void attention_block(int64_t l, const RowPlan& plan, KvCache& cache, const std::vector<DecodeChunk>& batch,
+                       DecoderScratch& sc) const;
+  void moe_block(int64_t l, int64_t R, DecoderScratch& sc, std::vector<Tensor>* router_logits) const;
+  void final_head(Tensor& logits, const std::vector<int64_t>& out_rows, DecoderScratch& sc) const;
+
   ModelConfig cfg_;
   InferWeights w_;
   std::vector<MoeLayer> layers_;  // inference-mode layer configs (router, dispatch, combine)

@@ -138,40 +138,33 @@ void Engine::finish(const std::shared_ptr<Seq>& sp, const std::string& reason, s
   done.emplace_back(sp, std::move(ev));
 }
 
-bool Engine::step() {
-  std::vector<Finished> done;
-  uint64_t prompt_fed = 0, sampled = 0;
-
-  // 1. Cancellations and admissions.
-  {
-    std::lock_guard<std::mutex> lk(mu_);
-    std::unordered_set<uint64_t> cancels;
-    cancels.swap(cancels_);
-    for (auto it = waiting_.begin(); it != waiting_.end();) {
-      if (cancels.count((*it)->id)) {
-        finish(*it, "cancelled", done);
-        it = waiting_.erase(it);
-      } else {
-        ++it;
-      }
+void Engine::admit(std::vector<Finished>& done) {
+  std::lock_guard<std::mutex> lk(mu_);
+  std::unordered_set<uint64_t> cancels;
+  cancels.swap(cancels_);
+  for (auto it = waiting_.begin(); it != waiting_.end();) {
+    if (cancels.count((*it)->id)) {
+      finish(*it, "cancelled", done);
+      it = waiting_.erase(it);
+    } else {
+      ++it;
     }
-    for (auto& a : active_)
-      if (cancels.count(a->id)) finish(a, "cancelled", done);
-    while (!free_slots_.empty() && !waiting_.empty()) {
-      std::shared_ptr<Seq> s = waiting_.front();
-      waiting_.pop_front();
-      s->slot = free_slots_.back();
-      free_slots_.pop_back();
-      s->t_admit = Clock::now();
-      active_.push_back(s);
-      if (s->req.max_new_tokens == 0) finish(s, "length", done);
-    }
-    n_active_ = static_cast<int64_t>(active_.size());
   }
+  for (auto& a : active_)
+    if (cancels.count(a->id)) finish(a, "cancelled", done);
+  while (!free_slots_.empty() && !waiting_.empty()) {
+    std::shared_ptr<Seq> s = waiting_.front();
+    waiting_.pop_front();
+    s->slot = free_slots_.back();
+    free_slots_.pop_back();
+    s->t_admit = Clock::now();
+    active_.push_back(s);
+    if (s->req.max_new_tokens == 0) finish(s, "length", done);
+  }
+  n_active_ = static_cast<int64_t>(active_.size());
+}
 
-  // 2. One forward pass: a decode token per generating sequence, prompt chunks within the budget.
-  std::vector<DecodeChunk> batch;
-  std::vector<std::shared_ptr<Seq>> rows;
+void Engine::build_batch(std::vector<DecodeChunk>& batch, std::vector<std::shared_ptr<Seq>>& rows) const {
   for (auto& a : active_) {
     Seq& s = *a;
     if (s.done || s.generated == 0) continue;
@@ -188,58 +181,62 @@ bool Engine::step() {
     rows.push_back(a);
     budget -= n;
   }
-  bool ran = false;
-  if (!batch.empty()) {
-    std::string error;
-    try {
-      dec_.forward(logits_, cache_, batch, scratch_);
-      ran = true;
-    } catch (const std::exception& e) {
-      error = e.what();
-    }
-    if (!ran) {
-      for (auto& s : rows) {
-        finish(s, "error", done);
-        done.back().second.error = error;
-      }
-    }
-  }
+}
 
-  // 3. Sample and deliver.
-  if (ran) {
-    const int64_t V = dec_.config().vocab;
-    const int32_t eos = dec_.config().eos;
-    for (size_t i = 0; i < rows.size(); ++i) {
-      const std::shared_ptr<Seq>& sp = rows[i];
-      Seq& s = *sp;
-      const bool prefill = s.generated == 0;
-      s.fed += batch[i].n;
-      if (prefill) prompt_fed += static_cast<uint64_t>(batch[i].n);
-      if (s.fed < static_cast<int64_t>(s.tokens.size())) continue;  // prompt not complete yet
-      const int32_t t = s.sampler->sample(logits_.ptr() + i * V, V, s.tokens);
-      s.tokens.push_back(t);
-      ++s.generated;
-      ++sampled;
-      if (s.generated == 1) s.t_first = Clock::now();
-      call(s.cb.on_token, t);
-      if (s.req.stop_at_eos && t == eos) {
+bool Engine::run_batch(const std::vector<DecodeChunk>& batch, const std::vector<std::shared_ptr<Seq>>& rows,
+                       std::vector<Finished>& done) {
+  std::string error;
+  try {
+    dec_.forward(logits_, cache_, batch, scratch_);
+    return true;
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  for (auto& s : rows) {
+    finish(s, "error", done);
+    done.back().second.error = error;
+  }
+  return false;
+}
+
+Engine::StepTokens Engine::sample_and_deliver(const std::vector<DecodeChunk>& batch,
+                                              const std::vector<std::shared_ptr<Seq>>& rows,
+                                              std::vector<Finished>& done) {
+  StepTokens n;
+  const int64_t V = dec_.config().vocab;
+  const int32_t eos = dec_.config().eos;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const std::shared_ptr<Seq>& sp = rows[i];
+    Seq& s = *sp;
+    const bool prefill = s.generated == 0;
+    s.fed += batch[i].n;
+    if (prefill) n.prompt_fed += static_cast<uint64_t>(batch[i].n);
+    if (s.fed < static_cast<int64_t>(s.tokens.size())) continue;  // prompt not complete yet
+    const int32_t t = s.sampler->sample(logits_.ptr() + i * V, V, s.tokens);
+    s.tokens.push_back(t);
+    ++s.generated;
+    ++n.sampled;
+    if (s.generated == 1) s.t_first = Clock::now();
+    call(s.cb.on_token, t);
+    if (s.req.stop_at_eos && t == eos) {
+      finish(sp, "stop", done);
+      continue;
+    }
+    if (s.text) {
+      const std::string delta = s.text->push(t);
+      if (!delta.empty()) call(s.cb.on_text, delta);
+      if (s.text->stopped()) {
         finish(sp, "stop", done);
         continue;
       }
-      if (s.text) {
-        const std::string delta = s.text->push(t);
-        if (!delta.empty()) call(s.cb.on_text, delta);
-        if (s.text->stopped()) {
-          finish(sp, "stop", done);
-          continue;
-        }
-      }
-      if (s.generated >= s.req.max_new_tokens || static_cast<int64_t>(s.tokens.size()) >= opt_.max_len)
-        finish(sp, "length", done);
     }
+    if (s.generated >= s.req.max_new_tokens || static_cast<int64_t>(s.tokens.size()) >= opt_.max_len)
+      finish(sp, "length", done);
   }
+  return n;
+}
 
-  // 4. Bookkeeping, then the finish callbacks (outside the lock).
+bool Engine::settle(std::vector<Finished>& done, bool ran, StepTokens n) {
   for (auto& [s, ev] : done) {
     if (s->text && ev.reason != "error") {
       const std::string tail = s->text->finish();
@@ -255,13 +252,24 @@ bool Engine::step() {
     for (auto& d : done) live_.erase(d.first->id);
     n_active_ = static_cast<int64_t>(active_.size());
     if (ran) ++totals_.steps;
-    totals_.prompt_tokens += prompt_fed;
-    totals_.generated_tokens += sampled;
+    totals_.prompt_tokens += n.prompt_fed;
+    totals_.generated_tokens += n.sampled;
     totals_.finished += done.size();
     more = !waiting_.empty() || !active_.empty() || !cancels_.empty();
   }
   for (auto& [s, ev] : done) call(s->cb.on_finish, ev);
   return more;
+}
+
+bool Engine::step() {
+  std::vector<Finished> done;
+  admit(done);
+  std::vector<DecodeChunk> batch;
+  std::vector<std::shared_ptr<Seq>> rows;
+  build_batch(batch, rows);
+  const bool ran = !batch.empty() && run_batch(batch, rows, done);
+  const StepTokens n = ran ? sample_and_deliver(batch, rows, done) : StepTokens{};
+  return settle(done, ran, n);
 }
 
 void Engine::loop() {

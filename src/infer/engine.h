@@ -135,6 +135,26 @@ class Engine {
   void finish(const std::shared_ptr<Seq>& s, const std::string& reason, std::vector<Finished>& done);
   void loop();
 
+  // The phases of step(), in order; `done` collects the requests that end in this step.
+  struct StepTokens {
+    uint64_t prompt_fed = 0, sampled = 0;  // prompt tokens run and tokens sampled in one step
+  };
+  // 1. Handles the cancels asked for and moves waiting requests into free slots.
+  void admit(std::vector<Finished>& done);
+  // 2. Appends a decode token per generating sequence and prompt chunks within the step's budget;
+  //    rows[i] is the sequence of batch[i].
+  void build_batch(std::vector<DecodeChunk>& batch, std::vector<std::shared_ptr<Seq>>& rows) const;
+  // 3. Runs the decoder into logits_; when it throws, ends every row with "error" and returns false.
+  bool run_batch(const std::vector<DecodeChunk>& batch, const std::vector<std::shared_ptr<Seq>>& rows,
+                 std::vector<Finished>& done);
+  // 4. Advances every row past its chunk and samples for those whose prompt is complete (callbacks
+  //    on_token/on_text), ending those that stop or reach their length.
+  StepTokens sample_and_deliver(const std::vector<DecodeChunk>& batch, const std::vector<std::shared_ptr<Seq>>& rows,
+                                std::vector<Finished>& done);
+  // 5. Flushes the text of ended requests, drops them, updates the totals and calls on_finish.
+  //    Returns whether requests remain.
+  bool settle(std::vector<Finished>& done, bool ran, StepTokens n);
+
   const Decoder& dec_;
   const Tokenizer* tok_;
   EngineOptions opt_;
