@@ -85,10 +85,10 @@ MoeConfig make_config(const ShapeCase& s, bool moepp) {
 double ffn_fraction(const MoeConfig& c, MoeParams& p, const Tensor& x, float b) {
   for (int64_t e = c.n_ffn(); e < c.n_experts; ++e) p.wg.data[e * c.hidden] = b;
   MoeForwardState st;
-  st.T = x.shape[0];
-  st.W = c.slot_width();
-  st.x = x.ptr();
-  router_forward(st, c, p);
+  st.resize(c, x.shape[0]);
+  router_logits_forward(st.z.ptr(), nullptr, x.ptr(), nullptr, p, c, st.T);
+  router_select_forward(st.ids.data(), st.w.data(), st.kept.data(), st.s.ptr(), st.p.ptr(), st.sigma.data(),
+                        st.norm.data(), st.z.ptr(), c, st.T);
   int64_t ffn = 0;
   for (int32_t id : st.ids) ffn += id < c.n_ffn();
   return static_cast<double>(ffn) / static_cast<double>(st.ids.size());

@@ -201,12 +201,7 @@ void Decoder::moe_block(int64_t l, int64_t R, DecoderScratch& sc, std::vector<Te
   rmsnorm_forward(sc.xn.ptr(), sc.rstd.data(), sc.h.ptr(), w.mlp_norm.ptr(), R, D, cfg_.rms_eps);
   const MoeConfig& mc = layers_[l].config();
   MoeForwardState& st = sc.moe;
-  st.T = R;
-  st.W = mc.slot_width();
-  set_expert_input(st, sc.xn.ptr(), R, mc);
-  st.z_prev = mc.uses_residual() ? sc.z[l - 1].ptr() : nullptr;
-  router_forward(st, mc, w.moe_small);
-  dispatch_slots(st, mc);
+  moe_route(st, sc.xn.ptr(), mc.uses_residual() ? sc.z[l - 1].ptr() : nullptr, w.moe_small, mc, R);
   const int64_t I = mc.intermediate, rows = st.ffn_rows();
   ensure_shape(st.ffn_o, {rows, D});
   for (int64_t e = 0; e < mc.n_ffn(); ++e) {
@@ -226,7 +221,7 @@ void Decoder::moe_block(int64_t l, int64_t R, DecoderScratch& sc, std::vector<Te
     w.down[e].matmul(st.ffn_o.ptr() + r0 * D, sc.ffn_a.ptr(), n);
   }
   ensure_shape(sc.y, {R, D});
-  combine_forward(sc.y.ptr(), st, mc, w.moe_small);
+  combine_forward(sc.y.ptr(), st.x_in, st.ffn_o.ptr(), st.row_of_slot.data(), st.slots(), w.moe_small, mc, R);
   sc.z[l].shape = st.z.shape;
   sc.z[l].data.assign(st.z.data.begin(), st.z.data.end());
   if (router_logits) (*router_logits)[l] = sc.z[l];

@@ -1,21 +1,23 @@
 // Load-balance losses (forward value and the constant per-expert gradient with respect to p).
 #include "moe/balance_loss.h"
 
+#include <algorithm>
 #include <vector>
 
 namespace moepp {
 
-void balance_loss_forward(MoeForwardState& st, const MoeConfig& cfg) {
-  const int64_t T = st.T, E = cfg.n_experts, W = cfg.slot_width(), K = cfg.top_k;
-  st.aux_loss = 0.0f;
-  st.select_frac.assign(E, 0.0f);
-  st.aux_dp.assign(E, 0.0f);
-  st.relu_count.assign(E, 0.0f);
-  st.relu_sparsity = 0.0f;
+void balance_loss_forward(float* aux_loss, float* relu_sparsity, float* select_frac, float* aux_dp, float* relu_count,
+                          const int32_t* ids, const float* p, const float* z, const MoeConfig& cfg, int64_t T) {
+  const int64_t E = cfg.n_experts, W = cfg.slot_width(), K = cfg.top_k;
+  *aux_loss = 0.0f;
+  *relu_sparsity = 0.0f;
+  std::fill(select_frac, select_frac + E, 0.0f);
+  std::fill(aux_dp, aux_dp + E, 0.0f);
+  std::fill(relu_count, relu_count + E, 0.0f);
   if (T == 0) return;
   std::vector<double> count(E, 0.0);
   for (int64_t i = 0; i < T * W; ++i)
-    if (st.ids[i] >= 0) count[st.ids[i]] += 1.0;
+    if (ids[i] >= 0) count[ids[i]] += 1.0;
 
   if (cfg.router == RouterKind::kRelu) {
     // lambda * E / (K T^2) * sum_e (sum_t R_te) * (sum_t 1[R_te > 0])
@@ -23,28 +25,28 @@ void balance_loss_forward(MoeForwardState& st, const MoeConfig& cfg) {
     double zeros = 0.0;
     for (int64_t t = 0; t < T; ++t)
       for (int64_t e = 0; e < E; ++e) {
-        const float r = st.z.ptr()[t * E + e];
+        const float r = z[t * E + e];
         if (r > 0.0f) rsum[e] += r;
         else zeros += 1.0;
       }
     double acc = 0.0;
     for (int64_t e = 0; e < E; ++e) {
-      st.relu_count[e] = static_cast<float>(count[e]);
-      st.select_frac[e] = static_cast<float>(count[e] / T);
+      relu_count[e] = static_cast<float>(count[e]);
+      select_frac[e] = static_cast<float>(count[e] / T);
       acc += rsum[e] * count[e];
     }
-    st.relu_sparsity = static_cast<float>(zeros / (static_cast<double>(T) * E));
+    *relu_sparsity = static_cast<float>(zeros / (static_cast<double>(T) * E));
     if (cfg.training)
-      st.aux_loss = static_cast<float>(cfg.relu_l1_coef * E / (static_cast<double>(K) * T * T) * acc);
+      *aux_loss = static_cast<float>(cfg.relu_l1_coef * E / (static_cast<double>(K) * T * T) * acc);
     return;
   }
 
-  for (int64_t e = 0; e < E; ++e) st.select_frac[e] = static_cast<float>(count[e] / T);
+  for (int64_t e = 0; e < E; ++e) select_frac[e] = static_cast<float>(count[e] / T);
   if (!cfg.training) return;
   // P_e = mean_t p_te
   std::vector<double> P(E, 0.0);
   for (int64_t t = 0; t < T; ++t)
-    for (int64_t e = 0; e < E; ++e) P[e] += st.p.ptr()[t * E + e];
+    for (int64_t e = 0; e < E; ++e) P[e] += p[t * E + e];
   for (double& v : P) v /= static_cast<double>(T);
 
   std::vector<double> coef(E);  // aux_loss = sum_e coef_e * P_e
@@ -66,9 +68,9 @@ void balance_loss_forward(MoeForwardState& st, const MoeConfig& cfg) {
   double loss = 0.0;
   for (int64_t e = 0; e < E; ++e) {
     loss += coef[e] * P[e];
-    st.aux_dp[e] = static_cast<float>(coef[e] / static_cast<double>(T));
+    aux_dp[e] = static_cast<float>(coef[e] / static_cast<double>(T));
   }
-  st.aux_loss = static_cast<float>(loss);
+  *aux_loss = static_cast<float>(loss);
 }
 
 float relu_l1_coef_update(float lambda, float sparsity, const MoeConfig& cfg) {

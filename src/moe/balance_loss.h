@@ -1,17 +1,22 @@
 // Training-mode auxiliary losses of the router: the heterogeneous load-balance loss of MoE++
 // (eta = 1 for FFN experts, tau for zero-computation experts), its all-ones form for vanilla top-k,
 // AdaMoE's Switch-style loss with averaged null-expert loads, and ReMoE's L1 penalty on ReLU gates.
-// Definitions in docs/layer.md ("Training mode").
+// Definitions in docs/layer.md ("Training mode"). Kernel convention: outputs first, then inputs, then
+// settings and sizes.
 #pragma once
 
+#include <cstdint>
+
 #include "moe/moe_config.h"
-#include "moe/moe_state.h"
 
 namespace moepp {
 
-// Inputs: st.ids, st.p (or st.z for relu). Outputs: st.select_frac, st.aux_dp (d loss / d p_te, the
-// same for every token), st.relu_count, st.relu_sparsity, st.aux_loss.
-void balance_loss_forward(MoeForwardState& st, const MoeConfig& cfg);
+// Outputs: select_frac [E] (f_i, fraction of tokens selecting expert i), aux_dp [E] (d aux_loss / d p_te,
+// the same for every token; 0 outside training or for relu), relu_count [E] (tokens with R_te > 0;
+// relu router, else 0), *relu_sparsity (fraction of R_te == 0; relu router, else 0), *aux_loss (0
+// outside training mode). Inputs: ids [T, W]; p [T, E] (not relu); z [T, E] (relu).
+void balance_loss_forward(float* aux_loss, float* relu_sparsity, float* select_frac, float* aux_dp, float* relu_count,
+                          const int32_t* ids, const float* p, const float* z, const MoeConfig& cfg, int64_t T);
 
 // ReMoE's adaptive L1 coefficient: lambda * 1.2 when sparsity is below 1 - K/E, else lambda / 1.2.
 float relu_l1_coef_update(float lambda, float sparsity, const MoeConfig& cfg);

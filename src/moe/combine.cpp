@@ -24,21 +24,22 @@ inline void constant_gate(const float* wc, const float* x, int64_t D, float& a0,
 
 }  // namespace
 
-void combine_forward(float* y, const MoeForwardState& st, const MoeConfig& cfg, const MoeParams& prm) {
-  const int64_t T = st.T, D = cfg.hidden, W = st.W;
+void combine_forward(float* y, const float* x_in, const float* ffn_o, const int32_t* row_of_slot,
+                     const SlotsView& slots, const MoeParams& prm, const MoeConfig& cfg, int64_t T) {
+  const int64_t D = cfg.hidden, W = slots.width;
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < T; ++t) {
     float* yt = y + t * D;
-    const float* xt = st.x_in + t * D;
+    const float* xt = x_in + t * D;
     for (int64_t j = 0; j < D; ++j) yt[j] = 0.0f;
     for (int64_t k = 0; k < W; ++k) {
       const int64_t slot = t * W + k;
-      const int32_t e = st.ids[slot];
-      if (e < 0 || !st.kept[slot]) continue;
-      const float w = st.w[slot];
+      const int32_t e = slots.ids[slot];
+      if (e < 0 || !slots.kept[slot]) continue;
+      const float w = slots.w[slot];
       switch (cfg.kind(e)) {
         case ExpertKind::kFfn: {
-          const float* o = st.ffn_o.ptr() + static_cast<int64_t>(st.row_of_slot[slot]) * D;
+          const float* o = ffn_o + static_cast<int64_t>(row_of_slot[slot]) * D;
           for (int64_t j = 0; j < D; ++j) yt[j] += w * o[j];
           break;
         }
@@ -60,9 +61,10 @@ void combine_forward(float* y, const MoeForwardState& st, const MoeConfig& cfg, 
   }
 }
 
-void combine_backward(float* dx, MoeBackwardScratch& sc, MoeParams& g, const float* dy, const MoeForwardState& st,
-                      const MoeConfig& cfg, const MoeParams& prm) {
-  const int64_t T = st.T, D = cfg.hidden, W = st.W, NC = cfg.n_constant;
+void combine_backward(float* dx, float* dw_slots, MoeParams& g, const float* dy, const float* ffn_dx,
+                      const float* x_in, const int32_t* row_of_slot, const SlotsView& slots, const MoeParams& prm,
+                      const MoeConfig& cfg, int64_t T) {
+  const int64_t D = cfg.hidden, W = slots.width, NC = cfg.n_constant;
   const float in_scale = cfg.input_scale();
   const int nt = omp_get_max_threads();
   // Per-thread accumulators for the constant experts' gradients: [nt][NC][Wc (2D) | v (D)].
@@ -73,17 +75,17 @@ void combine_backward(float* dx, MoeBackwardScratch& sc, MoeParams& g, const flo
     std::vector<float> dxin(D);
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < T; ++t) {
-      const float* xt = st.x_in + t * D;
+      const float* xt = x_in + t * D;
       const float* dyt = dy + t * D;
       std::fill(dxin.begin(), dxin.end(), 0.0f);
       for (int64_t k = 0; k < W; ++k) {
         const int64_t slot = t * W + k;
-        const int32_t e = st.ids[slot];
-        if (e < 0 || !st.kept[slot]) continue;
-        const float w = st.w[slot];
+        const int32_t e = slots.ids[slot];
+        if (e < 0 || !slots.kept[slot]) continue;
+        const float w = slots.w[slot];
         switch (cfg.kind(e)) {
           case ExpertKind::kFfn: {
-            const float* d = sc.ffn_dx.ptr() + static_cast<int64_t>(st.row_of_slot[slot]) * D;
+            const float* d = ffn_dx + static_cast<int64_t>(row_of_slot[slot]) * D;
             for (int64_t j = 0; j < D; ++j) dxin[j] += d[j];
             break;
           }
@@ -93,7 +95,7 @@ void combine_backward(float* dx, MoeBackwardScratch& sc, MoeParams& g, const flo
               dot += dyt[j] * xt[j];
               dxin[j] += w * dyt[j];
             }
-            sc.dw[slot] = dot;
+            dw_slots[slot] = dot;
             break;
           }
           case ExpertKind::kConstant: {
@@ -110,7 +112,7 @@ void combine_backward(float* dx, MoeBackwardScratch& sc, MoeParams& g, const flo
             }
             da0 *= w;
             da1 *= w;
-            sc.dw[slot] = dw;
+            dw_slots[slot] = dw;
             const float dot = a0 * da0 + a1 * da1;
             const float dl0 = a0 * (da0 - dot), dl1 = a1 * (da1 - dot);
             float* gwc = my + c * 3 * D;
@@ -124,7 +126,7 @@ void combine_backward(float* dx, MoeBackwardScratch& sc, MoeParams& g, const flo
             break;
           }
           case ExpertKind::kZero:
-            sc.dw[slot] = 0.0f;
+            dw_slots[slot] = 0.0f;
             break;
         }
       }

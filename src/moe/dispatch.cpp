@@ -1,6 +1,7 @@
 // Capacity, token dropping and grouping of FFN slots by expert (a counting sort over slots).
 #include "moe/dispatch.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace moepp {
@@ -24,45 +25,42 @@ std::vector<int64_t> expert_capacity(const MoeConfig& cfg, int64_t T) {
   return cap;
 }
 
-void dispatch_slots(MoeForwardState& st, const MoeConfig& cfg) {
-  const int64_t T = st.T, W = cfg.slot_width(), E = cfg.n_experts, NF = cfg.n_ffn();
+DispatchCounts dispatch_slots(uint8_t* kept, int64_t* ffn_offset, int32_t* ffn_slot, int32_t* row_of_slot,
+                              const int32_t* ids, const int64_t* capacity, const MoeConfig& cfg, int64_t T) {
+  const int64_t W = cfg.slot_width(), E = cfg.n_experts, NF = cfg.n_ffn();
+  DispatchCounts n;
   // Capacity: admit slots by rank, then token.
-  st.dropped_slots = 0;
-  const std::vector<int64_t> cap = expert_capacity(cfg, T);
-  if (cfg.uses_capacity()) {
-    std::vector<int64_t> used(E, 0);
-    for (int64_t k = 0; k < W; ++k)
-      for (int64_t t = 0; t < T; ++t) {
-        const int32_t e = st.ids[t * W + k];
-        if (e < 0) continue;
-        if (used[e] < cap[e]) {
-          ++used[e];
-        } else {
-          st.kept[t * W + k] = 0;
-          ++st.dropped_slots;
-        }
+  std::vector<int64_t> used(E, 0);
+  for (int64_t k = 0; k < W; ++k)
+    for (int64_t t = 0; t < T; ++t) {
+      const int32_t e = ids[t * W + k];
+      if (e < 0 || !kept[t * W + k] || capacity[e] < 0) continue;
+      if (used[e] < capacity[e]) {
+        ++used[e];
+      } else {
+        kept[t * W + k] = 0;
+        ++n.dropped_slots;
       }
-  }
+    }
   // Counting sort of the kept FFN slots by expert, in token order inside each expert.
-  st.ffn_offset.assign(NF + 1, 0);
-  st.zc_slots = 0;
+  std::fill(ffn_offset, ffn_offset + NF + 1, int64_t{0});
   for (int64_t i = 0; i < T * W; ++i) {
-    const int32_t e = st.ids[i];
-    if (e < 0 || !st.kept[i]) continue;
-    if (e < NF) ++st.ffn_offset[e + 1];
-    else ++st.zc_slots;
+    const int32_t e = ids[i];
+    if (e < 0 || !kept[i]) continue;
+    if (e < NF) ++ffn_offset[e + 1];
+    else ++n.zc_slots;
   }
-  for (int64_t e = 0; e < NF; ++e) st.ffn_offset[e + 1] += st.ffn_offset[e];
-  std::vector<int64_t> fill(st.ffn_offset.begin(), st.ffn_offset.end() - 1);
-  st.ffn_slot.resize(st.ffn_offset[NF]);
-  st.row_of_slot.assign(T * W, -1);
+  for (int64_t e = 0; e < NF; ++e) ffn_offset[e + 1] += ffn_offset[e];
+  std::vector<int64_t> fill(ffn_offset, ffn_offset + NF);
   for (int64_t i = 0; i < T * W; ++i) {
-    const int32_t e = st.ids[i];
-    if (e < 0 || e >= NF || !st.kept[i]) continue;
+    const int32_t e = ids[i];
+    row_of_slot[i] = -1;
+    if (e < 0 || e >= NF || !kept[i]) continue;
     const int64_t row = fill[e]++;
-    st.ffn_slot[row] = static_cast<int32_t>(i);
-    st.row_of_slot[i] = static_cast<int32_t>(row);
+    ffn_slot[row] = static_cast<int32_t>(i);
+    row_of_slot[i] = static_cast<int32_t>(row);
   }
+  return n;
 }
 
 }  // namespace moepp

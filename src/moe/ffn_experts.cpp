@@ -26,9 +26,9 @@ struct Item {
 };
 
 // Chunks of every expert's rows, largest first so that dynamic scheduling balances the threads.
-std::vector<Item> row_chunks(const std::vector<int64_t>& offset, int64_t chunk) {
+std::vector<Item> row_chunks(const int64_t* offset, int64_t n_experts, int64_t chunk) {
   std::vector<Item> items;
-  for (size_t e = 0; e + 1 < offset.size(); ++e) {
+  for (int64_t e = 0; e < n_experts; ++e) {
     const int64_t n = offset[e + 1] - offset[e];
     if (n == 0) continue;
     const int64_t pieces = (n + chunk - 1) / chunk;
@@ -50,14 +50,12 @@ void gather_rows(float* out, const float* x_in, const int32_t* slots, int64_t n,
 
 }  // namespace
 
-void ffn_experts_forward(MoeForwardState& st, const MoeConfig& cfg, const MoeParams& prm) {
-  const int64_t D = cfg.hidden, I = cfg.intermediate, W = st.W, rows = st.ffn_rows();
-  ensure_shape(st.ffn_h, {rows, 2 * I});
-  ensure_shape(st.ffn_a, {rows, I});
-  ensure_shape(st.ffn_o, {rows, D});
-  if (rows == 0) return;
+void ffn_experts_forward(float* h, float* a, float* o, const float* x_in, const FfnRowsView& rows,
+                         const MoeParams& prm, const MoeConfig& cfg, int64_t W) {
+  const int64_t D = cfg.hidden, I = cfg.intermediate, NF = cfg.n_ffn();
+  if (rows.offset[NF] == 0) return;
   const int64_t kChunk = chunk_rows(cfg);
-  const std::vector<Item> items = row_chunks(st.ffn_offset, kChunk);
+  const std::vector<Item> items = row_chunks(rows.offset, NF, kChunk);
 #pragma omp parallel
   {
     std::vector<float> xbuf(kChunk * D);
@@ -65,26 +63,24 @@ void ffn_experts_forward(MoeForwardState& st, const MoeConfig& cfg, const MoePar
     for (size_t it = 0; it < items.size(); ++it) {
       const Item& c = items[it];
       const int64_t m = c.r1 - c.r0;
-      gather_rows(xbuf.data(), st.x_in, st.ffn_slot.data() + c.r0, m, W, D);
-      float* h = st.ffn_h.ptr() + c.r0 * 2 * I;
-      float* a = st.ffn_a.ptr() + c.r0 * I;
-      sgemm(false, true, m, 2 * I, D, 1.0f, xbuf.data(), D, prm.up[c.expert].ptr(), D, 0.0f, h, 2 * I);
-      for (int64_t r = 0; r < m; ++r) swiglu_row(a + r * I, h + r * 2 * I, I);
-      sgemm(false, true, m, D, I, 1.0f, a, I, prm.down[c.expert].ptr(), I, 0.0f, st.ffn_o.ptr() + c.r0 * D, D);
+      gather_rows(xbuf.data(), x_in, rows.slot + c.r0, m, W, D);
+      float* hc = h + c.r0 * 2 * I;
+      float* ac = a + c.r0 * I;
+      sgemm(false, true, m, 2 * I, D, 1.0f, xbuf.data(), D, prm.up[c.expert].ptr(), D, 0.0f, hc, 2 * I);
+      for (int64_t r = 0; r < m; ++r) swiglu_row(ac + r * I, hc + r * 2 * I, I);
+      sgemm(false, true, m, D, I, 1.0f, ac, I, prm.down[c.expert].ptr(), I, 0.0f, o + c.r0 * D, D);
     }
   }
 }
 
-void ffn_experts_backward(MoeBackwardScratch& sc, MoeParams& g, const float* dy, const MoeForwardState& st,
-                          const MoeConfig& cfg, const MoeParams& prm) {
-  const int64_t D = cfg.hidden, I = cfg.intermediate, W = st.W, rows = st.ffn_rows();
-  ensure_shape(sc.ffn_x, {rows, D});
-  ensure_shape(sc.ffn_do, {rows, D});
-  ensure_shape(sc.ffn_dh, {rows, 2 * I});
-  ensure_shape(sc.ffn_dx, {rows, D});
-  if (rows == 0) return;
+void ffn_experts_backward(float* dx_rows, float* dw, MoeParams& g, float* x_rows, float* do_rows, float* dh_rows,
+                          const float* dy, const float* x_in, const float* h_rows, const float* a_rows,
+                          const float* o_rows, const float* w, const FfnRowsView& rows, const MoeParams& prm,
+                          const MoeConfig& cfg, int64_t W) {
+  const int64_t D = cfg.hidden, I = cfg.intermediate, NF = cfg.n_ffn();
+  if (rows.offset[NF] == 0) return;
   const int64_t kChunk = chunk_rows(cfg);
-  const std::vector<Item> items = row_chunks(st.ffn_offset, kChunk);
+  const std::vector<Item> items = row_chunks(rows.offset, NF, kChunk);
   // Pass A, per row chunk: dO, dw, dA, dH, X, dX.
 #pragma omp parallel
   {
@@ -93,23 +89,23 @@ void ffn_experts_backward(MoeBackwardScratch& sc, MoeParams& g, const float* dy,
     for (size_t it = 0; it < items.size(); ++it) {
       const Item& c = items[it];
       const int64_t m = c.r1 - c.r0;
-      float* dout = sc.ffn_do.ptr() + c.r0 * D;
-      const float* o = st.ffn_o.ptr() + c.r0 * D;
+      float* dout = do_rows + c.r0 * D;
+      const float* o = o_rows + c.r0 * D;
       for (int64_t r = 0; r < m; ++r) {
-        const int32_t slot = st.ffn_slot[c.r0 + r];
+        const int32_t slot = rows.slot[c.r0 + r];
         const float* dyt = dy + static_cast<int64_t>(slot / W) * D;
-        const float wt = st.w[slot];
+        const float wt = w[slot];
         float dot = 0.0f;
         for (int64_t j = 0; j < D; ++j) {
           dout[r * D + j] = wt * dyt[j];
           dot += dyt[j] * o[r * D + j];
         }
-        sc.dw[slot] = dot;
+        dw[slot] = dot;
       }
       // dA = dO · down  ([m, D] · [D, I])
       sgemm(false, false, m, I, D, 1.0f, dout, D, prm.down[c.expert].ptr(), I, 0.0f, da.data(), I);
-      const float* h = st.ffn_h.ptr() + c.r0 * 2 * I;
-      float* dh = sc.ffn_dh.ptr() + c.r0 * 2 * I;
+      const float* h = h_rows + c.r0 * 2 * I;
+      float* dh = dh_rows + c.r0 * 2 * I;
       for (int64_t r = 0; r < m; ++r) {
         const float* gr = h + r * 2 * I;
         const float* ur = gr + I;
@@ -122,9 +118,9 @@ void ffn_experts_backward(MoeBackwardScratch& sc, MoeParams& g, const float* dy,
           dg[j] = dar[j] * ur[j] * sg * (1.0f + gr[j] * (1.0f - sg));
         }
       }
-      gather_rows(sc.ffn_x.ptr() + c.r0 * D, st.x_in, st.ffn_slot.data() + c.r0, m, W, D);
+      gather_rows(x_rows + c.r0 * D, x_in, rows.slot + c.r0, m, W, D);
       // dX = dH · up  ([m, 2I] · [2I, D])
-      sgemm(false, false, m, D, 2 * I, 1.0f, dh, 2 * I, prm.up[c.expert].ptr(), D, 0.0f, sc.ffn_dx.ptr() + c.r0 * D, D);
+      sgemm(false, false, m, D, 2 * I, 1.0f, dh, 2 * I, prm.up[c.expert].ptr(), D, 0.0f, dx_rows + c.r0 * D, D);
     }
   }
   // Pass B, per block of weight-gradient rows: d_up[j0:j1] += dH[:, j0:j1]^T · X ; d_down likewise.
@@ -135,21 +131,21 @@ void ffn_experts_backward(MoeBackwardScratch& sc, MoeParams& g, const float* dy,
   };
   std::vector<GradItem> gitems;
   constexpr int64_t kBlock = 256;
-  for (int64_t e = 0; e < cfg.n_ffn(); ++e) {
-    if (st.ffn_offset[e + 1] == st.ffn_offset[e]) continue;
+  for (int64_t e = 0; e < NF; ++e) {
+    if (rows.offset[e + 1] == rows.offset[e]) continue;
     for (int64_t j = 0; j < 2 * I; j += kBlock) gitems.push_back({e, true, j, std::min(2 * I, j + kBlock)});
     for (int64_t j = 0; j < D; j += kBlock) gitems.push_back({e, false, j, std::min(D, j + kBlock)});
   }
 #pragma omp parallel for schedule(dynamic, 1)
   for (size_t it = 0; it < gitems.size(); ++it) {
     const GradItem& c = gitems[it];
-    const int64_t off = st.ffn_offset[c.expert], n = st.ffn_offset[c.expert + 1] - off;
+    const int64_t off = rows.offset[c.expert], n = rows.offset[c.expert + 1] - off;
     if (c.up) {
-      sgemm(true, false, c.j1 - c.j0, D, n, 1.0f, sc.ffn_dh.ptr() + off * 2 * I + c.j0, 2 * I,
-            sc.ffn_x.ptr() + off * D, D, 1.0f, g.up[c.expert].ptr() + c.j0 * D, D);
+      sgemm(true, false, c.j1 - c.j0, D, n, 1.0f, dh_rows + off * 2 * I + c.j0, 2 * I, x_rows + off * D, D, 1.0f,
+            g.up[c.expert].ptr() + c.j0 * D, D);
     } else {
-      sgemm(true, false, c.j1 - c.j0, I, n, 1.0f, sc.ffn_do.ptr() + off * D + c.j0, D,
-            st.ffn_a.ptr() + off * I, I, 1.0f, g.down[c.expert].ptr() + c.j0 * I, I);
+      sgemm(true, false, c.j1 - c.j0, I, n, 1.0f, do_rows + off * D + c.j0, D, a_rows + off * I, I, 1.0f,
+            g.down[c.expert].ptr() + c.j0 * I, I);
     }
   }
 }

@@ -16,6 +16,14 @@ namespace moepp {
 // outlive every use of st. Shared by MoeLayer::forward and the decoder.
 void set_expert_input(MoeForwardState& st, const float* x, int64_t T, const MoeConfig& cfg);
 
+// The routing half of the MoE++ block, the one implementation training and inference share: sizes st
+// for T tokens, sets the experts' input (set_expert_input), router logits and slots, dispatch (capacity
+// in training mode) and the balance-loss statistics (the loss itself in training mode). x [T, D];
+// z_prev [T, E] when cfg.uses_residual() (ignored otherwise). st points at x and z_prev afterwards.
+// `params` needs the router and gate_map tensors only.
+void moe_route(MoeForwardState& st, const float* x, const float* z_prev, const MoeParams& params, const MoeConfig& cfg,
+               int64_t T);
+
 class MoeLayer {
  public:
   explicit MoeLayer(MoeConfig cfg);

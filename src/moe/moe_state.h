@@ -1,15 +1,45 @@
-// MoeForwardState: what one forward pass of an MoE++ layer keeps for its backward pass and for
-// inspection: router logits and scores, each token's slots (expert id, weight, kept flag), the FFN
-// slots grouped by expert with their activations, and the balance-loss statistics. Buffers are
-// reused across calls (no reallocation when T does not grow).
+// MoeForwardState: the owner of the buffers of one forward pass of an MoE++ layer, kept for its
+// backward pass and for inspection: router logits and scores, each token's slots (expert id, weight,
+// kept flag), the FFN slots grouped by expert with their activations, and the balance-loss statistics.
+// Buffers are reused across calls (no reallocation when T does not grow). The kernels (router.h,
+// dispatch.h, ffn_experts.h, combine.h, balance_loss.h) never see this struct: they take the buffers
+// explicitly; the read-only views below group the ones that travel together.
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
 #include "core/tensor.h"
+#include "moe/moe_config.h"
 
 namespace moepp {
+
+// T tokens' slots, [T, width] row-major: expert id (-1 = padding), routing weight, 1 if the slot
+// reaches its expert.
+struct SlotsView {
+  const int32_t* ids = nullptr;
+  const float* w = nullptr;
+  const uint8_t* kept = nullptr;
+  int64_t width = 0;
+};
+
+// The kept FFN slots grouped by expert: rows [offset[e], offset[e+1]) belong to FFN expert e (offset has
+// N_FFN + 1 entries); slot[r] is the slot (t * width + k) of row r; row_of_slot[slot] is the row of an
+// FFN slot, -1 for every other slot.
+struct FfnRowsView {
+  const int64_t* offset = nullptr;
+  const int32_t* slot = nullptr;
+  const int32_t* row_of_slot = nullptr;
+};
+
+// What the router's forward computed, as its backward needs it (router.h).
+struct RouterActivations {
+  const float* z = nullptr;       // [T, E] logits
+  const float* gate_h = nullptr;  // [T, 8E] tanh hidden (two-layer router), else null
+  const float* p = nullptr;       // [T, E] softmax(s) (not relu)
+  const float* sigma = nullptr;   // [T] std of z (logits norm)
+  const float* norm = nullptr;    // [T] renormalisation sums (moepp / topk / adamoe without mixtral)
+};
 
 struct MoeForwardState {
   int64_t T = 0;  // tokens
@@ -36,7 +66,7 @@ struct MoeForwardState {
 
   // FFN slots grouped by expert: rows [ffn_offset[e], ffn_offset[e+1]) belong to FFN expert e.
   std::vector<int64_t> ffn_offset;   // [N_FFN + 1]
-  std::vector<int32_t> ffn_slot;     // [rows] the slot (t * W + k) of each row
+  std::vector<int32_t> ffn_slot;     // [T * W] capacity; [rows] used: the slot (t * W + k) of each row
   std::vector<int32_t> row_of_slot;  // [T * W] row of an FFN slot, -1 otherwise
   Tensor ffn_h;                      // [rows, 2I] x_in · up^T (gate | up)
   Tensor ffn_a;                      // [rows, I]  silu(g) * u
@@ -47,6 +77,15 @@ struct MoeForwardState {
   std::vector<float> aux_dp;       // [E] d aux_loss / d p_te (the same for every token)
   std::vector<float> relu_count;   // [E] tokens with R_te > 0 (relu router)
   float aux_loss = 0.0f;
+
+  // Sizes every buffer whose size T and cfg fix (logits, scores, slots, grouping); FFN activations
+  // are sized once the row count is known.
+  void resize(const MoeConfig& cfg, int64_t tokens);
+  SlotsView slots() const { return {ids.data(), w.data(), kept.data(), W}; }
+  FfnRowsView rows() const { return {ffn_offset.data(), ffn_slot.data(), row_of_slot.data()}; }
+  RouterActivations router() const {
+    return {z.ptr(), gate_h.empty() ? nullptr : gate_h.ptr(), p.ptr(), sigma.data(), norm.data()};
+  }
 
   // Counters of this pass.
   int64_t ffn_rows() const { return ffn_offset.empty() ? 0 : ffn_offset.back(); }

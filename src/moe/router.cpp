@@ -41,43 +41,39 @@ void softmax(const float* in, int64_t n, float* out) {
 
 }  // namespace
 
-void router_forward(MoeForwardState& st, const MoeConfig& cfg, const MoeParams& prm) {
-  const int64_t T = st.T, D = cfg.hidden, E = cfg.n_experts, W = cfg.slot_width(), K = cfg.top_k;
-  ensure_shape(st.z, {T, E});
+void router_logits_forward(float* z, float* gate_h, const float* x, const float* z_prev, const MoeParams& prm,
+                           const MoeConfig& cfg, int64_t T) {
+  const int64_t D = cfg.hidden, E = cfg.n_experts;
   // z = x · Wg^T, or tanh(x · W0^T) · W2^T
-  if (!prm.wg0.empty()) {
+  if (cfg.two_layer_gate) {
     const int64_t H = cfg.gate_hidden();
-    ensure_shape(st.gate_h, {T, H});
-    sgemm_parallel(false, true, T, H, D, 1.0f, st.x, D, prm.wg0.ptr(), D, 0.0f, st.gate_h.ptr(), H);
-    float* h = st.gate_h.ptr();
+    sgemm_parallel(false, true, T, H, D, 1.0f, x, D, prm.wg0.ptr(), D, 0.0f, gate_h, H);
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < T * H; ++i) h[i] = std::tanh(h[i]);
-    sgemm_parallel(false, true, T, E, H, 1.0f, h, H, prm.wg2.ptr(), H, 0.0f, st.z.ptr(), E);
+    for (int64_t i = 0; i < T * H; ++i) gate_h[i] = std::tanh(gate_h[i]);
+    sgemm_parallel(false, true, T, E, H, 1.0f, gate_h, H, prm.wg2.ptr(), H, 0.0f, z, E);
   } else {
-    sgemm_parallel(false, true, T, E, D, 1.0f, st.x, D, prm.wg.ptr(), D, 0.0f, st.z.ptr(), E);
+    sgemm_parallel(false, true, T, E, D, 1.0f, x, D, prm.wg.ptr(), D, 0.0f, z, E);
   }
   if (cfg.uses_residual())  // z += z_prev · Wmap^T
-    sgemm_parallel(false, true, T, E, E, 1.0f, st.z_prev, E, prm.gate_map.ptr(), E, 1.0f, st.z.ptr(), E);
+    sgemm_parallel(false, true, T, E, E, 1.0f, z_prev, E, prm.gate_map.ptr(), E, 1.0f, z, E);
+}
 
-  st.ids.assign(T * W, -1);
-  st.w.assign(T * W, 0.0f);
-  st.kept.assign(T * W, 0);
+void router_select_forward(int32_t* ids_out, float* w_out, uint8_t* kept_out, float* s_out, float* p_out,
+                           float* sigma_out, float* norm_out, const float* z_all, const MoeConfig& cfg, int64_t T) {
+  const int64_t E = cfg.n_experts, W = cfg.slot_width(), K = cfg.top_k;
   const bool relu = cfg.router == RouterKind::kRelu;
-  if (!relu) {
-    ensure_shape(st.s, {T, E});
-    ensure_shape(st.p, {T, E});
-    st.sigma.assign(T, 0.0f);
-    st.norm.assign(T, 0.0f);
-  }
   const bool force_zero = cfg.router == RouterKind::kMoepp || cfg.router == RouterKind::kAdaMoe;
   const int64_t first_zero = cfg.first_zero();
 
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < T; ++t) {
-    const float* z = st.z.ptr() + t * E;
-    int32_t* ids = st.ids.data() + t * W;
-    float* w = st.w.data() + t * W;
-    uint8_t* kept = st.kept.data() + t * W;
+    const float* z = z_all + t * E;
+    int32_t* ids = ids_out + t * W;
+    float* w = w_out + t * W;
+    uint8_t* kept = kept_out + t * W;
+    std::fill(ids, ids + W, -1);
+    std::fill(w, w + W, 0.0f);
+    std::fill(kept, kept + W, uint8_t{0});
     if (relu) {
       int64_t k = 0;
       for (int64_t e = 0; e < E; ++e)
@@ -89,8 +85,10 @@ void router_forward(MoeForwardState& st, const MoeConfig& cfg, const MoeParams& 
         }
       continue;
     }
-    float* s = st.s.ptr() + t * E;
-    float* p = st.p.ptr() + t * E;
+    float* s = s_out + t * E;
+    float* p = p_out + t * E;
+    sigma_out[t] = 0.0f;
+    norm_out[t] = 0.0f;
     if (cfg.logits_norm) {
       float mean = 0.0f;
       for (int64_t e = 0; e < E; ++e) mean += z[e];
@@ -98,7 +96,7 @@ void router_forward(MoeForwardState& st, const MoeConfig& cfg, const MoeParams& 
       float var = 0.0f;
       for (int64_t e = 0; e < E; ++e) var += (z[e] - mean) * (z[e] - mean);
       const float sigma = std::sqrt(var / static_cast<float>(E - 1));
-      st.sigma[t] = sigma;
+      sigma_out[t] = sigma;
       for (int64_t e = 0; e < E; ++e) s[e] = sigma > 0.0f ? z[e] / sigma * cfg.gate_norm_std : 0.0f;
     } else {
       std::copy(z, z + E, s);
@@ -124,19 +122,21 @@ void router_forward(MoeForwardState& st, const MoeConfig& cfg, const MoeParams& 
         w[k] = zero ? 0.0f : p[ids[k]];
         sum += w[k];
       }
-      st.norm[t] = sum;
+      norm_out[t] = sum;
       for (int64_t k = 0; k < K; ++k) w[k] = sum > 0.0f ? w[k] / sum : 0.0f;
     }
   }
 }
 
 void router_backward(float* dx, float* dz_prev, MoeParams& g, const float* dw, const float* dz_out,
-                     const MoeForwardState& st, const MoeConfig& cfg, const MoeParams& prm) {
-  const int64_t T = st.T, D = cfg.hidden, E = cfg.n_experts, W = cfg.slot_width(), K = cfg.top_k;
+                     const float* aux_dp, const float* relu_count, const RouterActivations& act,
+                     const SlotsView& slots, const float* x, const float* z_prev, const MoeParams& prm,
+                     const MoeConfig& cfg, int64_t T) {
+  const int64_t D = cfg.hidden, E = cfg.n_experts, W = slots.width, K = cfg.top_k;
   const bool relu = cfg.router == RouterKind::kRelu;
   const bool force_zero = cfg.router == RouterKind::kMoepp || cfg.router == RouterKind::kAdaMoe;
   const int64_t first_zero = cfg.first_zero();
-  const bool has_aux = cfg.training && !st.aux_dp.empty();
+  const bool has_aux = cfg.training && aux_dp != nullptr;
   std::vector<float> dz_all(T * E);
   float l1_scale = 0.0f;
   if (relu && cfg.training && T > 0)
@@ -147,28 +147,28 @@ void router_backward(float* dx, float* dz_prev, MoeParams& g, const float* dw, c
     std::vector<float> dp(E), ds(E);
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < T; ++t) {
-      const int32_t* ids = st.ids.data() + t * W;
-      const float* w = st.w.data() + t * W;
+      const int32_t* ids = slots.ids + t * W;
+      const float* w = slots.w + t * W;
       const float* dwt = dw + t * W;
-      const float* z = st.z.ptr() + t * E;
+      const float* z = act.z + t * E;
       float* dz = dz_all.data() + t * E;
       if (relu) {
         std::fill(ds.begin(), ds.end(), 0.0f);
         for (int64_t k = 0; k < W && ids[k] >= 0; ++k) ds[ids[k]] += dwt[k];
         for (int64_t e = 0; e < E; ++e)
-          dz[e] = z[e] > 0.0f ? ds[e] + l1_scale * st.relu_count[e] : 0.0f;
+          dz[e] = z[e] > 0.0f ? ds[e] + l1_scale * relu_count[e] : 0.0f;
       } else {
-        const float* p = st.p.ptr() + t * E;
-        for (int64_t e = 0; e < E; ++e) dp[e] = has_aux ? st.aux_dp[e] : 0.0f;
+        const float* p = act.p + t * E;
+        for (int64_t e = 0; e < E; ++e) dp[e] = has_aux ? aux_dp[e] : 0.0f;
         std::fill(ds.begin(), ds.end(), 0.0f);
         if (cfg.mixtral_gating) {  // w = softmax(s_sel)
           float dot = 0.0f;
           for (int64_t k = 0; k < K; ++k) dot += dwt[k] * w[k];
           for (int64_t k = 0; k < K; ++k) ds[ids[k]] += w[k] * (dwt[k] - dot);
-        } else if (st.norm[t] > 0.0f) {  // w = q / sum(q), q = p or 0 (zero experts)
+        } else if (act.norm[t] > 0.0f) {  // w = q / sum(q), q = p or 0 (zero experts)
           float dot = 0.0f;
           for (int64_t k = 0; k < K; ++k) dot += dwt[k] * w[k];
-          const float inv = 1.0f / st.norm[t];
+          const float inv = 1.0f / act.norm[t];
           for (int64_t k = 0; k < K; ++k) {
             if (force_zero && ids[k] >= first_zero) continue;
             dp[ids[k]] += (dwt[k] - dot) * inv;
@@ -179,7 +179,7 @@ void router_backward(float* dx, float* dz_prev, MoeParams& g, const float* dw, c
         for (int64_t e = 0; e < E; ++e) dpp += dp[e] * p[e];
         for (int64_t e = 0; e < E; ++e) ds[e] += p[e] * (dp[e] - dpp);
         if (cfg.logits_norm) {  // s = g * z / sigma(z)
-          const float sigma = st.sigma[t];
+          const float sigma = act.sigma[t];
           if (sigma > 0.0f) {
             float mean = 0.0f, dsz = 0.0f;
             for (int64_t e = 0; e < E; ++e) {
@@ -205,21 +205,21 @@ void router_backward(float* dx, float* dz_prev, MoeParams& g, const float* dw, c
   const float* dzp = dz_all.data();
   if (cfg.uses_residual()) {
     if (dz_prev) sgemm_parallel(false, false, T, E, E, 1.0f, dzp, E, prm.gate_map.ptr(), E, 1.0f, dz_prev, E);
-    sgemm_parallel(true, false, E, E, T, 1.0f, dzp, E, st.z_prev, E, 1.0f, g.gate_map.ptr(), E);
+    sgemm_parallel(true, false, E, E, T, 1.0f, dzp, E, z_prev, E, 1.0f, g.gate_map.ptr(), E);
   }
-  if (!prm.wg0.empty()) {
+  if (cfg.two_layer_gate) {
     const int64_t H = cfg.gate_hidden();
     std::vector<float> dh(T * H);
     // dh = dz · W2 ; dW2 += dz^T · h ; dpre = dh * (1 - h^2)
     sgemm_parallel(false, false, T, H, E, 1.0f, dzp, E, prm.wg2.ptr(), H, 0.0f, dh.data(), H);
-    sgemm_parallel(true, false, E, H, T, 1.0f, dzp, E, st.gate_h.ptr(), H, 1.0f, g.wg2.ptr(), H);
-    const float* h = st.gate_h.ptr();
+    sgemm_parallel(true, false, E, H, T, 1.0f, dzp, E, act.gate_h, H, 1.0f, g.wg2.ptr(), H);
+    const float* h = act.gate_h;
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < T * H; ++i) dh[i] *= 1.0f - h[i] * h[i];
-    sgemm_parallel(true, false, H, D, T, 1.0f, dh.data(), H, st.x, D, 1.0f, g.wg0.ptr(), D);
+    sgemm_parallel(true, false, H, D, T, 1.0f, dh.data(), H, x, D, 1.0f, g.wg0.ptr(), D);
     sgemm_parallel(false, false, T, D, H, 1.0f, dh.data(), H, prm.wg0.ptr(), D, 1.0f, dx, D);
   } else {
-    sgemm_parallel(true, false, E, D, T, 1.0f, dzp, E, st.x, D, 1.0f, g.wg.ptr(), D);
+    sgemm_parallel(true, false, E, D, T, 1.0f, dzp, E, x, D, 1.0f, g.wg.ptr(), D);
     sgemm_parallel(false, false, T, D, E, 1.0f, dzp, E, prm.wg.ptr(), D, 1.0f, dx, D);
   }
 }

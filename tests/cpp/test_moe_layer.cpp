@@ -171,19 +171,20 @@ TEST(LayerProperties, CapacityDropsByRankThenToken) {
   c.no_mul_topk = true;
   c.training = true;
   c.capacity_factor = 0.5;  // C = ceil(0.5 * 2 * 4 / 4) = 1 slot per expert
-  MoeForwardState st;
-  st.T = 4;
-  st.W = 2;
   // token: (first, second) choice
-  st.ids = {0, 1, 0, 2, 1, 0, 3, 0};
-  st.kept.assign(8, 1);
-  dispatch_slots(st, c);
+  const std::vector<int32_t> ids = {0, 1, 0, 2, 1, 0, 3, 0};
+  std::vector<uint8_t> kept(8, 1);
+  std::vector<int64_t> offset(5);
+  std::vector<int32_t> slot(8), row_of_slot(8);
+  const std::vector<int64_t> cap = expert_capacity(c, 4);
+  const DispatchCounts n = dispatch_slots(kept.data(), offset.data(), slot.data(), row_of_slot.data(), ids.data(),
+                                          cap.data(), c, 4);
   // Rank 0 in token order: t0->0 kept, t1->0 dropped, t2->1 kept, t3->3 kept.
   // Rank 1: t0->1 dropped (1 full), t1->2 kept, t2->0 dropped, t3->0 dropped.
   const std::vector<uint8_t> want = {1, 0, 0, 1, 1, 0, 1, 0};
-  EXPECT_EQ(st.kept, want);
-  EXPECT_EQ(st.dropped_slots, 4);
-  EXPECT_EQ(st.ffn_rows(), 4);
+  EXPECT_EQ(kept, want);
+  EXPECT_EQ(n.dropped_slots, 4);
+  EXPECT_EQ(offset[4], 4);
   EXPECT_EQ(expert_capacity(c, 4), std::vector<int64_t>(4, 1));
 }
 
