@@ -14,6 +14,7 @@ PKGS=(
   python3 python3-torch python3-numpy         # independent reference implementation used by the parity tests
   libcpp-httplib-dev libssl-dev                # HTTP server of `moepp serve` (linked with its pkg-config flags)
   python3-matplotlib                          # PNG plots of `moepp analyze` and training logs (scripts/plot_*.py)
+  openmpi-bin libopenmpi-dev                  # multi-process runs (src/comm/, mpirun) and the MPI tests
 )
 
 SUDO=""

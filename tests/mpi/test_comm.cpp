@@ -1,0 +1,154 @@
+// The communication layer under mpirun (tests/CMakeLists.txt runs this binary at np 1, 2 and 4, one
+// OpenMP thread per rank): every collective with zero counts, a rank that sends and receives nothing,
+// every row to one peer, sums sent equal to sums received, sub-communicators, and the INT_MAX check.
+#include <gtest/gtest.h>
+
+#include <climits>
+#include <cstdint>
+#include <numeric>
+#include <vector>
+
+#include "comm/comm.h"
+#include "comm/world.h"
+#include "core/error.h"
+
+namespace moepp {
+namespace {
+
+Comm* g_comm = nullptr;
+
+// A row's value: where it comes from and where it goes, so a misplaced row is seen.
+float row_value(int from, int to, int64_t row, int64_t j) {
+  return static_cast<float>(from * 1000 + to * 100 + row * 10 + j);
+}
+
+// Rows `from` sends to `to` in the pattern under test.
+using Pattern = int64_t (*)(int from, int to, int size);
+
+void exchange_and_check(Pattern rows_of, int64_t width) {
+  Comm& c = *g_comm;
+  const int P = c.size(), me = c.rank();
+  std::vector<int64_t> send_counts(P), all(static_cast<size_t>(P) * P), recv_counts(P);
+  for (int p = 0; p < P; ++p) send_counts[p] = rows_of(me, p, P);
+  // Counts travel first (as in the MoE layer): recv_counts[p] = what p sends me.
+  c.allgather(all.data(), send_counts.data(), P);
+  for (int p = 0; p < P; ++p) recv_counts[p] = all[static_cast<size_t>(p) * P + me];
+  std::vector<float> send, recv(static_cast<size_t>(std::accumulate(recv_counts.begin(), recv_counts.end(), int64_t{0})) * width);
+  for (int p = 0; p < P; ++p)
+    for (int64_t r = 0; r < send_counts[p]; ++r)
+      for (int64_t j = 0; j < width; ++j) send.push_back(row_value(me, p, r, j));
+  c.alltoallv_rows(recv.data(), recv_counts.data(), send.data(), send_counts.data(), width);
+  size_t i = 0;
+  for (int p = 0; p < P; ++p) {
+    ASSERT_EQ(recv_counts[p], rows_of(p, me, P));
+    for (int64_t r = 0; r < recv_counts[p]; ++r)
+      for (int64_t j = 0; j < width; ++j) ASSERT_EQ(recv[i++], row_value(p, me, r, j)) << "from " << p;
+  }
+  // Sums sent equal sums received, over the job.
+  double sums[2] = {0.0, 0.0};
+  for (float v : send) sums[0] += v;
+  for (float v : recv) sums[1] += v;
+  c.allreduce_sum(sums, 2);
+  EXPECT_EQ(sums[0], sums[1]);
+}
+
+TEST(Comm, AllgatherInRankOrder) {
+  Comm& c = *g_comm;
+  const int64_t mine[3] = {c.rank(), 10 * c.rank(), -1};
+  std::vector<int64_t> out(3 * c.size());
+  c.allgather(out.data(), mine, 3);
+  for (int r = 0; r < c.size(); ++r) {
+    EXPECT_EQ(out[3 * r], r);
+    EXPECT_EQ(out[3 * r + 1], 10 * r);
+    EXPECT_EQ(out[3 * r + 2], -1);
+  }
+  c.allgather(out.data(), mine, 0);  // zero values: still a collective every rank makes
+}
+
+TEST(Comm, AllToAllEveryPairDifferentCounts) {
+  exchange_and_check([](int from, int to, int) -> int64_t { return 1 + from + 2 * to; }, 3);
+}
+
+TEST(Comm, AllToAllWithZeroCounts) {
+  exchange_and_check([](int from, int to, int) -> int64_t { return (from + to) % 2 == 0 ? 0 : 2; }, 5);
+}
+
+TEST(Comm, AllToAllRankOneSendsAndReceivesNothing) {
+  exchange_and_check([](int from, int to, int) -> int64_t { return from == 1 || to == 1 ? 0 : 3; }, 4);
+}
+
+TEST(Comm, AllToAllEveryRowToOnePeer) {
+  exchange_and_check([](int, int to, int size) -> int64_t { return to == size - 1 ? 7 : 0; }, 2);
+}
+
+TEST(Comm, AllToAllNothingAtAll) {
+  exchange_and_check([](int, int, int) -> int64_t { return 0; }, 8);
+}
+
+TEST(Comm, AllreduceAndBroadcast) {
+  Comm& c = *g_comm;
+  std::vector<float> f = {1.0f, static_cast<float>(c.rank())};
+  std::vector<double> d = {0.5, static_cast<double>(c.rank() * c.rank())};
+  c.allreduce_sum(f.data(), 2);
+  c.allreduce_sum(d.data(), 2);
+  const int P = c.size();
+  EXPECT_EQ(f[0], static_cast<float>(P));
+  EXPECT_EQ(f[1], static_cast<float>(P * (P - 1) / 2));
+  EXPECT_EQ(d[0], 0.5 * P);
+  EXPECT_EQ(d[1], static_cast<double>((P - 1) * P * (2 * P - 1) / 6));
+  int64_t v[2] = {c.rank() == P - 1 ? 42 : 0, c.rank()};
+  c.broadcast(v, sizeof v, P - 1);
+  EXPECT_EQ(v[0], 42);
+  EXPECT_EQ(v[1], P - 1);
+}
+
+TEST(Comm, SplitIntoGroups) {
+  Comm& c = *g_comm;
+  // Groups of two consecutive ranks (expert-parallel groups), and the ranks of equal position in them
+  // (data-parallel groups).
+  std::unique_ptr<Comm> ep = c.split(c.rank() / 2, c.rank());
+  std::unique_ptr<Comm> dp = c.split(c.rank() % 2, c.rank());
+  EXPECT_EQ(ep->rank(), c.rank() % 2);
+  EXPECT_EQ(ep->size(), std::min(2, c.size() - (c.rank() / 2) * 2));
+  EXPECT_EQ(dp->rank(), c.rank() / 2);
+  double x = 1.0;
+  ep->allreduce_sum(&x, 1);
+  EXPECT_EQ(x, static_cast<double>(ep->size()));
+}
+
+TEST(Comm, CountsAtIntMaxAreRefusedBeforeSending) {
+  Comm& c = *g_comm;
+  std::vector<int64_t> counts(c.size(), 0), recv(c.size(), 0);
+  counts[0] = INT_MAX;
+  recv[0] = c.rank() == 0 ? INT_MAX : 0;
+  float dummy = 0.0f;
+  // Every rank holds an out-of-range count, so every rank throws and none waits in the collective.
+  if (c.rank() == 0) {
+    EXPECT_THROW(c.alltoallv_rows(&dummy, recv.data(), &dummy, counts.data(), 1), Error);
+  } else {
+    std::vector<int64_t> bad(c.size(), 0);
+    bad[c.rank()] = int64_t{1} << 40;
+    EXPECT_THROW(c.alltoallv_rows(&dummy, bad.data(), &dummy, bad.data(), 1), Error);
+  }
+}
+
+}  // namespace
+}  // namespace moepp
+
+int main(int argc, char** argv) {
+  moepp::World world(&argc, &argv);
+  moepp::g_comm = &world.comm();
+  ::testing::InitGoogleTest(&argc, argv);
+  // Only rank 0 prints gtest's report; every rank's result decides the exit code.
+  if (world.comm().rank() != 0) {
+    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
+    delete listeners.Release(listeners.default_result_printer());
+  }
+  const int rc = RUN_ALL_TESTS();
+  int64_t failed = rc != 0, all = 0;
+  std::vector<int64_t> each(world.comm().size());
+  world.comm().allgather(each.data(), &failed, 1);
+  for (int64_t f : each) all += f;
+  if (world.comm().rank() == 0 && all > 0) std::fprintf(stderr, "%lld rank(s) failed\n", static_cast<long long>(all));
+  return all > 0 ? 1 : 0;
+}
