@@ -19,11 +19,8 @@
 #include "model/embedding.h"
 #include "model/rmsnorm.h"
 #include "model/rope.h"
-#include "moe/combine.h"
-#include "moe/dispatch.h"
-#include "moe/ffn_experts.h"
-#include "moe/moe_layer.h"
-#include "moe/router.h"
+#include "infer/matrix_experts.h"
+#include "moe/moe_block.h"
 
 namespace moepp {
 namespace {
@@ -202,26 +199,9 @@ void Decoder::moe_block(int64_t l, int64_t R, DecoderScratch& sc, std::vector<Te
   const MoeConfig& mc = layers_[l].config();
   MoeForwardState& st = sc.moe;
   moe_route(st, sc.xn.ptr(), mc.uses_residual() ? sc.z[l - 1].ptr() : nullptr, w.moe_small, mc, R);
-  const int64_t I = mc.intermediate, rows = st.ffn_rows();
-  ensure_shape(st.ffn_o, {rows, D});
-  for (int64_t e = 0; e < mc.n_ffn(); ++e) {
-    const int64_t r0 = st.ffn_offset[e], n = st.ffn_offset[e + 1] - r0;
-    if (n == 0) continue;
-    ensure_shape(sc.ffn_x, {n, D});
-    ensure_shape(sc.ffn_h, {n, 2 * I});
-    ensure_shape(sc.ffn_a, {n, I});
-    for (int64_t i = 0; i < n; ++i)
-      std::memcpy(sc.ffn_x.ptr() + i * D, st.x_in + static_cast<int64_t>(st.ffn_slot[r0 + i] / st.W) * D,
-                  sizeof(float) * D);
-    w.up[e].matmul(sc.ffn_h.ptr(), sc.ffn_x.ptr(), n);
-    float* hp = sc.ffn_h.ptr();
-    float* ap = sc.ffn_a.ptr();
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; ++i) swiglu_row(ap + i * I, hp + i * 2 * I, I);
-    w.down[e].matmul(st.ffn_o.ptr() + r0 * D, sc.ffn_a.ptr(), n);
-  }
+  MatrixFfnExperts experts(w.up, w.down, sc.ffn_x, sc.ffn_h, sc.ffn_a);
   ensure_shape(sc.y, {R, D});
-  combine_forward(sc.y.ptr(), st.x_in, st.ffn_o.ptr(), st.row_of_slot.data(), st.slots(), w.moe_small, mc, R);
+  moe_block_combine(sc.y.ptr(), st, experts, w.moe_small, mc);
   sc.z[l].shape = st.z.shape;
   sc.z[l].data.assign(st.z.data.begin(), st.z.data.end());
   if (router_logits) (*router_logits)[l] = sc.z[l];

@@ -25,19 +25,40 @@ std::vector<int64_t> expert_capacity(const MoeConfig& cfg, int64_t T) {
   return cap;
 }
 
+void selections_by_rank(int64_t* counts, const int32_t* ids, const MoeConfig& cfg, int64_t T) {
+  const int64_t W = cfg.slot_width(), E = cfg.n_experts;
+  std::fill(counts, counts + W * E, int64_t{0});
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t k = 0; k < W; ++k)
+      if (ids[t * W + k] >= 0) ++counts[k * E + ids[t * W + k]];
+}
+
 DispatchCounts dispatch_slots(uint8_t* kept, int64_t* ffn_offset, int32_t* ffn_slot, int32_t* row_of_slot,
-                              const int32_t* ids, const int64_t* capacity, const MoeConfig& cfg, int64_t T) {
+                              const int32_t* ids, const int64_t* capacity, const int64_t* selected_before,
+                              const MoeConfig& cfg, int64_t T) {
   const int64_t W = cfg.slot_width(), E = cfg.n_experts, NF = cfg.n_ffn();
   DispatchCounts n;
-  // Capacity: admit slots by rank, then token.
-  std::vector<int64_t> used(E, 0);
+  // Capacity: admit slots by rank, then token: a slot is kept while fewer than capacity[e] selections of
+  // its expert come before it in that order.
+  std::vector<int64_t> before(W * E, 0);
+  if (selected_before) {
+    std::copy(selected_before, selected_before + W * E, before.begin());
+  } else {
+    selections_by_rank(before.data(), ids, cfg, T);  // then prefix sums over the ranks
+    int64_t* b = before.data();
+    std::vector<int64_t> run(E, 0);
+    for (int64_t k = 0; k < W; ++k)
+      for (int64_t e = 0; e < E; ++e) {
+        const int64_t c = b[k * E + e];
+        b[k * E + e] = run[e];
+        run[e] += c;
+      }
+  }
   for (int64_t k = 0; k < W; ++k)
     for (int64_t t = 0; t < T; ++t) {
       const int32_t e = ids[t * W + k];
       if (e < 0 || !kept[t * W + k] || capacity[e] < 0) continue;
-      if (used[e] < capacity[e]) {
-        ++used[e];
-      } else {
+      if (before[k * E + e]++ >= capacity[e]) {
         kept[t * W + k] = 0;
         ++n.dropped_slots;
       }

@@ -23,19 +23,32 @@ inline void swiglu_row(float* a, const float* h, int64_t I) {
   for (int64_t j = 0; j < I; ++j) a[j] = h[j] * (1.0f / (1.0f + exp_vec(-h[j]))) * u[j];
 }
 
-// h [rows, 2I], a [rows, I], o [rows, D] for every FFN row (rows = rows.offset[N_FFN]); row r's input
-// is row rows.slot[r] / W of x_in [T, D]. W = the slot width (cfg.slot_width()).
-void ffn_experts_forward(float* h, float* a, float* o, const float* x_in, const FfnRowsView& rows,
-                         const MoeParams& params, const MoeConfig& cfg, int64_t W);
+// Where the FFN rows' inputs are: row r's input is row slot[r] / width of x (the tokens' expert input,
+// gathered by slot), or, with slot == nullptr, row r of x (rows already gathered, as the owner of
+// experts receives them in expert parallelism).
+struct FfnRowInputs {
+  const float* x = nullptr;
+  const int32_t* slot = nullptr;
+  int64_t width = 1;
+};
 
-// Outputs: dx_rows [rows, D] (gradient of each row's input), dw [T, W] (the FFN slots' entries
-// written), the up/down gradients accumulated into grads. Workspace (overwritten): x_rows [rows, D],
-// do_rows [rows, D], dh [rows, 2I]. Inputs: dy [T, D], x_in [T, D], the forward's h, a, o, the slot
-// weights w [T, W], rows.
-void ffn_experts_backward(float* dx_rows, float* dw, MoeParams& grads, float* x_rows, float* do_rows, float* dh,
-                          const float* dy, const float* x_in, const float* h, const float* a, const float* o,
-                          const float* w, const FfnRowsView& rows, const MoeParams& params, const MoeConfig& cfg,
-                          int64_t W);
+// The rows of experts first_expert .. first_expert + n_experts - 1: rows [offset[i], offset[i+1]) belong
+// to expert first_expert + i (offset has n_experts + 1 entries, offset[0] = 0). Writes h [rows, 2I],
+// a [rows, I] (kept for the backward) and o [rows, D] (the unweighted expert outputs).
+void ffn_experts_forward(float* h, float* a, float* o, const FfnRowInputs& in, const int64_t* offset,
+                         const MoeParams& params, const MoeConfig& cfg, int64_t first_expert, int64_t n_experts);
+
+// The token side of the FFN backward, at the tokens' home: do_rows [rows, D] = w[slot] · dy[slot / W]
+// and dw[slot] = <dy[slot / W], o_rows[r]> for every FFN row r (its slot = slot[r]).
+void ffn_slot_backward(float* do_rows, float* dw, const float* dy, const float* o_rows, const float* w,
+                       const int32_t* slot, int64_t rows, int64_t W, int64_t D);
+
+// The expert side: dx_rows [rows, D] (gradient of each row's input) from do_rows, and the up/down
+// gradients of the experts accumulated into grads. Workspace (overwritten): x_rows [rows, D] (the
+// gathered inputs; unused, may be null, when in.slot is null), dh [rows, 2I]. h, a: the forward's.
+void ffn_experts_backward(float* dx_rows, MoeParams& grads, float* x_rows, float* dh, const float* do_rows,
+                          const FfnRowInputs& in, const float* h, const float* a, const int64_t* offset,
+                          const MoeParams& params, const MoeConfig& cfg, int64_t first_expert, int64_t n_experts);
 
 // Multiply-adds of the expert GEMMs for `rows` FFN rows, forward only (2 FLOPs each): 6 · rows · D · I.
 inline double ffn_forward_flops(int64_t rows, const MoeConfig& cfg) {

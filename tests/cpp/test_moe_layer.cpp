@@ -178,7 +178,7 @@ TEST(LayerProperties, CapacityDropsByRankThenToken) {
   std::vector<int32_t> slot(8), row_of_slot(8);
   const std::vector<int64_t> cap = expert_capacity(c, 4);
   const DispatchCounts n = dispatch_slots(kept.data(), offset.data(), slot.data(), row_of_slot.data(), ids.data(),
-                                          cap.data(), c, 4);
+                                          cap.data(), nullptr, c, 4);
   // Rank 0 in token order: t0->0 kept, t1->0 dropped, t2->1 kept, t3->3 kept.
   // Rank 1: t0->1 dropped (1 full), t1->2 kept, t2->0 dropped, t3->0 dropped.
   const std::vector<uint8_t> want = {1, 0, 0, 1, 1, 0, 1, 0};
