@@ -48,6 +48,10 @@ class Decoder {
   // Runs every chunk's new tokens, appends their keys/values to their slots (lengths advance by n),
   // and writes logits [R, V] for the requested rows, in chunk order (R = sum of n or 1 per chunk).
   // router_logits, when not null, receives per layer [rows, E] for all new rows (in chunk order).
+  // Callers pass token ids in [0, vocab): the entry points validate them once (Engine::submit for
+  // generate and serve, the tokenizer-built inputs of eval, perplexity()'s own check). forward() still
+  // checks every id, a cheap internal guard for library callers (score_mc takes encoded items from
+  // anywhere) since an id outside the vocabulary would read outside the embedding table.
   // Throws moepp::Error (cache unchanged) on an empty chunk, a token id outside the vocabulary, a
   // slot out of range or used twice, or a chunk that would overflow the slot's max_len.
   void forward(Tensor& logits, KvCache& cache, const std::vector<DecodeChunk>& batch, DecoderScratch& scratch,

@@ -26,6 +26,11 @@ void call(const F& f, A&&... a) {
   }
 }
 
+// Throws InvalidRequestError(field, message) when cond is false.
+void require(bool cond, const char* field, const std::string& message) {
+  if (!cond) throw InvalidRequestError(field, message);
+}
+
 }  // namespace
 
 void EngineOptions::validate() const {
@@ -69,19 +74,20 @@ Engine::~Engine() { stop(); }
 
 uint64_t Engine::submit(GenerationRequest req, GenerationCallbacks cb) {
   const int64_t P = static_cast<int64_t>(req.prompt.size());
-  check(P >= 1, "prompt: empty (at least one token is needed)");
-  check(P < opt_.max_len, "prompt: " + std::to_string(P) + " tokens, but the context holds " +
-                              std::to_string(opt_.max_len) +
-                              " (the prompt must be shorter, to leave room for a generated token)");
+  require(P >= 1, "prompt", "prompt: empty (at least one token is needed)");
+  require(P < opt_.max_len, "prompt",
+          "prompt: " + std::to_string(P) + " tokens, but the context holds " + std::to_string(opt_.max_len) +
+              " (the prompt must be shorter, to leave room for a generated token)");
   const int64_t V = dec_.config().vocab;
   for (int64_t i = 0; i < P; ++i)
-    check(req.prompt[i] >= 0 && req.prompt[i] < V, "prompt: token id " + std::to_string(req.prompt[i]) +
-                                                       " at position " + std::to_string(i) +
-                                                       " is outside the vocabulary [0, " + std::to_string(V) + ")");
-  check(req.max_new_tokens >= 0, "max_new_tokens: must be >= 0 (got " + std::to_string(req.max_new_tokens) + ")");
+    require(req.prompt[i] >= 0 && req.prompt[i] < V, "prompt",
+            "prompt: token id " + std::to_string(req.prompt[i]) + " at position " + std::to_string(i) +
+                " is outside the vocabulary [0, " + std::to_string(V) + ")");
+  require(req.max_new_tokens >= 0, "max_new_tokens",
+          "max_new_tokens: must be >= 0 (got " + std::to_string(req.max_new_tokens) + ")");
   req.sampling.validate();
-  for (const std::string& s : req.stop) check(!s.empty(), "stop: empty stop string");
-  check(req.stop.empty() || tok_ != nullptr, "stop: stop strings need a tokenizer");
+  for (const std::string& s : req.stop) require(!s.empty(), "stop", "stop: empty stop string");
+  require(req.stop.empty() || tok_ != nullptr, "stop", "stop: stop strings need a tokenizer");
 
   auto s = std::make_shared<Seq>();
   s->sampler = std::make_unique<Sampler>(req.sampling);

@@ -29,6 +29,7 @@
 #include <string>
 #include <thread>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "core/error.h"
@@ -49,6 +50,16 @@ class EngineFullError : public Error {
 class EngineStoppedError : public Error {
  public:
   using Error::Error;
+};
+// submit() for an invalid request; field() is the GenerationRequest field at fault ("prompt",
+// "max_new_tokens" or "stop"), so that a front end can name its own parameter (serve: HTTP 400).
+class InvalidRequestError : public Error {
+ public:
+  InvalidRequestError(std::string field, const std::string& message) : Error(message), field_(std::move(field)) {}
+  const std::string& field() const { return field_; }
+
+ private:
+  std::string field_;
 };
 
 struct EngineOptions {
@@ -108,10 +119,13 @@ class Engine {
   int64_t max_len() const { return opt_.max_len; }
   const Decoder& decoder() const { return dec_; }
 
-  // Validates and queues a request; returns its id (> 0). Throws moepp::Error naming the field for an
-  // invalid request (empty prompt, prompt not shorter than max_len, token id outside the vocabulary,
-  // max_new_tokens < 0, bad sampling parameters, stop strings without a tokenizer), EngineFullError
-  // when full, and EngineStoppedError after stop().
+  // Validates and queues a request; returns its id (> 0). This is where a prompt's token ids are
+  // range-checked, once, for every caller (serve and generate pass the ids unchecked); the decoder is
+  // then only given ids in the vocabulary. Throws InvalidRequestError naming the field for an invalid
+  // request (empty prompt, prompt not shorter than max_len, token id outside the vocabulary,
+  // max_new_tokens < 0, stop strings that are empty or without a tokenizer), moepp::Error naming the
+  // parameter for bad sampling parameters, EngineFullError when full, and EngineStoppedError after
+  // stop().
   uint64_t submit(GenerationRequest req, GenerationCallbacks cb);
 
   // Asks to end a request (its on_finish reports "cancelled" at the next step, unless it finished

@@ -67,11 +67,14 @@ double in_range(const json& j, const char* key, double lo, double hi, bool lo_op
   return x;
 }
 
+// Integers as int32 token ids. Their range [0, vocab) is checked once, by the engine's submit().
 std::vector<int32_t> token_ids(const json& a, const char* key) {
+  constexpr int64_t lo = std::numeric_limits<int32_t>::min(), hi = std::numeric_limits<int32_t>::max();
   std::vector<int32_t> ids;
   for (const json& t : a) {
-    if (!t.is_number_integer() || t.get<int64_t>() < 0 || t.get<int64_t>() > std::numeric_limits<int32_t>::max())
-      throw bad(key, std::string("'") + key + "': token ids must be non-negative integers");
+    const bool fits = t.is_number_unsigned() ? t.get<uint64_t>() <= static_cast<uint64_t>(hi)
+                                             : t.is_number_integer() && t.get<int64_t>() >= lo && t.get<int64_t>() <= hi;
+    if (!fits) throw bad(key, std::string("'") + key + "': token ids must be integers (32-bit)");
     ids.push_back(static_cast<int32_t>(t.get<int64_t>()));
   }
   return ids;

@@ -35,7 +35,8 @@ struct ChatMessage {
 struct CompletionRequest {
   bool chat = false;
   std::string model;  // as sent (any name is accepted: the server has one model)
-  // /v1/completions: the prompt as text, or as token ids (prompt_ids non-empty).
+  // /v1/completions: the prompt as text, or as token ids (prompt_ids non-empty; any 32-bit integers:
+  // Engine::submit checks their range, once, and the server answers 400 naming 'prompt').
   std::string prompt;
   std::vector<int32_t> prompt_ids;
   // /v1/chat/completions

@@ -44,6 +44,14 @@ void set_error(httplib::Response& res, const ApiError& e) {
   res.set_content(dump(e.to_json()), "application/json");
 }
 
+// The API parameter that carries a GenerationRequest field ("" when none does).
+std::string request_param(const std::string& field, bool chat) {
+  if (field == "prompt") return chat ? "messages" : "prompt";
+  if (field == "max_new_tokens") return "max_tokens";
+  if (field == "stop") return "stop";
+  return "";
+}
+
 std::string lstrip(const std::string& s) {
   size_t i = 0;
   while (i < s.size() && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r')) ++i;
@@ -83,12 +91,7 @@ struct Server::Impl {
     std::vector<int32_t>& ids = job.gen.prompt;
     const char* prompt_param = r.chat ? "messages" : "prompt";
     if (!r.chat && !r.prompt_ids.empty()) {
-      ids = r.prompt_ids;
-      for (int32_t t : ids)
-        if (t >= cfg.vocab)
-          throw ApiError(400, "'prompt': token id " + std::to_string(t) + " is outside the vocabulary [0, " +
-                                  std::to_string(cfg.vocab) + ")",
-                         "prompt");
+      ids = r.prompt_ids;  // range-checked once, by Engine::submit (400 naming 'prompt', see submit())
     } else {
       ids.push_back(cfg.bos);
       for (int32_t t : tok.encode(r.chat ? chat_prompt(r.messages) : r.prompt)) ids.push_back(t);
@@ -145,6 +148,8 @@ struct Server::Impl {
       throw ApiError(429, std::string("The server is busy (") + e.what() + "); retry later", "", "queue_full");
     } catch (const EngineStoppedError&) {
       throw ApiError(503, "The server is shutting down", "", "shutting_down");
+    } catch (const InvalidRequestError& e) {
+      throw ApiError(400, e.what(), request_param(e.field(), job.chat));
     } catch (const Error& e) {
       throw ApiError(400, e.what());
     }

@@ -165,16 +165,8 @@ void progress(int64_t step, int64_t total, float loss, float lr, double tps, dou
   std::fflush(stderr);
 }
 
-}  // namespace
-
-TrainResult train(const TrainConfig& cfg, const TrainOptions& opt) {
-  check(!opt.out_dir.empty(), "moepp train: --out is required");
-  const bool tty = isatty(2) && !opt.quiet;
-  fs::create_directories(opt.out_dir);
-  const std::string log_path = (fs::path(opt.out_dir) / "log.jsonl").string();
-  RunData data = prepare_data(cfg, opt.out_dir, opt.quiet);
-
-  // Model config: the run's JSON with the tokenizer's vocabulary and special ids.
+// The run's model config: its JSON with the tokenizer's vocabulary and special ids.
+ModelConfig run_model_config(const TrainConfig& cfg, const RunData& data) {
   nlohmann::json mj = cfg.model;
   mj["vocab_size"] = data.tok.vocab_size();
   mj["bos_token_id"] = data.tok.bos_id();
@@ -184,61 +176,176 @@ TrainResult train(const TrainConfig& cfg, const TrainOptions& opt) {
   ModelConfig mc = ModelConfig::from_json(mj, "training config field 'model'");
   check(cfg.seq_len <= mc.max_pos, "training config: seq_len exceeds the model's max_position_embeddings");
   check(static_cast<int64_t>(data.train.size()) > cfg.seq_len + 1, data.train.path() + ": fewer tokens than seq_len + 1");
+  return mc;
+}
 
-  ModelParams params = ModelParams::zeros(mc), grads = ModelParams::zeros(mc);
-  int64_t start_step = 0;
-  // ReMoE (relu router): lambda starts at moe_relu_l1_coef and is multiplied or divided by 1.2 after every
-  // step to hold the mean sparsity over the layers at 1 - K/E (one lambda for all layers).
-  const bool adaptive_l1 = mc.moe.router == RouterKind::kRelu;
-  AdamWConfig ac{cfg.beta1, cfg.beta2, 1e-8f, cfg.weight_decay};
+// The model being trained and its optimizer. The optimizer points into params and grads, so a Run
+// stays where it is made.
+struct Run {
+  explicit Run(ModelConfig c)
+      : mc(std::move(c)),
+        params(ModelParams::zeros(mc)),
+        grads(ModelParams::zeros(mc)),
+        adaptive_l1(mc.moe.router == RouterKind::kRelu) {}
+  Run(const Run&) = delete;
+  Run& operator=(const Run&) = delete;
+
+  ModelConfig mc;
+  ModelParams params, grads;
   std::unique_ptr<AdamW> adam;
-  if (opt.resume && fs::exists(fs::path(opt.out_dir) / "latest")) {
-    const std::string dir = resolve_model_dir(opt.out_dir);
-    auto [lc, lp] = load_model(dir);
-    {
-      // The checkpoint must be the run's model: refuse a changed config before anything else
-      // (ReMoE's lambda is the one key that moves during training; it is restored below).
-      ModelConfig saved = lc;
-      if (adaptive_l1) saved.moe.relu_l1_coef = mc.moe.relu_l1_coef;
-      const std::vector<std::string> diff = saved.differences(mc);
-      if (!diff.empty()) {
-        std::string keys;
-        for (const std::string& d : diff) keys += (keys.empty() ? "" : ", ") + d;
-        throw Error(dir + "/config.json: the checkpoint's model differs from the training config's 'model' in " +
-                    keys + " (checkpoint vs run); resume with the config that trained it, or start a new run");
-      }
-    }
-    params = std::move(lp);
-    const nlohmann::json state = io::read_json_file((fs::path(dir) / "trainer_state.json").string());
-    start_step = state.at("step").get<int64_t>();
-    adam = std::make_unique<AdamW>(param_refs(mc, params, grads), ac);
-    io::SafetensorsFile of((fs::path(dir) / "optimizer.safetensors").string());
-    for (size_t i = 0; i < adam->params().size(); ++i) {
-      adam->m()[i] = of.read_f32("m." + adam->params()[i].name);
-      adam->v()[i] = of.read_f32("v." + adam->params()[i].name);
-      check(adam->m()[i].shape == adam->params()[i].value->shape,
-            of.path() + ": optimizer state of '" + adam->params()[i].name + "' has the wrong shape");
-    }
-    adam->set_steps(state.at("optimizer_steps").get<int64_t>());
-    if (adaptive_l1) {
-      const std::string sp = (fs::path(dir) / "trainer_state.json").string();
-      check(state.contains("relu_l1_coef") && state["relu_l1_coef"].is_number(),
-            sp + ": field 'relu_l1_coef' (ReMoE's current lambda) is missing or not a number");
-      const double l1 = state["relu_l1_coef"].get<double>();
-      check(std::isfinite(l1) && l1 >= 0.0, sp + ": field 'relu_l1_coef' must be finite and >= 0");
-      mc.moe.relu_l1_coef = static_cast<float>(l1);
-    }
-    truncate_log(log_path, start_step);
-    if (!opt.quiet) std::fprintf(stderr, "moepp train: resuming from %s at step %lld\n", dir.c_str(), static_cast<long long>(start_step));
-  } else {
-    if (opt.resume && !opt.quiet) std::fprintf(stderr, "moepp train: nothing to resume in %s, starting fresh\n", opt.out_dir.c_str());
-    params.init_random(mc, cfg.seed, cfg.init_std);
-    adam = std::make_unique<AdamW>(param_refs(mc, params, grads), ac);
-    write_text_atomic((fs::path(opt.out_dir) / "train_config.json").string(), cfg.to_json().dump(2) + "\n");
-    write_text_atomic(log_path, "");
-  }
+  int64_t start_step = 0;
+  // ReMoE (relu router): lambda starts at moe_relu_l1_coef and is multiplied or divided by 1.2 after
+  // every step to hold the mean sparsity over the layers at 1 - K/E (one lambda for all layers).
+  bool adaptive_l1;
+};
 
-  Model model(mc);
+// Refuses a checkpoint (in dir, with config saved) whose model is not the run's model `mc` (ReMoE's
+// lambda is the one key that moves during training; it is restored separately).
+void check_same_model(const std::string& dir, ModelConfig saved, const ModelConfig& mc, bool adaptive_l1) {
+  if (adaptive_l1) saved.moe.relu_l1_coef = mc.moe.relu_l1_coef;
+  const std::vector<std::string> diff = saved.differences(mc);
+  if (diff.empty()) return;
+  std::string keys;
+  for (const std::string& d : diff) keys += (keys.empty() ? "" : ", ") + d;
+  throw Error(dir + "/config.json: the checkpoint's model differs from the training config's 'model' in " + keys +
+              " (checkpoint vs run); resume with the config that trained it, or start a new run");
+}
+
+// Reads AdamW's moments from dir/optimizer.safetensors into adam.
+void load_optimizer_state(AdamW& adam, const std::string& dir) {
+  io::SafetensorsFile of((fs::path(dir) / "optimizer.safetensors").string());
+  for (size_t i = 0; i < adam.params().size(); ++i) {
+    adam.m()[i] = of.read_f32("m." + adam.params()[i].name);
+    adam.v()[i] = of.read_f32("v." + adam.params()[i].name);
+    check(adam.m()[i].shape == adam.params()[i].value->shape,
+          of.path() + ": optimizer state of '" + adam.params()[i].name + "' has the wrong shape");
+  }
+}
+
+// ReMoE's lambda for the next step, from a checkpoint's trainer_state.json (`state`, read from dir).
+float saved_relu_l1_coef(const nlohmann::json& state, const std::string& dir) {
+  const std::string sp = (fs::path(dir) / "trainer_state.json").string();
+  check(state.contains("relu_l1_coef") && state["relu_l1_coef"].is_number(),
+        sp + ": field 'relu_l1_coef' (ReMoE's current lambda) is missing or not a number");
+  const double l1 = state["relu_l1_coef"].get<double>();
+  check(std::isfinite(l1) && l1 >= 0.0, sp + ": field 'relu_l1_coef' must be finite and >= 0");
+  return static_cast<float>(l1);
+}
+
+// Continues the run from out_dir/latest: model, optimizer, step and ReMoE's lambda; the log is cut
+// back to that step.
+void resume_run(Run& run, const AdamWConfig& ac, const TrainOptions& opt, const std::string& log_path) {
+  const std::string dir = resolve_model_dir(opt.out_dir);
+  auto [lc, lp] = load_model(dir);
+  check_same_model(dir, lc, run.mc, run.adaptive_l1);  // before anything else
+  run.params = std::move(lp);
+  const nlohmann::json state = io::read_json_file((fs::path(dir) / "trainer_state.json").string());
+  run.start_step = state.at("step").get<int64_t>();
+  run.adam = std::make_unique<AdamW>(param_refs(run.mc, run.params, run.grads), ac);
+  load_optimizer_state(*run.adam, dir);
+  run.adam->set_steps(state.at("optimizer_steps").get<int64_t>());
+  if (run.adaptive_l1) run.mc.moe.relu_l1_coef = saved_relu_l1_coef(state, dir);
+  truncate_log(log_path, run.start_step);
+  if (!opt.quiet)
+    std::fprintf(stderr, "moepp train: resuming from %s at step %lld\n", dir.c_str(),
+                 static_cast<long long>(run.start_step));
+}
+
+// Starts the run at step 0: random weights, a fresh optimizer, the run's config and an empty log.
+void start_fresh(Run& run, const AdamWConfig& ac, const TrainConfig& cfg, const TrainOptions& opt,
+                 const std::string& log_path) {
+  if (opt.resume && !opt.quiet)
+    std::fprintf(stderr, "moepp train: nothing to resume in %s, starting fresh\n", opt.out_dir.c_str());
+  run.params.init_random(run.mc, cfg.seed, cfg.init_std);
+  run.adam = std::make_unique<AdamW>(param_refs(run.mc, run.params, run.grads), ac);
+  write_text_atomic((fs::path(opt.out_dir) / "train_config.json").string(), cfg.to_json().dump(2) + "\n");
+  write_text_atomic(log_path, "");
+}
+
+// What one optimizer step measured, as means over its micro-batches.
+struct StepStats {
+  double loss = 0.0, aux = 0.0;
+  std::vector<double> ffn;  // [layers] FFN experts per token
+  double sparsity = 0.0;    // ReMoE: mean over the layers
+  float gnorm = 0.0f, lr = 0.0f;
+  double dt = 0.0;  // seconds
+};
+
+// One optimizer step: forward/backward of cfg.grad_accum micro-batches, gradient mean, clip, AdamW.
+StepStats train_step(Run& run, const Model& model, const data::BatchSampler& sampler, ModelState& st,
+                     const LrSchedule& sched, const TrainConfig& cfg, int64_t step) {
+  const ModelConfig& mc = run.mc;
+  const auto t0 = std::chrono::steady_clock::now();
+  run.grads.zero();
+  double loss = 0.0, aux = 0.0;
+  std::vector<double> ffn(mc.n_layers, 0.0);
+  double sparsity = 0.0;
+  for (int64_t micro = 0; micro < cfg.grad_accum; ++micro) {
+    const data::TokenBatch b = sampler.batch_at(static_cast<uint64_t>(step * cfg.grad_accum + micro));
+    loss += model.forward(st, b.inputs.data(), b.targets.data(), b.batch, b.seq_len, run.params, true);
+    aux += st.aux_loss_sum;
+    for (int64_t l = 0; l < mc.n_layers; ++l) {
+      ffn[l] += st.ffn_experts_per_token[l];
+      sparsity += st.layers[l].moe.relu_sparsity / static_cast<double>(mc.n_layers);
+    }
+    model.backward(run.grads, st, run.params);
+  }
+  const double inv = 1.0 / static_cast<double>(cfg.grad_accum);
+  if (cfg.grad_accum > 1)
+    for (auto& [n, g] : run.grads.named(mc))
+      for (float& x : g->data) x *= static_cast<float>(inv);
+  StepStats s;
+  s.gnorm = grad_norm(run.adam->params());
+  s.lr = sched.at(step);
+  run.adam->step(s.lr, clip_scale(s.gnorm, cfg.grad_clip));
+  s.dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  s.loss = loss * inv;
+  s.aux = aux * inv;
+  for (double& v : ffn) v *= inv;
+  s.ffn = std::move(ffn);
+  s.sparsity = sparsity * inv;
+  return s;
+}
+
+// The step's log.jsonl record (ntok: tokens per step); evaluations and ReMoE's keys are added later.
+nlohmann::json step_record(int64_t step, const StepStats& s, int64_t ntok) {
+  nlohmann::json rec = {{"step", step + 1},      {"loss", s.loss},           {"aux_loss", s.aux},
+                        {"lr", s.lr},            {"grad_norm", s.gnorm},     {"tokens", (step + 1) * ntok},
+                        {"tokens_per_s", ntok / s.dt}};
+  nlohmann::json fl = nlohmann::json::array();
+  for (double v : s.ffn) fl.push_back(v);
+  rec["ffn_experts_per_token"] = fl;
+  return rec;
+}
+
+// ReMoE: logs the lambda the step used and its sparsity, then moves lambda for the next step.
+void adapt_relu_l1(Run& run, Model& model, double sparsity, nlohmann::json& rec) {
+  MoeConfig& moe = run.mc.moe;
+  rec["relu_l1_coef"] = moe.relu_l1_coef;
+  rec["relu_sparsity"] = sparsity;
+  moe.relu_l1_coef = relu_l1_coef_update(moe.relu_l1_coef, static_cast<float>(sparsity), moe);
+  model.set_relu_l1_coef(moe.relu_l1_coef);
+}
+
+// The progress bar (tty) or, unless quiet, a line every 10 steps and at evaluations. `done` steps of
+// `total`, `left` still to run in this invocation; val_loss is printed when eval.
+void report_step(bool tty, bool quiet, int64_t done, int64_t total, int64_t left, const StepStats& s, double tps,
+                 int64_t ntok, bool eval, float val_loss) {
+  if (tty) {
+    progress(done, total, static_cast<float>(s.loss), s.lr, tps, static_cast<double>(left) * ntok / tps);
+    if (eval) std::fprintf(stderr, "\n  step %lld: val_loss %.4f\n", static_cast<long long>(done), val_loss);
+  } else if (!quiet && (done % 10 == 0 || eval)) {
+    std::fprintf(stderr, "step %lld/%lld loss %.4f lr %.2e %.0f tok/s%s\n", static_cast<long long>(done),
+                 static_cast<long long>(total), s.loss, s.lr, tps,
+                 eval ? (" val_loss " + std::to_string(val_loss)).c_str() : "");
+  }
+}
+
+// The training loop from run.start_step to cfg.steps (or opt.stop_after), then the final evaluation.
+TrainResult run_steps(Run& run, const RunData& data, const TrainConfig& cfg, const TrainOptions& opt,
+                      const std::string& log_path) {
+  const bool tty = isatty(2) && !opt.quiet;
+  Model model(run.mc);
   const LrSchedule sched{cfg.init_lr, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.steps, cfg.cosine};
   data::BatchSampler sampler(data.train, cfg.batch_size, cfg.seq_len, cfg.seed);
   ModelState st, est;
@@ -249,46 +356,15 @@ TrainResult train(const TrainConfig& cfg, const TrainOptions& opt) {
   float last_val = NAN;
   const int64_t last_step = opt.stop_after > 0 ? std::min(cfg.steps, opt.stop_after) : cfg.steps;
 
-  for (int64_t step = start_step; step < last_step; ++step) {
-    const auto t0 = std::chrono::steady_clock::now();
-    grads.zero();
-    double loss = 0.0, aux = 0.0;
-    std::vector<double> ffn(mc.n_layers, 0.0);
-    double sparsity = 0.0;
-    for (int64_t micro = 0; micro < cfg.grad_accum; ++micro) {
-      const data::TokenBatch b = sampler.batch_at(static_cast<uint64_t>(step * cfg.grad_accum + micro));
-      loss += model.forward(st, b.inputs.data(), b.targets.data(), b.batch, b.seq_len, params, true);
-      aux += st.aux_loss_sum;
-      for (int64_t l = 0; l < mc.n_layers; ++l) {
-        ffn[l] += st.ffn_experts_per_token[l];
-        sparsity += st.layers[l].moe.relu_sparsity / static_cast<double>(mc.n_layers);
-      }
-      model.backward(grads, st, params);
-    }
-    const double inv = 1.0 / static_cast<double>(cfg.grad_accum);
-    if (cfg.grad_accum > 1)
-      for (auto& [n, g] : grads.named(mc))
-        for (float& x : g->data) x *= static_cast<float>(inv);
-    const float gnorm = grad_norm(adam->params());
-    const float lr = sched.at(step);
-    adam->step(lr, clip_scale(gnorm, cfg.grad_clip));
-    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  for (int64_t step = run.start_step; step < last_step; ++step) {
+    const StepStats s = train_step(run, model, sampler, st, sched, cfg, step);
     const int64_t ntok = cfg.batch_size * cfg.seq_len * cfg.grad_accum;
     tokens_done += ntok;
-    nlohmann::json rec = {{"step", step + 1}, {"loss", loss * inv}, {"aux_loss", aux * inv},  {"lr", lr},
-                          {"grad_norm", gnorm}, {"tokens", (step + 1) * ntok}, {"tokens_per_s", ntok / dt}};
-    nlohmann::json fl = nlohmann::json::array();
-    for (double v : ffn) fl.push_back(v * inv);
-    rec["ffn_experts_per_token"] = fl;
-    if (adaptive_l1) {
-      rec["relu_l1_coef"] = mc.moe.relu_l1_coef;  // the lambda this step used
-      rec["relu_sparsity"] = sparsity * inv;
-      mc.moe.relu_l1_coef = relu_l1_coef_update(mc.moe.relu_l1_coef, static_cast<float>(sparsity * inv), mc.moe);
-      model.set_relu_l1_coef(mc.moe.relu_l1_coef);
-    }
+    nlohmann::json rec = step_record(step, s, ntok);
+    if (run.adaptive_l1) adapt_relu_l1(run, model, s.sparsity, rec);
     const bool do_eval = (step + 1) % cfg.eval_every == 0 || step + 1 == cfg.steps;
     if (do_eval) {
-      last_val = evaluate(model, params, data.valid, cfg, est);
+      last_val = evaluate(model, run.params, data.valid, cfg, est);
       rec["val_loss"] = last_val;
       rec["val_bits_per_byte"] = last_val / std::log(2.0) / data.valid_bytes_per_token;
     }
@@ -296,26 +372,34 @@ TrainResult train(const TrainConfig& cfg, const TrainOptions& opt) {
     std::fflush(log);
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
     const double tps = static_cast<double>(tokens_done) / elapsed;
-    const double eta = static_cast<double>(last_step - step - 1) * ntok / tps;
-    if (tty) {
-      progress(step + 1, cfg.steps, static_cast<float>(loss * inv), lr, tps, eta);
-      if (do_eval) std::fprintf(stderr, "\n  step %lld: val_loss %.4f\n", static_cast<long long>(step + 1), last_val);
-    } else if (!opt.quiet && ((step + 1) % 10 == 0 || do_eval)) {
-      std::fprintf(stderr, "step %lld/%lld loss %.4f lr %.2e %.0f tok/s%s\n", static_cast<long long>(step + 1),
-                   static_cast<long long>(cfg.steps), loss * inv, lr, tps,
-                   do_eval ? (" val_loss " + std::to_string(last_val)).c_str() : "");
-    }
+    report_step(tty, opt.quiet, step + 1, cfg.steps, last_step - step - 1, s, tps, ntok, do_eval, last_val);
     if ((step + 1) % cfg.ckpt_every == 0 || step + 1 == last_step)
-      save_checkpoint(opt.out_dir, step + 1, mc, params, *adam, cfg, adaptive_l1);
+      save_checkpoint(opt.out_dir, step + 1, run.mc, run.params, *run.adam, cfg, run.adaptive_l1);
   }
   std::fclose(log);
   if (tty) std::fprintf(stderr, "\n");
-  if (std::isnan(last_val)) last_val = evaluate(model, params, data.valid, cfg, est);
+  if (std::isnan(last_val)) last_val = evaluate(model, run.params, data.valid, cfg, est);
   TrainResult r;
   r.val_loss = last_val;
   r.val_bits_per_byte = last_val / std::log(2.0) / data.valid_bytes_per_token;
   r.completed = last_step == cfg.steps;
   return r;
+}
+
+}  // namespace
+
+TrainResult train(const TrainConfig& cfg, const TrainOptions& opt) {
+  check(!opt.out_dir.empty(), "moepp train: --out is required");
+  fs::create_directories(opt.out_dir);
+  const std::string log_path = (fs::path(opt.out_dir) / "log.jsonl").string();
+  const RunData data = prepare_data(cfg, opt.out_dir, opt.quiet);
+  Run run(run_model_config(cfg, data));
+  const AdamWConfig ac{cfg.beta1, cfg.beta2, 1e-8f, cfg.weight_decay};
+  if (opt.resume && fs::exists(fs::path(opt.out_dir) / "latest"))
+    resume_run(run, ac, opt, log_path);
+  else
+    start_fresh(run, ac, cfg, opt, log_path);
+  return run_steps(run, data, cfg, opt, log_path);
 }
 
 }  // namespace moepp
