@@ -15,6 +15,7 @@
 #include "io/safetensors.h"
 #include "io/torch_checkpoint.h"
 #include "io/weight_source.h"
+#include "io/zip_archive.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
