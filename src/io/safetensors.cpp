@@ -1,6 +1,6 @@
 // Safetensors implementation: header parsing and validation (nlohmann-json), the memory-mapped reader
-// (SafetensorsFile), sharded models (SafetensorsModel, model.safetensors.index.json), the writer
-// (SafetensorsWriter, write_sharded, write_file_atomic) and the exact fp16/bf16 <-> fp32 conversions.
+// (SafetensorsFile), sharded models (SafetensorsModel, model.safetensors.index.json) and the writer
+// (SafetensorsWriter, write_sharded, write_file_atomic).
 #include "io/safetensors.h"
 #include "io/mapped_file.h"
 
@@ -12,7 +12,6 @@
 #include <algorithm>
 #include <bit>
 #include <cerrno>
-#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -24,12 +23,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/half_float.h"
 #include "core/little_endian.h"
-
-#if defined(__F16C__) && defined(__AVX__)
-#include <immintrin.h>
-#define MOEPP_HAVE_F16C 1
-#endif
 
 static_assert(std::endian::native == std::endian::little, "safetensors I/O assumes a little-endian host");
 
@@ -55,16 +50,6 @@ std::string q(const std::string& s) {
 std::string errno_text(int e) { return std::strerror(e); }
 
 bool mul_overflow(uint64_t a, uint64_t b, uint64_t* out) { return __builtin_mul_overflow(a, b, out); }
-
-bool parse_dtype(const std::string& s, DType* d) {
-  if (s == "F32") *d = DType::kF32;
-  else if (s == "F16") *d = DType::kF16;
-  else if (s == "BF16") *d = DType::kBF16;
-  else if (s == "I32") *d = DType::kI32;
-  else if (s == "I64") *d = DType::kI64;
-  else return false;
-  return true;
-}
 
 // A non-negative JSON integer as uint64 (false for anything else: floats, negatives, strings...).
 bool as_u64(const json& v, uint64_t* out) {
@@ -178,39 +163,6 @@ TensorInfo parse_entry(const std::string& name, const json& e, uint64_t data_siz
   return info;
 }
 
-// Bulk conversions into fp32 from unaligned little-endian storage.
-void convert_to_f32(DType dt, const uint8_t* src, size_t n, float* dst) {
-  switch (dt) {
-    case DType::kF32:
-      if (n) std::memcpy(dst, src, n * 4);
-      return;
-    case DType::kBF16:
-      for (size_t i = 0; i < n; ++i) {
-        uint16_t h;
-        std::memcpy(&h, src + 2 * i, 2);
-        dst[i] = bf16_to_f32(h);
-      }
-      return;
-    case DType::kF16: {
-      size_t i = 0;
-#ifdef MOEPP_HAVE_F16C
-      for (; i + 8 <= n; i += 8) {
-        const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 2 * i));
-        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(h));
-      }
-#endif
-      for (; i < n; ++i) {
-        uint16_t h;
-        std::memcpy(&h, src + 2 * i, 2);
-        dst[i] = f16_to_f32(h);
-      }
-      return;
-    }
-    default:
-      return;  // callers check the dtype first
-  }
-}
-
 // Writes all `parts` (pointer, size) to `path` atomically: temp file in the same directory, fsync,
 // rename, then fsync of the directory. Removes the temp file on failure.
 void write_parts_atomic(const std::string& path, const std::vector<std::pair<const void*, size_t>>& parts) {
@@ -273,81 +225,6 @@ std::string read_small_file(const std::string& path, uint64_t max_bytes) {
 }
 
 }  // namespace
-
-// ---------------------------------------------------------------------------------------------------
-// dtypes and conversions
-
-const char* dtype_name(DType d) {
-  switch (d) {
-    case DType::kF32: return "F32";
-    case DType::kF16: return "F16";
-    case DType::kBF16: return "BF16";
-    case DType::kI32: return "I32";
-    case DType::kI64: return "I64";
-  }
-  return "?";
-}
-
-size_t dtype_size(DType d) {
-  switch (d) {
-    case DType::kF32: return 4;
-    case DType::kF16: return 2;
-    case DType::kBF16: return 2;
-    case DType::kI32: return 4;
-    case DType::kI64: return 8;
-  }
-  return 0;
-}
-
-float bf16_to_f32(uint16_t h) { return std::bit_cast<float>(static_cast<uint32_t>(h) << 16); }
-
-uint16_t f32_to_bf16(float f) {
-  const uint32_t x = std::bit_cast<uint32_t>(f);
-  if ((x & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<uint16_t>((x >> 16) | 0x0040u);  // NaN stays (quiet) NaN
-  const uint32_t rounding = 0x7FFFu + ((x >> 16) & 1u);  // round to nearest, ties to even; overflow gives inf
-  return static_cast<uint16_t>((x + rounding) >> 16);
-}
-
-float f16_to_f32(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-  const uint32_t exp = (h >> 10) & 0x1Fu;
-  const uint32_t mant = h & 0x3FFu;
-  if (exp == 0) {
-    if (mant == 0) return std::bit_cast<float>(sign);
-    const float v = std::ldexp(static_cast<float>(mant), -24);  // subnormal: exact in fp32
-    return sign ? -v : v;
-  }
-  if (exp == 31) {
-    if (mant == 0) return std::bit_cast<float>(sign | 0x7F800000u);
-    return std::bit_cast<float>(sign | 0x7FC00000u | (mant << 13));  // NaN, quieted (as F16C does)
-  }
-  return std::bit_cast<float>(sign | ((exp + 112) << 23) | (mant << 13));
-}
-
-uint16_t f32_to_f16(float f) {
-  const uint32_t bits = std::bit_cast<uint32_t>(f);
-  const uint16_t sign = static_cast<uint16_t>((bits >> 16) & 0x8000u);
-  const uint32_t x = bits & 0x7FFFFFFFu;
-  if (x > 0x7F800000u) return static_cast<uint16_t>(sign | 0x7E00u | ((x >> 13) & 0x3FFu));  // quiet NaN
-  if (x >= 0x477FF000u) return static_cast<uint16_t>(sign | 0x7C00u);  // >= 65520 rounds to inf (and inf)
-  if (x >= 0x38800000u) {                                              // normal in fp16 (>= 2^-14)
-    const uint32_t mant = x & 0x7FFFFFu;
-    uint32_t h = (((x >> 23) - 112u) << 10) | (mant >> 13);
-    const uint32_t rem = mant & 0x1FFFu;
-    if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) ++h;  // carry into the exponent is correct
-    return static_cast<uint16_t>(sign | h);
-  }
-  if (x <= 0x33000000u) return sign;  // <= 2^-25 (half the smallest subnormal, tie to even 0)
-  // Subnormal in fp16: value = m * 2^(e-150), result = round(value / 2^-24) = round(m >> (126 - e)).
-  const uint32_t e = x >> 23;
-  const uint32_t m = (x & 0x7FFFFFu) | 0x800000u;
-  const uint32_t shift = 126u - e;  // 14..24
-  uint32_t h = m >> shift;
-  const uint32_t rem = m & ((1u << shift) - 1u);
-  const uint32_t half = 1u << (shift - 1u);
-  if (rem > half || (rem == half && (h & 1u))) ++h;
-  return static_cast<uint16_t>(sign | h);
-}
 
 // ---------------------------------------------------------------------------------------------------
 // Header parsing

@@ -6,9 +6,11 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "core/half_float.h"
 #include "core/little_endian.h"
+#include "core/tensor.h"
+#include "io/dtype.h"
 #include "io/quoted_name.h"
-#include "io/safetensors.h"
 #include "io/zip_archive.h"
 
 static_assert(std::endian::native == std::endian::little, "the checkpoint reader assumes a little-endian host");

@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "io/safetensors.h"
+#include "io/dtype.h"
 
 namespace moepp::io {
 
