@@ -1,13 +1,10 @@
 // Safetensors implementation: header parsing and validation (nlohmann-json), the memory-mapped reader
 // (SafetensorsFile), sharded models (SafetensorsModel, model.safetensors.index.json) and the writer
-// (SafetensorsWriter, write_sharded, write_file_atomic).
+// (SafetensorsWriter, write_sharded; files written by io::write_file_atomic).
 #include "io/safetensors.h"
 #include "io/mapped_file.h"
 
-#include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <bit>
@@ -18,13 +15,13 @@
 #include <fstream>
 #include <limits>
 #include <set>
-#include <sstream>
 #include <utility>
 
 #include <nlohmann/json.hpp>
 
 #include "core/half_float.h"
 #include "core/little_endian.h"
+#include "io/file.h"
 
 static_assert(std::endian::native == std::endian::little, "safetensors I/O assumes a little-endian host");
 
@@ -161,48 +158,6 @@ TensorInfo parse_entry(const std::string& name, const json& e, uint64_t data_siz
                      " bytes but shape " + shape_str(info.shape) + " of " + dtype_name(info.dtype) + " needs " +
                      std::to_string(nbytes));
   return info;
-}
-
-// Writes all `parts` (pointer, size) to `path` atomically: temp file in the same directory, fsync,
-// rename, then fsync of the directory. Removes the temp file on failure.
-void write_parts_atomic(const std::string& path, const std::vector<std::pair<const void*, size_t>>& parts) {
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    const int e = errno;
-    throw Error("cannot write " + path + ": cannot create " + tmp + ": " + errno_text(e));
-  }
-  auto abort_with = [&](const std::string& what, int e, bool fd_open) {
-    if (fd_open) ::close(fd);
-    ::unlink(tmp.c_str());
-    throw Error("cannot write " + path + ": " + what + ": " + errno_text(e));
-  };
-  for (const auto& [ptr, size] : parts) {
-    const char* p = static_cast<const char*>(ptr);
-    size_t left = size;
-    while (left > 0) {
-      const size_t chunk = std::min<size_t>(left, size_t{1} << 30);
-      const ssize_t w = ::write(fd, p, chunk);
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        abort_with("write failed", errno, true);
-      }
-      if (w == 0) abort_with("write failed", EIO, true);
-      p += w;
-      left -= static_cast<size_t>(w);
-    }
-  }
-  if (::fsync(fd) != 0) abort_with("fsync failed", errno, true);
-  if (::close(fd) != 0) abort_with("close failed", errno, false);
-  if (::rename(tmp.c_str(), path.c_str()) != 0) abort_with("rename failed", errno, false);
-  // Make the rename durable (best effort: some file systems refuse fsync on directories).
-  std::string dir = fs::path(path).parent_path().string();
-  if (dir.empty()) dir = ".";
-  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    (void)::fsync(dfd);
-    ::close(dfd);
-  }
 }
 
 bool is_regular_file(const std::string& p) {
@@ -513,17 +468,13 @@ void SafetensorsWriter::write(const std::string& path) const {
   uint8_t len[8];
   store_le64(len, static_cast<uint64_t>(text.size()));
 
-  std::vector<std::pair<const void*, size_t>> parts;
+  std::vector<ByteRange> parts;
   parts.reserve(order.size() + 2);
   parts.emplace_back(len, 8);
   parts.emplace_back(text.data(), text.size());
   for (const Entry* e : order)
     if (!e->bytes.empty()) parts.emplace_back(e->bytes.data(), e->bytes.size());
-  write_parts_atomic(path, parts);
-}
-
-void write_file_atomic(const std::string& path, const void* data, size_t size) {
-  write_parts_atomic(path, {{data, size}});
+  write_file_atomic(path, parts);
 }
 
 void write_sharded(const std::string& dir, const std::vector<std::pair<std::string, Tensor>>& tensors,
@@ -570,7 +521,7 @@ void write_sharded(const std::string& dir, const std::vector<std::pair<std::stri
   } catch (const json::exception& ex) {
     throw Error("write_sharded " + dir + ": tensor names must be valid UTF-8 (" + ex.what() + ")");
   }
-  write_file_atomic((fs::path(dir) / "model.safetensors.index.json").string(), text.data(), text.size());
+  write_file_atomic((fs::path(dir) / "model.safetensors.index.json").string(), text);
 }
 
 }  // namespace moepp::io

@@ -18,6 +18,7 @@
 #include "core/error.h"
 #include "core/half_float.h"
 #include "core/tensor.h"
+#include "io/file.h"
 #include "io/safetensors.h"
 #include "test_util.h"
 
