@@ -11,12 +11,10 @@
 #include <string>
 #include <vector>
 
-#include "core/error.h"
 #include "io/file.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
-using moepp::Error;
 using namespace moepp::io;
 using namespace moepp::test;
 
@@ -35,17 +33,6 @@ class FileTest : public ScratchDirTest {
     return names;
   }
 };
-
-// The message of the moepp::Error that f throws ("" when it throws none).
-template <class F>
-std::string error_of(F f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 // While it lives, the calling thread's file accesses are checked as an unprivileged user's, so that
 // permission bits hold in a test run as root too (Linux's setfsuid is per thread; for a non-root
@@ -95,14 +82,14 @@ TEST_F(FileTest, LeavesNoTemporaryFileBehind) {
   EXPECT_EQ(listing("sub"), (std::vector<std::string>{"sub/two"}));
   // A rename onto a non-empty directory fails after the bytes were written: the temporary goes too.
   fs::create_directories(dir() / "target" / "inner");
-  const std::string m = error_of([&] { write_file_atomic(path("target"), "x"); });
+  const std::string m = error_message([&] { write_file_atomic(path("target"), "x"); });
   EXPECT_NE(m.find("cannot write " + path("target") + ": rename failed: "), std::string::npos) << m;
   EXPECT_EQ(listing(), (std::vector<std::string>{"one", "sub", "target"}));
 }
 
 TEST_F(FileTest, MissingDirectoryIsAnError) {
   const std::string target = path("no/such/dir/out.json");
-  const std::string m = error_of([&] { write_file_atomic(target, "{}"); });
+  const std::string m = error_message([&] { write_file_atomic(target, "{}"); });
   EXPECT_EQ(m.rfind("cannot write " + target + ": cannot create " + target + ".tmp.", 0), 0u) << m;
   EXPECT_NE(m.find("No such file or directory"), std::string::npos) << m;
 }
@@ -115,8 +102,8 @@ TEST_F(FileTest, UnwritableDirectoryIsAnError) {
   std::string new_file, replaced;
   {
     const UnprivilegedFileAccess unprivileged;
-    new_file = error_of([&] { write_file_atomic(path("ro/new"), "x"); });
-    replaced = error_of([&] { write_file_atomic(path("ro/kept"), "x"); });
+    new_file = error_message([&] { write_file_atomic(path("ro/new"), "x"); });
+    replaced = error_message([&] { write_file_atomic(path("ro/kept"), "x"); });
   }
   ::chmod(path("ro").c_str(), 0755);
   for (const std::string& m : {new_file, replaced}) {
@@ -130,7 +117,7 @@ TEST_F(FileTest, UnwritableDirectoryIsAnError) {
 
 TEST_F(FileTest, ReadFileErrorsNameTheFile) {
   const std::string missing = path("missing.txt");
-  const std::string m = error_of([&] { read_file(missing, "the test input"); });
+  const std::string m = error_message([&] { read_file(missing, "the test input"); });
   EXPECT_EQ(m, missing + ": cannot open the test input: No such file or directory");
 }
 

@@ -14,52 +14,32 @@
 #include "io/json_fields.h"
 #include "model/model_config.h"
 #include "train/train_config.h"
+#include "test_util.h"
 
-using moepp::Error;
 using moepp::ModelConfig;
 using moepp::TrainConfig;
 using nlohmann::json;
 using namespace moepp::io;
+using moepp::test::error_message;
 
 namespace {
 
-// The message of the moepp::Error that f throws ("" when it throws none).
-template <class F>
-std::string error_of(F f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
 const std::string kSource = "cfg.json";
 
-TEST(JsonFields, AbsentKeyTakesTheDefault) {
-  const json j = json::object();
-  EXPECT_FALSE(has_field(j, "x"));
-  EXPECT_EQ(get_int(j, "x", kSource, 7), 7);
-  EXPECT_EQ(get_int<int32_t>(j, "x", kSource, -3), -3);
-  EXPECT_EQ(get_int<uint64_t>(j, "x", kSource, 9u), 9u);
-  EXPECT_EQ(get_number(j, "x", kSource, 0.5), 0.5);
-  EXPECT_TRUE(get_bool(j, "x", kSource, true));
-  EXPECT_EQ(get_string(j, "x", kSource, "d"), "d");
-  EXPECT_EQ(get_token_id(j, "x", kSource, 2), 2);
-  EXPECT_EQ(error_of([&] { require_int(j, "x", kSource); }), "cfg.json: field 'x' is required");
-}
-
-TEST(JsonFields, NullIsTheSameAsAbsent) {
-  const json j = {{"x", nullptr}};
-  EXPECT_FALSE(has_field(j, "x"));
-  EXPECT_EQ(get_int(j, "x", kSource, 7), 7);
-  EXPECT_EQ(get_int<int32_t>(j, "x", kSource, -3), -3);
-  EXPECT_EQ(get_int<uint64_t>(j, "x", kSource, 9u), 9u);
-  EXPECT_EQ(get_number(j, "x", kSource, 0.5), 0.5);
-  EXPECT_FALSE(get_bool(j, "x", kSource, false));
-  EXPECT_EQ(get_string(j, "x", kSource, "d"), "d");
-  EXPECT_EQ(get_token_id(j, "x", kSource, 2), 2);
-  EXPECT_EQ(error_of([&] { require_int(j, "x", kSource); }), "cfg.json: field 'x' is required");
+TEST(JsonFields, AbsentOrNullKeyTakesTheDefault) {
+  for (const json& j : {json::object(), json{{"x", nullptr}}}) {
+    SCOPED_TRACE(j.dump());
+    EXPECT_FALSE(has_field(j, "x"));
+    EXPECT_EQ(get_int(j, "x", kSource, 7), 7);
+    EXPECT_EQ(get_int<int32_t>(j, "x", kSource, -3), -3);
+    EXPECT_EQ(get_int<uint64_t>(j, "x", kSource, 9u), 9u);
+    EXPECT_EQ(get_number(j, "x", kSource, 0.5), 0.5);
+    EXPECT_TRUE(get_bool(j, "x", kSource, true));
+    EXPECT_FALSE(get_bool(j, "x", kSource, false));
+    EXPECT_EQ(get_string(j, "x", kSource, "d"), "d");
+    EXPECT_EQ(get_token_id(j, "x", kSource, 2), 2);
+    EXPECT_EQ(error_message([&] { require_int(j, "x", kSource); }), "cfg.json: field 'x' is required");
+  }
 }
 
 TEST(JsonFields, PresentValuesAreRead) {
@@ -79,19 +59,19 @@ TEST(JsonFields, PresentValuesAreRead) {
 
 TEST(JsonFields, WrongTypeIsAnError) {
   const json j = json::parse(R"({"f": 2.5, "s": "2", "b": true, "i": 1, "l": [1]})");
-  EXPECT_EQ(error_of([&] { get_int(j, "f", kSource, 0); }), "cfg.json: field 'f' must be an integer, got 2.5");
-  EXPECT_EQ(error_of([&] { get_int(j, "s", kSource, 0); }), "cfg.json: field 's' must be an integer, got \"2\"");
-  EXPECT_EQ(error_of([&] { require_int(j, "b", kSource); }), "cfg.json: field 'b' must be an integer, got true");
-  EXPECT_EQ(error_of([&] { get_int<uint64_t>(j, "f", kSource, 0u); }),
+  EXPECT_EQ(error_message([&] { get_int(j, "f", kSource, 0); }), "cfg.json: field 'f' must be an integer, got 2.5");
+  EXPECT_EQ(error_message([&] { get_int(j, "s", kSource, 0); }), "cfg.json: field 's' must be an integer, got \"2\"");
+  EXPECT_EQ(error_message([&] { require_int(j, "b", kSource); }), "cfg.json: field 'b' must be an integer, got true");
+  EXPECT_EQ(error_message([&] { get_int<uint64_t>(j, "f", kSource, 0u); }),
             "cfg.json: field 'f' must be an integer, got 2.5");
-  EXPECT_EQ(error_of([&] { get_number(j, "s", kSource, 0.0); }), "cfg.json: field 's' must be a number, got \"2\"");
-  EXPECT_EQ(error_of([&] { get_number(j, "b", kSource, 0.0); }), "cfg.json: field 'b' must be a number, got true");
-  EXPECT_EQ(error_of([&] { get_bool(j, "i", kSource, false); }), "cfg.json: field 'i' must be true or false, got 1");
-  EXPECT_EQ(error_of([&] { get_bool(j, "s", kSource, false); }),
+  EXPECT_EQ(error_message([&] { get_number(j, "s", kSource, 0.0); }), "cfg.json: field 's' must be a number, got \"2\"");
+  EXPECT_EQ(error_message([&] { get_number(j, "b", kSource, 0.0); }), "cfg.json: field 'b' must be a number, got true");
+  EXPECT_EQ(error_message([&] { get_bool(j, "i", kSource, false); }), "cfg.json: field 'i' must be true or false, got 1");
+  EXPECT_EQ(error_message([&] { get_bool(j, "s", kSource, false); }),
             "cfg.json: field 's' must be true or false, got \"2\"");
-  EXPECT_EQ(error_of([&] { get_string(j, "i", kSource, ""); }), "cfg.json: field 'i' must be a string, got 1");
-  EXPECT_EQ(error_of([&] { get_string(j, "l", kSource, ""); }), "cfg.json: field 'l' must be a string, got [1]");
-  EXPECT_EQ(error_of([&] { get_token_id(j, "f", kSource, 0); }), "cfg.json: field 'f' must be an integer, got 2.5");
+  EXPECT_EQ(error_message([&] { get_string(j, "i", kSource, ""); }), "cfg.json: field 'i' must be a string, got 1");
+  EXPECT_EQ(error_message([&] { get_string(j, "l", kSource, ""); }), "cfg.json: field 'l' must be a string, got [1]");
+  EXPECT_EQ(error_message([&] { get_token_id(j, "f", kSource, 0); }), "cfg.json: field 'f' must be an integer, got 2.5");
 }
 
 TEST(JsonFields, NonFiniteNumberIsAnError) {
@@ -100,27 +80,27 @@ TEST(JsonFields, NonFiniteNumberIsAnError) {
                   {"nan", std::numeric_limits<double>::quiet_NaN()},
                   {"neg", -std::numeric_limits<double>::infinity()}};
   for (const std::string key : {"inf", "nan", "neg"})
-    EXPECT_EQ(error_of([&] { get_number(j, key, kSource, 0.0); }), "cfg.json: field '" + key + "' must be finite");
+    EXPECT_EQ(error_message([&] { get_number(j, key, kSource, 0.0); }), "cfg.json: field '" + key + "' must be finite");
 }
 
 TEST(JsonFields, OutOfRangeIntIsAnError) {
   const json j = json::parse(R"({"big": 18446744073709551615, "i32": 2147483648, "neg": -1,
                                  "low32": -2147483649, "tok": 2147483648})");
-  EXPECT_EQ(error_of([&] { get_int(j, "big", kSource, 0); }),
+  EXPECT_EQ(error_message([&] { get_int(j, "big", kSource, 0); }),
             "cfg.json: field 'big' must be an integer in [-9223372036854775808, 9223372036854775807], got "
             "18446744073709551615");
-  EXPECT_EQ(error_of([&] { require_int(j, "big", kSource); }),
+  EXPECT_EQ(error_message([&] { require_int(j, "big", kSource); }),
             "cfg.json: field 'big' must be an integer in [-9223372036854775808, 9223372036854775807], got "
             "18446744073709551615");
-  EXPECT_EQ(error_of([&] { get_int<int32_t>(j, "i32", kSource, 0); }),
+  EXPECT_EQ(error_message([&] { get_int<int32_t>(j, "i32", kSource, 0); }),
             "cfg.json: field 'i32' must be an integer in [-2147483648, 2147483647], got 2147483648");
-  EXPECT_EQ(error_of([&] { get_int<int32_t>(j, "low32", kSource, 0); }),
+  EXPECT_EQ(error_message([&] { get_int<int32_t>(j, "low32", kSource, 0); }),
             "cfg.json: field 'low32' must be an integer in [-2147483648, 2147483647], got -2147483649");
-  EXPECT_EQ(error_of([&] { get_int<uint64_t>(j, "neg", kSource, 0u); }),
+  EXPECT_EQ(error_message([&] { get_int<uint64_t>(j, "neg", kSource, 0u); }),
             "cfg.json: field 'neg' must be an integer in [0, 18446744073709551615], got -1");
-  EXPECT_EQ(error_of([&] { get_token_id(j, "neg", kSource, 0); }),
+  EXPECT_EQ(error_message([&] { get_token_id(j, "neg", kSource, 0); }),
             "cfg.json: field 'neg' must be a token id >= 0, got -1");
-  EXPECT_EQ(error_of([&] { get_token_id(j, "tok", kSource, 0); }),
+  EXPECT_EQ(error_message([&] { get_token_id(j, "tok", kSource, 0); }),
             "cfg.json: field 'tok' must be a token id >= 0, got 2147483648");
   EXPECT_EQ(get_int(j, "i32", kSource, 0), 2147483648);  // fits int64
 }
@@ -155,7 +135,7 @@ TEST(JsonFieldsInConfigs, NullKeysAreDefaultsInModelAndLayerConfigs) {
   for (const char* key : {"vocab_size", "hidden_size", "intermediate_size", "num_experts"}) {
     json j = absent;
     j[key] = nullptr;
-    EXPECT_EQ(error_of([&] { ModelConfig::from_json(j, "c.json"); }),
+    EXPECT_EQ(error_message([&] { ModelConfig::from_json(j, "c.json"); }),
               "c.json: field '" + std::string(key) + "' is required");
   }
 }
@@ -171,10 +151,10 @@ TEST(JsonFieldsInConfigs, NullKeysAreDefaultsInTrainingConfigs) {
   EXPECT_EQ(TrainConfig::from_json(nulls, "t.json").to_json(), TrainConfig::from_json(absent, "t.json").to_json());
   json j = absent;
   j["train_text"] = nullptr;
-  EXPECT_EQ(error_of([&] { TrainConfig::from_json(j, "t.json"); }), "t.json: field 'train_text' is required");
+  EXPECT_EQ(error_message([&] { TrainConfig::from_json(j, "t.json"); }), "t.json: field 'train_text' is required");
   j = absent;
   j["tokenizer_vocab"] = 4294967296;  // beyond int
-  EXPECT_EQ(error_of([&] { TrainConfig::from_json(j, "t.json"); }),
+  EXPECT_EQ(error_message([&] { TrainConfig::from_json(j, "t.json"); }),
             "t.json: field 'tokenizer_vocab' must be an integer in [-2147483648, 2147483647], got 4294967296");
 }
 
