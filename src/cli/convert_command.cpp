@@ -15,6 +15,7 @@
 #include "core/error.h"
 #include "core/tensor.h"
 #include "model/checkpoint.h"
+#include "io/file.h"
 #include "io/json_file.h"
 #include "io/safetensors.h"
 #include "io/weight_source.h"
@@ -93,11 +94,11 @@ void run_convert(const ConvertArgs& a) {
     if (!config.contains(it.key())) config[it.key()] = it.value();
   config["torch_dtype"] = bf16 ? "bfloat16" : "float32";  // what model.safetensors now holds
   const std::string text = config.dump(2) + "\n";
-  io::write_file_atomic((out_dir / "config.json").string(), text.data(), text.size());
+  io::write_file_atomic((out_dir / "config.json").string(), text);
   bool tokenizer = false;
   if (fs::is_regular_file(in_dir / "tokenizer.model", ec)) {
     const std::string tok = io::read_file((in_dir / "tokenizer.model").string(), "the tokenizer model");
-    io::write_file_atomic((out_dir / "tokenizer.model").string(), tok.data(), tok.size());
+    io::write_file_atomic((out_dir / "tokenizer.model").string(), tok);
     tokenizer = true;
   }
   std::printf("converted %zu tensors (%.1f MB, %s) from %s to %s%s\n", names.size(), static_cast<double>(bytes) / 1e6,

@@ -23,7 +23,7 @@
 #include "eval/perplexity.h"
 #include "infer/decoder.h"
 #include "infer/model_dir.h"
-#include "io/json_file.h"
+#include "io/file.h"
 #include "tokenizer/tokenizer.h"
 
 namespace moepp::cli {

@@ -15,7 +15,7 @@
 
 #include "core/error.h"
 #include "core/gemm.h"
-#include "io/safetensors.h"
+#include "core/half_float.h"
 
 namespace moepp {
 namespace {
@@ -42,7 +42,7 @@ inline __m256 load8(const int8_t* p) {
 }
 #endif
 inline float to_f32(float v) { return v; }
-inline float to_f32(uint16_t v) { return io::bf16_to_f32(v); }
+inline float to_f32(uint16_t v) { return bf16_to_f32(v); }
 inline float to_f32(int8_t v) { return static_cast<float>(v); }
 
 // out[o] (+)= scale(o) * <x, W[o]> for o in [o0, o1): one input row (decoding). Four independent
@@ -166,7 +166,7 @@ WeightMatrix WeightMatrix::from_f32(const float* w, int64_t O, int64_t I, Weight
     case WeightDType::kBF16:
       m.bf16_.resize(n);
 #pragma omp parallel for schedule(static)
-      for (int64_t i = 0; i < static_cast<int64_t>(n); ++i) m.bf16_[i] = io::f32_to_bf16(w[i]);
+      for (int64_t i = 0; i < static_cast<int64_t>(n); ++i) m.bf16_[i] = f32_to_bf16(w[i]);
       break;
     case WeightDType::kInt8:
       m.i8_.resize(n);
@@ -211,7 +211,7 @@ void WeightMatrix::row_f32(int64_t r, float* out) const {
   switch (dtype_) {
     case WeightDType::kF32: std::memcpy(out, f32_.data() + off, sizeof(float) * I_); break;
     case WeightDType::kBF16:
-      for (int64_t j = 0; j < I_; ++j) out[j] = io::bf16_to_f32(bf16()[off + j]);
+      for (int64_t j = 0; j < I_; ++j) out[j] = bf16_to_f32(bf16()[off + j]);
       break;
     case WeightDType::kInt8:
       for (int64_t j = 0; j < I_; ++j) out[j] = scale_[r] * static_cast<float>(i8_[off + j]);

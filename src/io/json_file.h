@@ -1,4 +1,4 @@
-// Whole-file reads: read_file (bytes) and read_json_file (parsed: configs, trainer state). A missing or
+// read_json_file: a whole JSON file read (io/file.h) and parsed (configs, trainer state). A missing or
 // unreadable file, or invalid JSON, throws moepp::Error naming the path.
 #pragma once
 
@@ -8,10 +8,8 @@
 
 namespace moepp::io {
 
-// `what` names the file's role in the messages: "PATH: cannot open WHAT: <reason>", "PATH: cannot read WHAT".
-std::string read_file(const std::string& path, const std::string& what = "the file");
-
-// read_file, then parsed ("PATH: invalid JSON: ..." on a parse error).
+// io::read_file (`what` names the file's role in its messages), then parsed ("PATH: invalid JSON: ..."
+// on a parse error).
 nlohmann::json read_json_file(const std::string& path, const std::string& what = "the file");
 
 }  // namespace moepp::io

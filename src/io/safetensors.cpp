@@ -1,35 +1,27 @@
 // Safetensors implementation: header parsing and validation (nlohmann-json), the memory-mapped reader
-// (SafetensorsFile), sharded models (SafetensorsModel, model.safetensors.index.json), the writer
-// (SafetensorsWriter, write_sharded, write_file_atomic) and the exact fp16/bf16 <-> fp32 conversions.
+// (SafetensorsFile), sharded models (SafetensorsModel, model.safetensors.index.json) and the writer
+// (SafetensorsWriter, write_sharded; files written by io::write_file_atomic).
 #include "io/safetensors.h"
 #include "io/mapped_file.h"
 
-#include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <bit>
 #include <cerrno>
-#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <limits>
 #include <set>
-#include <sstream>
 #include <utility>
 
 #include <nlohmann/json.hpp>
 
+#include "core/half_float.h"
 #include "core/little_endian.h"
-
-#if defined(__F16C__) && defined(__AVX__)
-#include <immintrin.h>
-#define MOEPP_HAVE_F16C 1
-#endif
+#include "io/file.h"
 
 static_assert(std::endian::native == std::endian::little, "safetensors I/O assumes a little-endian host");
 
@@ -55,16 +47,6 @@ std::string q(const std::string& s) {
 std::string errno_text(int e) { return std::strerror(e); }
 
 bool mul_overflow(uint64_t a, uint64_t b, uint64_t* out) { return __builtin_mul_overflow(a, b, out); }
-
-bool parse_dtype(const std::string& s, DType* d) {
-  if (s == "F32") *d = DType::kF32;
-  else if (s == "F16") *d = DType::kF16;
-  else if (s == "BF16") *d = DType::kBF16;
-  else if (s == "I32") *d = DType::kI32;
-  else if (s == "I64") *d = DType::kI64;
-  else return false;
-  return true;
-}
 
 // A non-negative JSON integer as uint64 (false for anything else: floats, negatives, strings...).
 bool as_u64(const json& v, uint64_t* out) {
@@ -178,81 +160,6 @@ TensorInfo parse_entry(const std::string& name, const json& e, uint64_t data_siz
   return info;
 }
 
-// Bulk conversions into fp32 from unaligned little-endian storage.
-void convert_to_f32(DType dt, const uint8_t* src, size_t n, float* dst) {
-  switch (dt) {
-    case DType::kF32:
-      if (n) std::memcpy(dst, src, n * 4);
-      return;
-    case DType::kBF16:
-      for (size_t i = 0; i < n; ++i) {
-        uint16_t h;
-        std::memcpy(&h, src + 2 * i, 2);
-        dst[i] = bf16_to_f32(h);
-      }
-      return;
-    case DType::kF16: {
-      size_t i = 0;
-#ifdef MOEPP_HAVE_F16C
-      for (; i + 8 <= n; i += 8) {
-        const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 2 * i));
-        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(h));
-      }
-#endif
-      for (; i < n; ++i) {
-        uint16_t h;
-        std::memcpy(&h, src + 2 * i, 2);
-        dst[i] = f16_to_f32(h);
-      }
-      return;
-    }
-    default:
-      return;  // callers check the dtype first
-  }
-}
-
-// Writes all `parts` (pointer, size) to `path` atomically: temp file in the same directory, fsync,
-// rename, then fsync of the directory. Removes the temp file on failure.
-void write_parts_atomic(const std::string& path, const std::vector<std::pair<const void*, size_t>>& parts) {
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    const int e = errno;
-    throw Error("cannot write " + path + ": cannot create " + tmp + ": " + errno_text(e));
-  }
-  auto abort_with = [&](const std::string& what, int e, bool fd_open) {
-    if (fd_open) ::close(fd);
-    ::unlink(tmp.c_str());
-    throw Error("cannot write " + path + ": " + what + ": " + errno_text(e));
-  };
-  for (const auto& [ptr, size] : parts) {
-    const char* p = static_cast<const char*>(ptr);
-    size_t left = size;
-    while (left > 0) {
-      const size_t chunk = std::min<size_t>(left, size_t{1} << 30);
-      const ssize_t w = ::write(fd, p, chunk);
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        abort_with("write failed", errno, true);
-      }
-      if (w == 0) abort_with("write failed", EIO, true);
-      p += w;
-      left -= static_cast<size_t>(w);
-    }
-  }
-  if (::fsync(fd) != 0) abort_with("fsync failed", errno, true);
-  if (::close(fd) != 0) abort_with("close failed", errno, false);
-  if (::rename(tmp.c_str(), path.c_str()) != 0) abort_with("rename failed", errno, false);
-  // Make the rename durable (best effort: some file systems refuse fsync on directories).
-  std::string dir = fs::path(path).parent_path().string();
-  if (dir.empty()) dir = ".";
-  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    (void)::fsync(dfd);
-    ::close(dfd);
-  }
-}
-
 bool is_regular_file(const std::string& p) {
   std::error_code ec;
   return fs::is_regular_file(p, ec);
@@ -273,81 +180,6 @@ std::string read_small_file(const std::string& path, uint64_t max_bytes) {
 }
 
 }  // namespace
-
-// ---------------------------------------------------------------------------------------------------
-// dtypes and conversions
-
-const char* dtype_name(DType d) {
-  switch (d) {
-    case DType::kF32: return "F32";
-    case DType::kF16: return "F16";
-    case DType::kBF16: return "BF16";
-    case DType::kI32: return "I32";
-    case DType::kI64: return "I64";
-  }
-  return "?";
-}
-
-size_t dtype_size(DType d) {
-  switch (d) {
-    case DType::kF32: return 4;
-    case DType::kF16: return 2;
-    case DType::kBF16: return 2;
-    case DType::kI32: return 4;
-    case DType::kI64: return 8;
-  }
-  return 0;
-}
-
-float bf16_to_f32(uint16_t h) { return std::bit_cast<float>(static_cast<uint32_t>(h) << 16); }
-
-uint16_t f32_to_bf16(float f) {
-  const uint32_t x = std::bit_cast<uint32_t>(f);
-  if ((x & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<uint16_t>((x >> 16) | 0x0040u);  // NaN stays (quiet) NaN
-  const uint32_t rounding = 0x7FFFu + ((x >> 16) & 1u);  // round to nearest, ties to even; overflow gives inf
-  return static_cast<uint16_t>((x + rounding) >> 16);
-}
-
-float f16_to_f32(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-  const uint32_t exp = (h >> 10) & 0x1Fu;
-  const uint32_t mant = h & 0x3FFu;
-  if (exp == 0) {
-    if (mant == 0) return std::bit_cast<float>(sign);
-    const float v = std::ldexp(static_cast<float>(mant), -24);  // subnormal: exact in fp32
-    return sign ? -v : v;
-  }
-  if (exp == 31) {
-    if (mant == 0) return std::bit_cast<float>(sign | 0x7F800000u);
-    return std::bit_cast<float>(sign | 0x7FC00000u | (mant << 13));  // NaN, quieted (as F16C does)
-  }
-  return std::bit_cast<float>(sign | ((exp + 112) << 23) | (mant << 13));
-}
-
-uint16_t f32_to_f16(float f) {
-  const uint32_t bits = std::bit_cast<uint32_t>(f);
-  const uint16_t sign = static_cast<uint16_t>((bits >> 16) & 0x8000u);
-  const uint32_t x = bits & 0x7FFFFFFFu;
-  if (x > 0x7F800000u) return static_cast<uint16_t>(sign | 0x7E00u | ((x >> 13) & 0x3FFu));  // quiet NaN
-  if (x >= 0x477FF000u) return static_cast<uint16_t>(sign | 0x7C00u);  // >= 65520 rounds to inf (and inf)
-  if (x >= 0x38800000u) {                                              // normal in fp16 (>= 2^-14)
-    const uint32_t mant = x & 0x7FFFFFu;
-    uint32_t h = (((x >> 23) - 112u) << 10) | (mant >> 13);
-    const uint32_t rem = mant & 0x1FFFu;
-    if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) ++h;  // carry into the exponent is correct
-    return static_cast<uint16_t>(sign | h);
-  }
-  if (x <= 0x33000000u) return sign;  // <= 2^-25 (half the smallest subnormal, tie to even 0)
-  // Subnormal in fp16: value = m * 2^(e-150), result = round(value / 2^-24) = round(m >> (126 - e)).
-  const uint32_t e = x >> 23;
-  const uint32_t m = (x & 0x7FFFFFu) | 0x800000u;
-  const uint32_t shift = 126u - e;  // 14..24
-  uint32_t h = m >> shift;
-  const uint32_t rem = m & ((1u << shift) - 1u);
-  const uint32_t half = 1u << (shift - 1u);
-  if (rem > half || (rem == half && (h & 1u))) ++h;
-  return static_cast<uint16_t>(sign | h);
-}
 
 // ---------------------------------------------------------------------------------------------------
 // Header parsing
@@ -636,17 +468,13 @@ void SafetensorsWriter::write(const std::string& path) const {
   uint8_t len[8];
   store_le64(len, static_cast<uint64_t>(text.size()));
 
-  std::vector<std::pair<const void*, size_t>> parts;
+  std::vector<ByteRange> parts;
   parts.reserve(order.size() + 2);
   parts.emplace_back(len, 8);
   parts.emplace_back(text.data(), text.size());
   for (const Entry* e : order)
     if (!e->bytes.empty()) parts.emplace_back(e->bytes.data(), e->bytes.size());
-  write_parts_atomic(path, parts);
-}
-
-void write_file_atomic(const std::string& path, const void* data, size_t size) {
-  write_parts_atomic(path, {{data, size}});
+  write_file_atomic(path, parts);
 }
 
 void write_sharded(const std::string& dir, const std::vector<std::pair<std::string, Tensor>>& tensors,
@@ -693,7 +521,7 @@ void write_sharded(const std::string& dir, const std::vector<std::pair<std::stri
   } catch (const json::exception& ex) {
     throw Error("write_sharded " + dir + ": tensor names must be valid UTF-8 (" + ex.what() + ")");
   }
-  write_file_atomic((fs::path(dir) / "model.safetensors.index.json").string(), text.data(), text.size());
+  write_file_atomic((fs::path(dir) / "model.safetensors.index.json").string(), text);
 }
 
 }  // namespace moepp::io

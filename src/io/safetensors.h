@@ -1,5 +1,5 @@
 // Safetensors reading (memory-mapped, single files and shards with model.safetensors.index.json) and
-// writing (atomic: write to a temporary file, then rename). Format: 8-byte little-endian header
+// writing (atomic, through io::write_file_atomic of io/file.h). Format: 8-byte little-endian header
 // length N, N bytes of JSON {name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__":
 // {str: str}}, then the data buffer. Every malformed file gives a moepp::Error naming the file and the
 // fault; nothing here crashes or reads out of bounds on bad input.
@@ -14,13 +14,9 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "io/dtype.h"
 
 namespace moepp::io {
-
-enum class DType { kF32, kF16, kBF16, kI32, kI64 };
-
-const char* dtype_name(DType d);          // "F32", "F16", "BF16", "I32", "I64"
-size_t dtype_size(DType d);               // bytes per element
 
 struct TensorInfo {
   DType dtype;
@@ -114,14 +110,5 @@ class SafetensorsWriter {
 // model-0000i-of-0000n.safetensors plus model.safetensors.index.json, into directory `dir`.
 void write_sharded(const std::string& dir, const std::vector<std::pair<std::string, Tensor>>& tensors,
                    size_t max_shard_bytes);
-
-// fp16/bf16 <-> fp32 conversion (round to nearest even on the way down).
-float bf16_to_f32(uint16_t h);
-uint16_t f32_to_bf16(float f);
-float f16_to_f32(uint16_t h);
-uint16_t f32_to_f16(float f);
-
-// Atomic file write helper shared by all writers: writes `data` to path + ".tmp.<pid>", fsyncs, renames.
-void write_file_atomic(const std::string& path, const void* data, size_t size);
 
 }  // namespace moepp::io

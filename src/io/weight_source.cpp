@@ -3,7 +3,6 @@
 // pytorch_model.bin.index.json, through TorchCheckpoint), and open_weights choosing between them.
 #include "io/weight_source.h"
 
-#include <cstring>
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -45,24 +44,10 @@ class SafetensorsSource : public WeightSource {
   }
   void read_f32(const std::string& name, float* out) const override {
     const WeightInfo i = info(name);
-    const size_t n = Tensor::numel_of(i.shape);
-    const uint8_t* src = model_.raw(name);
-    switch (i.dtype) {
-      case DType::kF32:
-        if (n) std::memcpy(out, src, n * 4);
-        return;
-      case DType::kBF16:
-      case DType::kF16:
-        for (size_t k = 0; k < n; ++k) {
-          uint16_t h;
-          std::memcpy(&h, src + 2 * k, 2);
-          out[k] = i.dtype == DType::kBF16 ? bf16_to_f32(h) : f16_to_f32(h);
-        }
-        return;
-      default:
-        throw Error(source_ + ": tensor " + q(name) + " has dtype " + dtype_name(i.dtype) +
-                    "; expected F32, F16 or BF16");
-    }
+    if (i.dtype != DType::kF32 && i.dtype != DType::kF16 && i.dtype != DType::kBF16)
+      throw Error(source_ + ": tensor " + q(name) + " has dtype " + dtype_name(i.dtype) +
+                  "; expected F32, F16 or BF16");
+    convert_to_f32(i.dtype, model_.raw(name), Tensor::numel_of(i.shape), out);
   }
   const uint8_t* mapped(const std::string& name) const override {
     if (!model_.contains(name)) throw Error(source_ + ": no tensor named " + q(name));

@@ -2,7 +2,7 @@
 // time (so that a large model can be converted tensor by tensor without holding it all in fp32):
 //   model.safetensors | model.safetensors.index.json (shards) | pytorch_model.bin |
 //   pytorch_model.bin.index.json (shards of PyTorch zip pickles, read by the restricted unpickler of
-//   io/torch_checkpoint.h). Sources are F32, F16 or BF16. Every fault names the file and the tensor.
+//   io/unpickler.h). Sources are F32, F16 or BF16. Every fault names the file and the tensor.
 #pragma once
 
 #include <cstdint>

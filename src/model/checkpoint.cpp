@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "io/file.h"
 #include "io/json_file.h"
 #include "io/safetensors.h"
 #include "io/weight_source.h"
@@ -27,7 +28,7 @@ void save_model(const std::string& dir, const ModelConfig& cfg, const ModelParam
   w.set_metadata("format", "pt");
   w.write((fs::path(dir) / "model.safetensors").string());
   const std::string text = cfg.to_json().dump(2) + "\n";
-  io::write_file_atomic((fs::path(dir) / "config.json").string(), text.data(), text.size());
+  io::write_file_atomic((fs::path(dir) / "config.json").string(), text);
 }
 
 ModelConfig load_model_config(const std::string& dir) {

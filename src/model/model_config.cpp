@@ -1,45 +1,23 @@
 // ModelConfig <-> config.json (Hugging Face keys of spec §5; the MoE++ keys are MoeConfig's).
 #include "model/model_config.h"
 
-#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
-#include <optional>
 
 #include "core/error.h"
+#include "io/json_fields.h"
 
 namespace moepp {
 namespace {
 
 using nlohmann::json;
-
-std::string where(const std::string& source, const std::string& key) { return source + ": field '" + key + "'"; }
-
-int64_t get_int(const json& j, const std::string& key, const std::string& source, std::optional<int64_t> def) {
-  if (!j.contains(key) || j[key].is_null()) {
-    if (def) return *def;
-    throw Error(where(source, key) + " is required");
-  }
-  const json& v = j[key];
-  if (!v.is_number_integer()) throw Error(where(source, key) + " must be an integer, got " + v.dump());
-  return v.get<int64_t>();
-}
-
-double get_number(const json& j, const std::string& key, const std::string& source, double def) {
-  if (!j.contains(key) || j[key].is_null()) return def;
-  const json& v = j[key];
-  if (!v.is_number()) throw Error(where(source, key) + " must be a number, got " + v.dump());
-  const double d = v.get<double>();
-  if (!std::isfinite(d)) throw Error(where(source, key) + " must be finite");
-  return d;
-}
-
-int32_t get_token_id(const json& j, const std::string& key, const std::string& source, int32_t def) {
-  const int64_t v = get_int(j, key, source, def);
-  if (v < 0 || v > INT32_MAX) throw Error(where(source, key) + " must be a token id >= 0, got " + std::to_string(v));
-  return static_cast<int32_t>(v);
-}
+using io::field_where;
+using io::get_int;
+using io::get_number;
+using io::get_token_id;
+using io::has_field;
+using io::require_int;
 
 // The shortest decimal that reads back as the same float (1e-06, not 9.999999974752427e-07).
 double short_decimal(float f) {
@@ -63,10 +41,10 @@ MoeConfig ModelConfig::layer_moe(int i, bool training) const {
 ModelConfig ModelConfig::from_json(const json& j, const std::string& source) {
   if (!j.is_object()) throw Error(source + ": the config must be a JSON object");
   ModelConfig c;
-  c.vocab = get_int(j, "vocab_size", source, std::nullopt);
-  c.hidden = get_int(j, "hidden_size", source, std::nullopt);
-  c.n_layers = get_int(j, "num_hidden_layers", source, std::nullopt);
-  c.n_heads = get_int(j, "num_attention_heads", source, std::nullopt);
+  c.vocab = require_int(j, "vocab_size", source);
+  c.hidden = require_int(j, "hidden_size", source);
+  c.n_layers = require_int(j, "num_hidden_layers", source);
+  c.n_heads = require_int(j, "num_attention_heads", source);
   c.n_kv_heads = get_int(j, "num_key_value_heads", source, c.n_heads);
   c.max_pos = get_int(j, "max_position_embeddings", source, 2048);
   c.rms_eps = static_cast<float>(get_number(j, "rms_norm_eps", source, 1e-6));
@@ -75,32 +53,29 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& source) {
   c.eos = get_token_id(j, "eos_token_id", source, 2);
   c.pad = get_token_id(j, "pad_token_id", source, 0);
 
-  if (j.contains("tie_word_embeddings") && !j["tie_word_embeddings"].is_null()) {
-    const json& v = j["tie_word_embeddings"];
-    if (!v.is_boolean()) throw Error(where(source, "tie_word_embeddings") + " must be true or false, got " + v.dump());
-    if (v.get<bool>())
-      throw Error(where(source, "tie_word_embeddings") +
-                  " is true: tied embeddings are not supported (MoE++ has a separate lm_head)");
-  }
-  if (j.contains("hidden_act")) {
+  // Keys checked only for values moepp does not support (absent or null: the supported default).
+  if (io::get_bool(j, "tie_word_embeddings", source, false))
+    throw Error(field_where(source, "tie_word_embeddings") +
+                " is true: tied embeddings are not supported (MoE++ has a separate lm_head)");
+  if (has_field(j, "hidden_act")) {
     const json& v = j["hidden_act"];
     if (!v.is_string() || v.get<std::string>() != "silu")
-      throw Error(where(source, "hidden_act") + " must be \"silu\" (SwiGLU experts), got " + v.dump());
+      throw Error(field_where(source, "hidden_act") + " must be \"silu\" (SwiGLU experts), got " + v.dump());
   }
-  if (j.contains("model_type") && !j["model_type"].is_string())
-    throw Error(where(source, "model_type") + " must be a string, got " + j["model_type"].dump());
-  if (j.contains("architectures")) {
+  (void)io::get_string(j, "model_type", source, "");  // any string, not read
+  if (has_field(j, "architectures")) {
     const json& a = j["architectures"];
     bool ok = a.is_array();
     if (ok)
       for (const json& s : a) ok = ok && s.is_string();
-    if (!ok) throw Error(where(source, "architectures") + " must be a list of strings, got " + a.dump());
+    if (!ok) throw Error(field_where(source, "architectures") + " must be a list of strings, got " + a.dump());
   }
-  if (j.contains("rope_scaling") && !j["rope_scaling"].is_null())
-    throw Error(where(source, "rope_scaling") + " is not supported (plain RoPE only); remove it or set it to null");
+  if (has_field(j, "rope_scaling"))
+    throw Error(field_where(source, "rope_scaling") +
+                " is not supported (plain RoPE only); remove it or set it to null");
   for (const char* key : {"attention_bias", "mlp_bias"})
-    if (j.contains(key) && !(j[key].is_boolean() && !j[key].get<bool>()))
-      throw Error(where(source, key) + " must be false (the model has no biases), got " + j[key].dump());
+    if (has_field(j, key) && !(j[key].is_boolean() && !j[key].get<bool>()))
+      throw Error(field_where(source, key) + " must be false (the model has no biases), got " + j[key].dump());
 
   c.moe = MoeConfig::from_json(j, source);
   c.moe.layer_index = 0;
@@ -108,17 +83,16 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& source) {
 
   c.head_dim = c.n_heads > 0 ? c.hidden / c.n_heads : 0;
   c.validate(source);
-  if (j.contains("head_dim") && !j["head_dim"].is_null()) {
-    const int64_t hd = get_int(j, "head_dim", source, std::nullopt);
-    if (hd != c.head_dim)
-      throw Error(where(source, "head_dim") + " is " + std::to_string(hd) + ", but hidden_size / num_attention_heads = " +
-                  std::to_string(c.head_dim) + " (other head sizes are not supported)");
-  }
+  const int64_t hd = get_int(j, "head_dim", source, c.head_dim);
+  if (hd != c.head_dim)
+    throw Error(field_where(source, "head_dim") + " is " + std::to_string(hd) +
+                ", but hidden_size / num_attention_heads = " + std::to_string(c.head_dim) +
+                " (other head sizes are not supported)");
   return c;
 }
 
 void ModelConfig::validate(const std::string& source) const {
-  auto bad = [&](const std::string& key, const std::string& msg) { throw Error(where(source, key) + " " + msg); };
+  auto bad = [&](const std::string& key, const std::string& msg) { throw Error(field_where(source, key) + " " + msg); };
   if (vocab <= 0 || vocab > INT32_MAX) bad("vocab_size", "must be in [1, 2^31 - 1], got " + std::to_string(vocab));
   if (hidden <= 0) bad("hidden_size", "must be > 0");
   if (n_layers <= 0) bad("num_hidden_layers", "must be > 0");

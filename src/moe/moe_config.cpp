@@ -1,16 +1,21 @@
 // Parsing and validation of MoeConfig from Hugging Face style JSON (keys in docs/layer.md).
 #include "moe/moe_config.h"
 
-#include <cmath>
 #include <nlohmann/json.hpp>
 #include <set>
 
 #include "core/error.h"
+#include "io/json_fields.h"
 
 namespace moepp {
 namespace {
 
 using nlohmann::json;
+using io::field_where;
+using io::get_bool;
+using io::get_int;
+using io::get_number;
+using io::has_field;
 
 const std::set<std::string>& known_moe_keys() {
   static const std::set<std::string> keys = {
@@ -19,34 +24,6 @@ const std::set<std::string>& known_moe_keys() {
       "moe_tau",            "moe_aux_loss_coef",    "moe_capacity_factor",    "moe_relu_l1_coef",
       "moe_expert_interval"};
   return keys;
-}
-
-std::string where(const std::string& source, const std::string& key) { return source + ": field '" + key + "'"; }
-
-int64_t get_int(const json& j, const std::string& key, const std::string& source, std::optional<int64_t> def) {
-  if (!j.contains(key) || j[key].is_null()) {
-    if (def) return *def;
-    throw Error(where(source, key) + " is required");
-  }
-  const json& v = j[key];
-  if (!v.is_number_integer()) throw Error(where(source, key) + " must be an integer, got " + v.dump());
-  return v.get<int64_t>();
-}
-
-double get_number(const json& j, const std::string& key, const std::string& source, double def) {
-  if (!j.contains(key)) return def;
-  const json& v = j[key];
-  if (!v.is_number()) throw Error(where(source, key) + " must be a number, got " + v.dump());
-  const double d = v.get<double>();
-  if (!std::isfinite(d)) throw Error(where(source, key) + " must be finite");
-  return d;
-}
-
-bool get_bool(const json& j, const std::string& key, const std::string& source, bool def) {
-  if (!j.contains(key)) return def;
-  const json& v = j[key];
-  if (!v.is_boolean()) throw Error(where(source, key) + " must be true or false, got " + v.dump());
-  return v.get<bool>();
 }
 
 }  // namespace
@@ -65,30 +42,28 @@ MoeConfig MoeConfig::from_json(const json& j, const std::string& source) {
   if (!j.is_object()) throw Error(source + ": the config must be a JSON object");
   for (auto it = j.begin(); it != j.end(); ++it) {
     if (it.key().rfind("moe_", 0) == 0 && !known_moe_keys().count(it.key()))
-      throw Error(where(source, it.key()) + " is not a known moe_* setting (see docs/layer.md)");
+      throw Error(field_where(source, it.key()) + " is not a known moe_* setting (see docs/layer.md)");
   }
   MoeConfig c;
-  c.hidden = get_int(j, "hidden_size", source, std::nullopt);
-  c.intermediate = get_int(j, "intermediate_size", source, std::nullopt);
-  if (!j.contains("num_experts")) throw Error(where(source, "num_experts") + " is required");
+  c.hidden = io::require_int(j, "hidden_size", source);
+  c.intermediate = io::require_int(j, "intermediate_size", source);
+  if (!has_field(j, "num_experts")) throw Error(field_where(source, "num_experts") + " is required");
   const json& ne = j["num_experts"];
   if (ne.is_number_integer()) {
     c.n_experts = ne.get<int64_t>();
   } else if (ne.is_array() && ne.size() == 1 && ne[0].is_number_integer()) {
     c.n_experts = ne[0].get<int64_t>();
   } else {
-    throw Error(where(source, "num_experts") + " must be an integer or a list of one integer, got " + ne.dump());
+    throw Error(field_where(source, "num_experts") + " must be an integer or a list of one integer, got " + ne.dump());
   }
 
-  if (j.contains("moe_router")) {
-    const json& r = j["moe_router"];
-    if (!r.is_string()) throw Error(where(source, "moe_router") + " must be a string");
-    const std::string s = r.get<std::string>();
+  if (has_field(j, "moe_router")) {
+    const std::string s = io::get_string(j, "moe_router", source, "");
     if (s == "moepp") c.router = RouterKind::kMoepp;
     else if (s == "topk") c.router = RouterKind::kTopK;
     else if (s == "adamoe") c.router = RouterKind::kAdaMoe;
     else if (s == "relu") c.router = RouterKind::kRelu;
-    else throw Error(where(source, "moe_router") + " must be one of moepp, topk, adamoe, relu; got '" + s + "'");
+    else throw Error(field_where(source, "moe_router") + " must be one of moepp, topk, adamoe, relu; got '" + s + "'");
   }
   const bool is_moepp = c.router == RouterKind::kMoepp;
   c.n_zero = get_int(j, "n_zero_experts", source, is_moepp ? 1 : 0);
@@ -105,19 +80,19 @@ MoeConfig MoeConfig::from_json(const json& j, const std::string& source) {
   c.gating_residual = get_bool(j, "moe_gating_residual", source, is_moepp);
   c.tau = get_number(j, "moe_tau", source, c.tau);
   c.aux_loss_coef = static_cast<float>(get_number(j, "moe_aux_loss_coef", source, c.aux_loss_coef));
-  if (j.contains("moe_capacity_factor") && !j["moe_capacity_factor"].is_null())
-    c.capacity_factor = get_number(j, "moe_capacity_factor", source, 0.0);
+  // Absent or null (the same, as for every key) is dropless.
+  if (has_field(j, "moe_capacity_factor")) c.capacity_factor = get_number(j, "moe_capacity_factor", source, 0.0);
   c.relu_l1_coef = static_cast<float>(get_number(j, "moe_relu_l1_coef", source, c.relu_l1_coef));
   c.layer_index = get_int(j, "layer_index", source, 0);
   c.training = get_bool(j, "training", source, false);
-  if (j.contains("moe_expert_interval") && get_int(j, "moe_expert_interval", source, 1) != 1)
-    throw Error(where(source, "moe_expert_interval") + " must be 1 (an MoE++ layer in every block)");
+  if (get_int(j, "moe_expert_interval", source, 1) != 1)
+    throw Error(field_where(source, "moe_expert_interval") + " must be 1 (an MoE++ layer in every block)");
   c.validate(source);
   return c;
 }
 
 void MoeConfig::validate(const std::string& source) const {
-  auto bad = [&](const std::string& key, const std::string& msg) { throw Error(where(source, key) + " " + msg); };
+  auto bad = [&](const std::string& key, const std::string& msg) { throw Error(field_where(source, key) + " " + msg); };
   if (hidden <= 0) bad("hidden_size", "must be > 0");
   if (intermediate <= 0) bad("intermediate_size", "must be > 0");
   if (n_experts <= 0) bad("num_experts", "must be > 0");

@@ -4,7 +4,6 @@
 
 #include <sentencepiece_processor.h>
 #include <sentencepiece_trainer.h>
-#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -13,7 +12,7 @@
 #include <unordered_map>
 
 #include "core/error.h"
-#include "io/json_file.h"
+#include "io/file.h"
 
 namespace fs = std::filesystem;
 
@@ -190,32 +189,6 @@ class LineIterator : public sentencepiece::SentenceIterator {
   std::string error_;
 };
 
-void write_file_atomic(const std::string& path, const std::string& bytes) {
-  const fs::path p(path);
-  std::error_code ec;
-  if (p.has_parent_path()) {
-    fs::create_directories(p.parent_path(), ec);
-    if (ec) throw Error("cannot create directory " + p.parent_path().string() + ": " + ec.message());
-  }
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw Error("cannot write " + path + ": cannot create " + tmp + ": " + std::strerror(errno));
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    out.flush();
-    if (!out) {
-      fs::remove(tmp, ec);
-      throw Error("cannot write " + path + ": write failed");
-    }
-  }
-  fs::rename(tmp, path, ec);
-  if (ec) {
-    std::error_code ec2;
-    fs::remove(tmp, ec2);
-    throw Error("cannot write " + path + ": rename failed: " + ec.message());
-  }
-}
-
 }  // namespace
 
 void train_tokenizer(const std::vector<std::string>& inputs, const std::string& out_model, int vocab_size,
@@ -274,7 +247,13 @@ void train_tokenizer(const std::vector<std::string>& inputs, const std::string& 
   if (!it.error().empty()) throw Error(it.error());
   if (!status.ok()) throw Error("tokenizer train (" + out_model + "): " + status.ToString());
   if (model.empty()) throw Error("tokenizer train (" + out_model + "): the trainer produced no model");
-  write_file_atomic(out_model, model);
+  const fs::path parent = fs::path(out_model).parent_path();
+  if (!parent.empty()) {
+    std::error_code ec;
+    fs::create_directories(parent, ec);
+    if (ec) throw Error("cannot create directory " + parent.string() + ": " + ec.message());
+  }
+  io::write_file_atomic(out_model, model);
 }
 
 }  // namespace moepp

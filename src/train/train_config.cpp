@@ -5,28 +5,27 @@
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <type_traits>
 
 #include "core/error.h"
+#include "io/json_fields.h"
 #include "io/json_file.h"
 
 namespace moepp {
 namespace {
 
+// Reads `key` into `out` when it is set (absent or null keeps the default in `out`), by out's type.
 template <class T>
 void read(const nlohmann::json& j, const char* key, T& out, const std::string& source) {
-  if (!j.contains(key)) return;
-  const nlohmann::json& v = j[key];
-  const std::string where = source + ": field '" + key + "'";
   if constexpr (std::is_same_v<T, bool>) {
-    if (!v.is_boolean()) throw Error(where + " must be true or false");
+    out = io::get_bool(j, key, source, out);
   } else if constexpr (std::is_integral_v<T>) {
-    if (!v.is_number_integer()) throw Error(where + " must be an integer, got " + v.dump());
+    out = io::get_int<T>(j, key, source, out);
   } else if constexpr (std::is_floating_point_v<T>) {
-    if (!v.is_number()) throw Error(where + " must be a number, got " + v.dump());
+    out = static_cast<T>(io::get_number(j, key, source, out));
   } else {
-    if (!v.is_string()) throw Error(where + " must be a string, got " + v.dump());
+    out = io::get_string(j, key, source, out);
   }
-  out = v.get<T>();
 }
 
 }  // namespace

@@ -13,9 +13,10 @@
 
 #include "core/error.h"
 #include "data/token_shards.h"
-#include "model/checkpoint.h"
+#include "io/file.h"
 #include "io/json_file.h"
 #include "io/safetensors.h"
+#include "model/checkpoint.h"
 #include "model/model.h"
 #include "model/model_state.h"
 #include "moe/balance_loss.h"
@@ -27,10 +28,6 @@ namespace fs = std::filesystem;
 
 namespace moepp {
 namespace {
-
-void write_text_atomic(const std::string& path, const std::string& text) {
-  io::write_file_atomic(path, text.data(), text.size());
-}
 
 // Tokenizer and shards of a run directory, made once.
 struct RunData {
@@ -72,7 +69,7 @@ RunData prepare_data(const TrainConfig& cfg, const std::string& out, bool quiet)
     tokenize_to_shard(tok, cfg.valid_text, valid_bin, valid_bytes);
     const nlohmann::json meta = {{"train_text", cfg.train_text}, {"valid_text", cfg.valid_text},
                                  {"train_bytes", train_bytes},   {"valid_bytes", valid_bytes}};
-    write_text_atomic(meta_path, meta.dump(2) + "\n");
+    io::write_file_atomic(meta_path, meta.dump(2) + "\n");
   }
   const nlohmann::json meta = io::read_json_file(meta_path);
   RunData d{std::move(tok), data::TokenShard(train_bin), data::TokenShard(valid_bin), 0.0};
@@ -105,10 +102,10 @@ void save_checkpoint(const std::string& out, int64_t step, const ModelConfig& mc
   w.write((tmp / "optimizer.safetensors").string());
   nlohmann::json state = {{"step", step}, {"optimizer_steps", opt.steps()}, {"train_config", cfg.to_json()}};
   if (adaptive_l1) state["relu_l1_coef"] = mc.moe.relu_l1_coef;  // the value for the next step
-  write_text_atomic((tmp / "trainer_state.json").string(), state.dump(2) + "\n");
+  io::write_file_atomic((tmp / "trainer_state.json").string(), state.dump(2) + "\n");
   fs::remove_all(final_dir);
   fs::rename(tmp, final_dir);
-  write_text_atomic((fs::path(out) / "latest").string(), final_dir.filename().string() + "\n");
+  io::write_file_atomic((fs::path(out) / "latest").string(), final_dir.filename().string() + "\n");
   // Older checkpoints are removed only once `latest` names the new one.
   for (const auto& e : fs::directory_iterator(out)) {
     const std::string name = e.path().filename().string();
@@ -130,7 +127,7 @@ void truncate_log(const std::string& path, int64_t step) {
       break;  // a line cut by a kill
     }
   }
-  write_text_atomic(path, kept);
+  io::write_file_atomic(path, kept);
 }
 
 float evaluate(const Model& model, const ModelParams& p, const data::TokenShard& valid, const TrainConfig& cfg,
@@ -258,8 +255,8 @@ void start_fresh(Run& run, const AdamWConfig& ac, const TrainConfig& cfg, const 
     std::fprintf(stderr, "moepp train: nothing to resume in %s, starting fresh\n", opt.out_dir.c_str());
   run.params.init_random(run.mc, cfg.seed, cfg.init_std);
   run.adam = std::make_unique<AdamW>(param_refs(run.mc, run.params, run.grads), ac);
-  write_text_atomic((fs::path(opt.out_dir) / "train_config.json").string(), cfg.to_json().dump(2) + "\n");
-  write_text_atomic(log_path, "");
+  io::write_file_atomic((fs::path(opt.out_dir) / "train_config.json").string(), cfg.to_json().dump(2) + "\n");
+  io::write_file_atomic(log_path, "");
 }
 
 // What one optimizer step measured, as means over its micro-batches.

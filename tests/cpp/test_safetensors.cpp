@@ -16,12 +16,18 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/half_float.h"
 #include "core/tensor.h"
+#include "io/file.h"
 #include "io/safetensors.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
+using moepp::bf16_to_f32;
 using moepp::Error;
+using moepp::f16_to_f32;
+using moepp::f32_to_bf16;
+using moepp::f32_to_f16;
 using moepp::Tensor;
 using namespace moepp::io;
 using namespace moepp::test;

@@ -12,13 +12,16 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/half_float.h"
 #include "io/safetensors.h"
 #include "io/torch_checkpoint.h"
 #include "io/weight_source.h"
+#include "io/zip_archive.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
 using moepp::Error;
+using moepp::f32_to_bf16;
 using namespace moepp::io;
 using namespace moepp::test;
 
