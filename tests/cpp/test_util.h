@@ -17,6 +17,8 @@
 #include <system_error>
 #include <vector>
 
+#include "core/error.h"
+
 namespace moepp::test {
 
 // The bytes of the file at `path` ("" when it cannot be opened).
@@ -82,6 +84,17 @@ inline std::vector<int32_t> random_tokens(int64_t n, int64_t V, uint64_t seed) {
   std::vector<int32_t> t(n);
   for (int32_t& x : t) x = static_cast<int32_t>(rng() % V);
   return t;
+}
+
+// The message of the moepp::Error that f() throws, "(no error)" when it throws none.
+template <class F>
+std::string error_message(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
 }
 
 }  // namespace moepp::test
