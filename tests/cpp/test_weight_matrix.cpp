@@ -1,10 +1,12 @@
 // Unit tests of WeightMatrix (src/infer/weight_matrix): products in F32/BF16/INT8 on both the
-// streaming and the sgemm path against the dequantised weights, and the dtype names.
+// streaming and the sgemm path against the dequantised weights, the dtype names, and BF16 views of
+// memory the matrix does not own (bf16_view: aligned and non-empty only).
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <memory>
 #include <random>
 #include <string>
 #include <tuple>
@@ -63,6 +65,20 @@ TEST(WeightMatrix, ParsesDtypeNames) {
   EXPECT_EQ(parse_weight_dtype("bf16"), WeightDType::kBF16);
   EXPECT_EQ(std::string(weight_dtype_name(WeightDType::kInt8)), "int8");
   EXPECT_THROW(parse_weight_dtype("fp8"), Error);
+}
+
+TEST(WeightMatrix, ViewsMustBeAlignedAndNonEmpty) {
+  std::vector<uint16_t> data(7, 0x3f80);  // 1.0f in BF16
+  const auto owner = std::make_shared<std::vector<uint16_t>>(data);
+  const WeightMatrix m = WeightMatrix::bf16_view(owner->data(), 1, 7, owner);
+  std::vector<float> row(7);
+  m.row_f32(0, row.data());
+  EXPECT_EQ(row, std::vector<float>(7, 1.0f));
+  EXPECT_EQ(m.bytes(), 0u);
+  EXPECT_EQ(m.mapped_bytes(), 14u);
+  const auto* odd = reinterpret_cast<const uint8_t*>(owner->data()) + 1;
+  EXPECT_THROW(WeightMatrix::bf16_view(odd, 1, 6, owner), Error);
+  EXPECT_THROW(WeightMatrix::bf16_view(owner->data(), 0, 7, owner), Error);
 }
 
 }  // namespace
