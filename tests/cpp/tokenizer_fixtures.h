@@ -1,6 +1,6 @@
-// Tokenizers for the tests that need real text (header-only): generated English-like training text,
+// Tokenizers for the tests that need real text (header-only): generated English-like training texts,
 // and the TrainedTokenizerTest fixture, whose suites share one BPE tokenizer of kTestTokenizerVocab
-// pieces trained on that text when the suite starts (the text stream and engine tests).
+// pieces trained on one of them when the suite starts (the text stream and engine tests).
 #pragma once
 
 #include <gtest/gtest.h>
@@ -15,6 +15,27 @@ namespace moepp::test {
 
 // The size of the fixture's tokenizer (a model of this vocabulary fits its text).
 inline constexpr int kTestTokenizerVocab = 320;
+
+// A few KB of plain English-like text (ASCII only), generated deterministically: 120 lines of twelve
+// words with a year on every seventh line and a blank line after every tenth (the tokenizer tests).
+inline std::string captains_log_text() {
+  const char* words[] = {"the",   "ship",   "sailed", "across", "a",     "grey",   "sea",   "and",
+                         "whale", "rose",   "from",   "deep",   "water", "while",  "men",   "watched",
+                         "in",    "silence", "of",    "morning", "light", "Captain", "said", "nothing"};
+  const int n = sizeof(words) / sizeof(words[0]);
+  std::string s;
+  uint32_t x = 12345;
+  for (int line = 0; line < 120; ++line) {
+    for (int w = 0; w < 12; ++w) {
+      x = x * 1103515245u + 12345u;
+      if (w) s += ' ';
+      s += words[(x >> 16) % n];
+    }
+    s += (line % 7 == 0) ? ", 1851.\n" : ".\n";
+    if (line % 10 == 9) s += "\n";
+  }
+  return s;
+}
 
 // 150 lines of ten words from a small sea-story vocabulary, generated deterministically.
 inline std::string sea_story_text() {
