@@ -25,6 +25,15 @@ CompletionRequest chat(const json& body) { return parse_completion_request(body.
 
 const json kUserHello = json::array({{{"role", "user"}, {"content", "Hello"}}});
 
+void expect_sampling(const SamplingParams& s, float temperature, float top_p, int64_t top_k, float min_p,
+                     float repetition_penalty) {
+  EXPECT_FLOAT_EQ(s.temperature, temperature);
+  EXPECT_FLOAT_EQ(s.top_p, top_p);
+  EXPECT_EQ(s.top_k, top_k);
+  EXPECT_FLOAT_EQ(s.min_p, min_p);
+  EXPECT_FLOAT_EQ(s.repetition_penalty, repetition_penalty);
+}
+
 // The ApiError that parsing `body` throws (a failure, and an error without a status, when none).
 ApiError parse_error(const std::string& body, bool is_chat) {
   try {
@@ -44,11 +53,7 @@ TEST(ParseCompletionRequest, CompletionDefaults) {
   EXPECT_TRUE(r.prompt_ids.empty());
   EXPECT_TRUE(r.messages.empty());
   EXPECT_FALSE(r.max_tokens.has_value());
-  EXPECT_EQ(r.sampling.temperature, 1.0f);
-  EXPECT_EQ(r.sampling.top_p, 1.0f);
-  EXPECT_EQ(r.sampling.top_k, 0);
-  EXPECT_EQ(r.sampling.min_p, 0.0f);
-  EXPECT_EQ(r.sampling.repetition_penalty, 1.0f);
+  expect_sampling(r.sampling, 1.0f, 1.0f, 0, 0.0f, 1.0f);
   EXPECT_FALSE(r.seed_given);
   EXPECT_TRUE(r.stop.empty());
   EXPECT_FALSE(r.stream);
@@ -126,11 +131,7 @@ TEST(ParseCompletionRequest, ReadsEveryParameter) {
                                           {"user", "someone"}});
   EXPECT_EQ(r.model, "slice");
   EXPECT_EQ(r.max_tokens, std::optional<int64_t>(32));
-  EXPECT_FLOAT_EQ(r.sampling.temperature, 0.5f);
-  EXPECT_FLOAT_EQ(r.sampling.top_p, 0.9f);
-  EXPECT_EQ(r.sampling.top_k, 40);
-  EXPECT_FLOAT_EQ(r.sampling.min_p, 0.05f);
-  EXPECT_FLOAT_EQ(r.sampling.repetition_penalty, 1.3f);
+  expect_sampling(r.sampling, 0.5f, 0.9f, 40, 0.05f, 1.3f);
   EXPECT_TRUE(r.seed_given);
   EXPECT_EQ(r.sampling.seed, 42u);
   EXPECT_EQ(r.stop, (std::vector<std::string>{"\n", "END"}));
@@ -147,11 +148,7 @@ TEST(ParseCompletionRequest, ReadsEveryParameter) {
                                               {"top_k", -1},
                                               {"stop", "x"},
                                               {"seed", 18446744073709551615u}});
-  EXPECT_EQ(edges.sampling.temperature, 0.0f);
-  EXPECT_EQ(edges.sampling.top_p, 1.0f);
-  EXPECT_EQ(edges.sampling.min_p, 1.0f);
-  EXPECT_EQ(edges.sampling.repetition_penalty, 10.0f);
-  EXPECT_EQ(edges.sampling.top_k, 0);
+  expect_sampling(edges.sampling, 0.0f, 1.0f, 0, 1.0f, 10.0f);
   EXPECT_EQ(edges.stop, std::vector<std::string>{"x"});
   EXPECT_EQ(edges.sampling.seed, 18446744073709551615u);
   EXPECT_EQ(completion({{"prompt", "a"}, {"temperature", 2}}).sampling.temperature, 2.0f);

@@ -61,27 +61,12 @@ TEST(TrainConfig, ReadsEveryKey) {
             {"eval_every", 4},        {"eval_batches", 1},   {"ckpt_every", 6},       {"sample_prompt", ""},
             {"sample_tokens", 0},     {"comment", "any text; ignored"}});
   const TrainConfig c = TrainConfig::from_json(j, "cfg.json");
-  EXPECT_EQ(c.tokenizer_vocab, 512);
-  EXPECT_EQ(c.batch_size, 3);
-  EXPECT_EQ(c.seq_len, 64);
-  EXPECT_EQ(c.grad_accum, 2);
-  EXPECT_EQ(c.steps, 7);
-  EXPECT_EQ(c.lr, 0.5f);
-  EXPECT_EQ(c.min_lr, 0.25f);
-  EXPECT_EQ(c.init_lr, 0.125f);
-  EXPECT_EQ(c.warmup_steps, 0);
   EXPECT_FALSE(c.cosine);
-  EXPECT_EQ(c.weight_decay, 0.0f);
-  EXPECT_EQ(c.grad_clip, 0.0f);
-  EXPECT_EQ(c.beta1, 0.0f);
-  EXPECT_EQ(c.beta2, 0.5f);
-  EXPECT_EQ(c.init_std, 0.5f);
   EXPECT_EQ(c.seed, 99u);
-  EXPECT_EQ(c.eval_every, 4);
-  EXPECT_EQ(c.eval_batches, 1);
-  EXPECT_EQ(c.ckpt_every, 6);
-  EXPECT_EQ(c.sample_prompt, "");
-  EXPECT_EQ(c.sample_tokens, 0);
+  // Every field holds the value given (the values are exact in float); the comment is dropped.
+  json want = j;
+  want.erase("comment");
+  EXPECT_EQ(c.to_json(), want);
   // Integral values are numbers too.
   j["lr"] = 1;
   EXPECT_EQ(TrainConfig::from_json(j, "cfg.json").lr, 1.0f);
