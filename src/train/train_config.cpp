@@ -68,20 +68,26 @@ TrainConfig TrainConfig::from_json(const nlohmann::json& j, const std::string& s
   read(j, "ckpt_every", c.ckpt_every, source);
   read(j, "sample_prompt", c.sample_prompt, source);
   read(j, "sample_tokens", c.sample_tokens, source);
-  auto positive = [&](int64_t v, const char* k) { check(v > 0, source + ": field '" + k + "' must be > 0"); };
-  positive(c.batch_size, "batch_size");
-  positive(c.seq_len, "seq_len");
-  positive(c.grad_accum, "grad_accum");
-  positive(c.steps, "steps");
-  positive(c.eval_every, "eval_every");
-  positive(c.eval_batches, "eval_batches");
-  positive(c.ckpt_every, "ckpt_every");
-  check(c.tokenizer_vocab >= 300, source + ": field 'tokenizer_vocab' must be >= 300");
-  check(c.warmup_steps >= 0, source + ": field 'warmup_steps' must be >= 0");
-  check(c.lr > 0 && c.min_lr >= 0 && c.init_lr >= 0, source + ": learning rates must be positive");
-  check(c.weight_decay >= 0 && c.grad_clip >= 0, source + ": weight_decay and grad_clip must be >= 0");
-  check(c.beta1 >= 0 && c.beta1 < 1 && c.beta2 >= 0 && c.beta2 < 1, source + ": beta1 and beta2 must be in [0, 1)");
-  check(c.sample_tokens >= 0, source + ": field 'sample_tokens' must be >= 0");
+  auto require = [&](bool ok, const char* key, const char* rule) {
+    check(ok, source + ": field '" + key + "' must be " + rule);
+  };
+  require(c.batch_size > 0, "batch_size", "> 0");
+  require(c.seq_len > 0, "seq_len", "> 0");
+  require(c.grad_accum > 0, "grad_accum", "> 0");
+  require(c.steps > 0, "steps", "> 0");
+  require(c.eval_every > 0, "eval_every", "> 0");
+  require(c.eval_batches > 0, "eval_batches", "> 0");
+  require(c.ckpt_every > 0, "ckpt_every", "> 0");
+  require(c.tokenizer_vocab >= 300, "tokenizer_vocab", ">= 300");
+  require(c.warmup_steps >= 0, "warmup_steps", ">= 0");
+  require(c.lr > 0, "lr", "> 0");
+  require(c.min_lr >= 0, "min_lr", ">= 0");
+  require(c.init_lr >= 0, "init_lr", ">= 0");
+  require(c.weight_decay >= 0, "weight_decay", ">= 0");
+  require(c.grad_clip >= 0, "grad_clip", ">= 0");
+  require(c.beta1 >= 0 && c.beta1 < 1, "beta1", "in [0, 1)");
+  require(c.beta2 >= 0 && c.beta2 < 1, "beta2", "in [0, 1)");
+  require(c.sample_tokens >= 0, "sample_tokens", ">= 0");
   return c;
 }
 

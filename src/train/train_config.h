@@ -24,7 +24,11 @@ struct TrainConfig {
   std::string sample_prompt = "The";  // printed sample at the end ("" = none)
   int64_t sample_tokens = 60;
 
+  // Throws moepp::Error, prefixed "<source>: ", naming the field at fault (unknown, missing, of the
+  // wrong type or out of range).
   static TrainConfig from_json(const nlohmann::json& j, const std::string& source);
+  // from_json of the file; a relative train_text / valid_text that does not exist from the working
+  // directory is taken relative to the config file's directory.
   static TrainConfig from_file(const std::string& path);
   nlohmann::json to_json() const;
 };

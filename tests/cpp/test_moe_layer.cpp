@@ -1,39 +1,21 @@
-// Unit tests of the MoE++ layer: directional finite-difference checks of the backward for every router
-// variant, and the properties the method promises (zero-expert partner weight 1, no FFN work for
-// zero-computation tokens, capacity drops). Bit-level parity with PyTorch is in tests/python.
+// Unit tests of the MoE++ layer (src/moe/moe_layer): directional finite-difference checks of the
+// backward for every router variant, and the properties the method promises (zero-expert partner
+// weight 1, no FFN work for zero-computation tokens). Bit-level parity with PyTorch is in tests/python.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
-#include <nlohmann/json.hpp>
 #include <random>
+#include <string>
 #include <utility>
 
-#include "core/error.h"
-#include "moe/dispatch.h"
 #include "moe/moe_layer.h"
+#include "tiny_models.h"
 
 namespace moepp {
 namespace {
 
-MoeConfig small_config(RouterKind r) {
-  MoeConfig c;
-  c.hidden = 12;
-  c.intermediate = 10;
-  c.router = r;
-  c.n_zero = r == RouterKind::kMoepp || r == RouterKind::kAdaMoe ? 1 : 0;
-  c.n_copy = r == RouterKind::kMoepp ? 1 : 0;
-  c.n_constant = r == RouterKind::kMoepp ? 2 : 0;
-  c.n_experts = 4 + c.n_zc();
-  c.gating_residual = r == RouterKind::kMoepp;
-  c.layer_index = 1;
-  c.training = true;
-  c.aux_loss_coef = 0.1f;
-  c.relu_l1_coef = 0.05f;
-  c.two_layer_gate = false;  // the 7B checkpoint's router flags
-  c.logits_norm = true;
-  c.no_mul_topk = true;
-  return c;
-}
+using test::small_moe_config;
 
 // The setting of the layer-property tests: the MoE++ router in inference at layer 0 (so no gating
 // residual), with random parameters (seed 3, std 0.5).
@@ -43,7 +25,7 @@ struct InferenceLayer {
   MoeParams p;
 };
 InferenceLayer moepp_inference_layer0() {
-  MoeConfig c = small_config(RouterKind::kMoepp);
+  MoeConfig c = small_moe_config(RouterKind::kMoepp);
   c.training = false;
   c.layer_index = 0;
   MoeParams p = MoeParams::zeros(c);
@@ -73,10 +55,10 @@ struct Objective {
   }
 };
 
-class LayerGradient : public ::testing::TestWithParam<RouterKind> {};
+class MoeLayerGradient : public ::testing::TestWithParam<RouterKind> {};
 
-TEST_P(LayerGradient, DirectionalDerivativesMatchFiniteDifferences) {
-  MoeConfig c = small_config(GetParam());
+TEST_P(MoeLayerGradient, DirectionalDerivativesMatchFiniteDifferences) {
+  MoeConfig c = small_moe_config(GetParam());
   const MoeLayer layer(c);
   std::mt19937 rng(11);
   MoeParams p = MoeParams::zeros(c);
@@ -113,11 +95,11 @@ TEST_P(LayerGradient, DirectionalDerivativesMatchFiniteDifferences) {
   for (size_t i = 0; i < named_p.size(); ++i) check_dir(*named_p[i].second, *named_g[i].second, named_p[i].first);
 }
 
-INSTANTIATE_TEST_SUITE_P(Routers, LayerGradient,
+INSTANTIATE_TEST_SUITE_P(Routers, MoeLayerGradient,
                          ::testing::Values(RouterKind::kMoepp, RouterKind::kTopK, RouterKind::kAdaMoe, RouterKind::kRelu),
                          [](const auto& info) { return std::string(router_name(info.param)); });
 
-TEST(LayerProperties, ZeroExpertGivesPartnerWeightOne) {
+TEST(MoeLayer, ZeroExpertGivesPartnerWeightOne) {
   const auto [c, layer, p] = moepp_inference_layer0();
   std::mt19937 rng(2);
   Tensor x = randn({64, c.hidden}, rng);
@@ -135,7 +117,7 @@ TEST(LayerProperties, ZeroExpertGivesPartnerWeightOne) {
   EXPECT_GT(with_zero, 0) << "the test data never selected the zero expert";
 }
 
-TEST(LayerProperties, ZeroComputationTokensDoNoFfnWork) {
+TEST(MoeLayer, ZeroComputationTokensDoNoFfnWork) {
   auto [c, layer, p] = moepp_inference_layer0();
   // Feature 0 is a bias: huge for the zero-computation experts in tokens 0..7, absent for 8..15.
   for (int64_t e = c.n_ffn(); e < c.n_experts; ++e) p.wg.data[e * c.hidden] = 50.0f;
@@ -156,104 +138,6 @@ TEST(LayerProperties, ZeroComputationTokensDoNoFfnWork) {
   EXPECT_EQ(st.ffn_rows(), expected_rows);  // FLOPs = 6 D I per row: only FFN slots reach the GEMMs
   EXPECT_LE(st.ffn_rows(), 16);
   EXPECT_EQ(st.zc_slots, 32 - st.ffn_rows());
-}
-
-TEST(LayerProperties, CapacityDropsByRankThenToken) {
-  MoeConfig c;
-  c.hidden = 4;
-  c.intermediate = 4;
-  c.router = RouterKind::kTopK;
-  c.n_experts = 4;
-  c.n_zero = c.n_copy = c.n_constant = 0;
-  c.gating_residual = false;
-  c.two_layer_gate = false;
-  c.logits_norm = true;
-  c.no_mul_topk = true;
-  c.training = true;
-  c.capacity_factor = 0.5;  // C = ceil(0.5 * 2 * 4 / 4) = 1 slot per expert
-  // token: (first, second) choice
-  const std::vector<int32_t> ids = {0, 1, 0, 2, 1, 0, 3, 0};
-  std::vector<uint8_t> kept(8, 1);
-  std::vector<int64_t> offset(5);
-  std::vector<int32_t> slot(8), row_of_slot(8);
-  const std::vector<int64_t> cap = expert_capacity(c, 4);
-  const DispatchCounts n = dispatch_slots(kept.data(), offset.data(), slot.data(), row_of_slot.data(), ids.data(),
-                                          cap.data(), nullptr, c, 4);
-  // Rank 0 in token order: t0->0 kept, t1->0 dropped, t2->1 kept, t3->3 kept.
-  // Rank 1: t0->1 dropped (1 full), t1->2 kept, t2->0 dropped, t3->0 dropped.
-  const std::vector<uint8_t> want = {1, 0, 0, 1, 1, 0, 1, 0};
-  EXPECT_EQ(kept, want);
-  EXPECT_EQ(n.dropped_slots, 4);
-  EXPECT_EQ(offset[4], 4);
-  EXPECT_EQ(expert_capacity(c, 4), std::vector<int64_t>(4, 1));
-}
-
-TEST(LayerProperties, MoeppCapacityPerType) {
-  MoeConfig c = small_config(RouterKind::kMoepp);  // 4 FFN + 4 ZC, tau 0.75
-  c.capacity_factor = 1.1;
-  // slots S = 2 * 100; C_FFN = ceil(1.1 * 0.75 * 200 / (0.75 * 4 + 4)) = ceil(23.57) = 24; C_ZC = ceil(31.43) = 32
-  const auto cap = expert_capacity(c, 100);
-  EXPECT_EQ(cap[0], 24);
-  EXPECT_EQ(cap[4], 32);
-  c.training = false;  // inference is dropless
-  EXPECT_EQ(expert_capacity(c, 100)[0], -1);
-}
-
-TEST(LayerConfig, BadValuesNameTheField) {
-  auto expect_error = [](const char* text, const std::string& needle) {
-    try {
-      MoeConfig::from_json(nlohmann::json::parse(text), "C.json");
-      ADD_FAILURE() << "no error for " << text;
-    } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-    }
-  };
-  expect_error(R"({"intermediate_size": 8, "num_experts": [8]})", "hidden_size");
-  expect_error(R"({"hidden_size": 8, "intermediate_size": 8, "num_experts": [8], "moe_top_k": "2"})", "moe_top_k");
-  expect_error(R"({"hidden_size": 8, "intermediate_size": 8, "num_experts": [8], "moe_topk": 2})", "moe_topk");
-  expect_error(R"({"hidden_size": 8, "intermediate_size": 8, "num_experts": [4]})", "num_experts");
-  expect_error(R"({"hidden_size": 8, "intermediate_size": 8, "num_experts": [8], "moe_top_k": 9})", "moe_top_k");
-  expect_error(R"({"hidden_size": 8, "intermediate_size": 8, "num_experts": [8], "moe_router": "x"})", "moe_router");
-  expect_error(R"({"hidden_size": 8, "intermediate_size": 8, "num_experts": [8], "moe_tau": 0})", "moe_tau");
-  expect_error(R"({"hidden_size": 8, "intermediate_size": 8, "num_experts": [8], "moe_router": "relu", "moe_capacity_factor": 1.0})", "moe_capacity_factor");
-  const MoeConfig c = MoeConfig::from_json(nlohmann::json::parse(R"({"hidden_size": 8, "intermediate_size": 16, "num_experts": [20]})"), "C.json");
-  EXPECT_EQ(c.n_ffn(), 16);
-  EXPECT_EQ(c.first_zero(), 19);
-  EXPECT_EQ(c.kind(16), ExpertKind::kConstant);
-  EXPECT_EQ(c.kind(18), ExpertKind::kCopy);
-  EXPECT_TRUE(c.gating_residual);
-}
-
-TEST(LayerConfig, MissingRouterKeysTakeTheReleasedConfigDefaults) {
-  // configuration_moe_plus_plus.py: moe_2layer_gate=True, moe_use_logits_norm=False,
-  // moe_gate_norm_std=1.0, moe_use_mixtral_gating=False, moe_feature_no_mul_topk=False.
-  const MoeConfig c = MoeConfig::from_json(
-      nlohmann::json::parse(R"({"hidden_size": 8, "intermediate_size": 16, "num_experts": [12]})"), "C.json");
-  EXPECT_TRUE(c.two_layer_gate);
-  EXPECT_FALSE(c.logits_norm);
-  EXPECT_EQ(c.gate_norm_std, 1.0f);
-  EXPECT_FALSE(c.mixtral_gating);
-  EXPECT_FALSE(c.no_mul_topk);
-  EXPECT_TRUE(c.scales_input());
-  EXPECT_EQ(c.input_scale(), 2.0f);
-  // moepp's extension keys keep moepp's defaults.
-  EXPECT_EQ(c.top_k, 2);
-  EXPECT_EQ(c.router, RouterKind::kMoepp);
-  EXPECT_TRUE(c.gating_residual);
-  EXPECT_EQ(c.tau, 0.75);
-  EXPECT_FALSE(c.capacity_factor.has_value());
-}
-
-TEST(LayerConfig, InputIsScaledByKOnlyWithoutMixtralGatingAndWithoutNoMulTopk) {
-  MoeConfig c = small_config(RouterKind::kMoepp);
-  c.top_k = 3;
-  for (bool mixtral : {false, true})
-    for (bool no_mul : {false, true}) {
-      c.mixtral_gating = mixtral;
-      c.no_mul_topk = no_mul;
-      EXPECT_EQ(c.scales_input(), !mixtral && !no_mul) << mixtral << no_mul;
-      EXPECT_EQ(c.input_scale(), !mixtral && !no_mul ? 3.0f : 1.0f) << mixtral << no_mul;
-    }
 }
 
 }  // namespace

@@ -373,7 +373,7 @@ uint16_t ref_f16(float f) {
 
 }  // namespace
 
-TEST(Conversions, Bf16KnownValues) {
+TEST(SafetensorsConversions, Bf16KnownValues) {
   EXPECT_EQ(f32_to_bf16(1.0f), 0x3F80);
   EXPECT_EQ(f32_to_bf16(-2.0f), 0xC000);
   EXPECT_EQ(f32_to_bf16(0.0f), 0x0000);
@@ -400,7 +400,7 @@ TEST(Conversions, Bf16KnownValues) {
   EXPECT_EQ(bf16_to_f32(0x0001), from_bits(0x00010000));
 }
 
-TEST(Conversions, Bf16ExhaustiveAndRandom) {
+TEST(SafetensorsConversions, Bf16ExhaustiveAndRandom) {
   for (uint32_t h = 0; h <= 0xFFFF; ++h) {
     const float f = bf16_to_f32(static_cast<uint16_t>(h));
     if (std::isnan(f)) {
@@ -417,7 +417,7 @@ TEST(Conversions, Bf16ExhaustiveAndRandom) {
   }
 }
 
-TEST(Conversions, F16KnownValues) {
+TEST(SafetensorsConversions, F16KnownValues) {
   EXPECT_EQ(f32_to_f16(1.0f), 0x3C00);
   EXPECT_EQ(f32_to_f16(-2.0f), 0xC000);
   EXPECT_EQ(f32_to_f16(-0.0f), 0x8000);
@@ -450,7 +450,7 @@ TEST(Conversions, F16KnownValues) {
   EXPECT_TRUE(std::isnan(f16_to_f32(f32_to_f16(from_bits(0x7F800001)))));  // low-payload NaN stays NaN
 }
 
-TEST(Conversions, F16ExhaustiveAndRandom) {
+TEST(SafetensorsConversions, F16ExhaustiveAndRandom) {
   for (uint32_t h = 0; h <= 0xFFFF; ++h) {
     const float f = f16_to_f32(static_cast<uint16_t>(h));
     if (std::isnan(f)) {

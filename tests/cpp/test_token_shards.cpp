@@ -1,10 +1,10 @@
 // Tests for data/token_shards: writer/reader round trips (uint16 and uint32 ids, bos/eos framing),
 // the exact byte layout of the header, one test per malformed shard (bad magic, version, width,
 // truncation, trailing bytes, id >= vocab...; each a moepp::Error naming the file), the batch
-// sampler's determinism and window contents, the corpus text reader, and `moepp data` on the CLI.
+// sampler's determinism and window contents, and the corpus text reader. `moepp data` on the CLI is
+// test_data_command.cpp.
 #include <gtest/gtest.h>
 
-#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <set>
@@ -270,37 +270,5 @@ TEST_F(TokenShards, ReadTextDocuments) {
   EXPECT_TRUE(read_text_documents(p).empty());
   EXPECT_THROW(read_text_documents(path("none.txt")), Error);
 }
-
-#ifdef MOEPP_BINARY
-TEST_F(TokenShards, CliTokenizeAndInfo) {
-  // Train a tokenizer through the CLI, tokenise two documents, read the shard back.
-  const std::string bin = MOEPP_BINARY;
-  std::string text;
-  for (int i = 0; i < 200; ++i) text += "the whale and the sea and the ship number " + std::to_string(i % 10) + "\n";
-  write_bytes(path("t.txt"), text);
-  write_bytes(path("docs.txt"), "the whale\n\nthe sea and the ship\n");
-  const std::string m = path("tok.model"), out = path("out.txt"), shard = path("t.bin");
-  ASSERT_EQ(std::system((bin + " tokenizer train --input " + path("t.txt") + " --vocab-size 300 --out " + m + " > " +
-                         out + " 2>&1")
-                            .c_str()),
-            0)
-      << read_bytes(out);
-  ASSERT_EQ(std::system((bin + " data tokenize --tokenizer " + m + " --input " + path("docs.txt") + " --out " + shard +
-                         " > " + out + " 2>&1")
-                            .c_str()),
-            0)
-      << read_bytes(out);
-  const TokenShard s(shard);
-  EXPECT_EQ(s.info().n_docs, 2u);
-  EXPECT_EQ(s.info().flags, kShardFlagBos | kShardFlagEos);
-  EXPECT_EQ(s.at(0), 1);
-  EXPECT_EQ(s.at(s.size() - 1), 2);
-  ASSERT_EQ(std::system((bin + " data info --shard " + shard + " > " + out + " 2>&1").c_str()), 0);
-  EXPECT_NE(read_bytes(out).find("2 documents"), std::string::npos) << read_bytes(out);
-  write_bytes(path("junk.bin"), "junk");
-  EXPECT_NE(std::system((bin + " data info --shard " + path("junk.bin") + " > " + out + " 2>&1").c_str()), 0);
-  EXPECT_NE(read_bytes(out).find("junk.bin"), std::string::npos) << read_bytes(out);
-}
-#endif
 
 }  // namespace

@@ -1,10 +1,9 @@
 // Tests for tokenizer/: train a tiny BPE tokenizer on a few KB of generated text (fast), exact
 // encode/decode round trips (byte fallback for characters never seen in training: emoji, CJK,
 // control bytes), the special ids, determinism of training, and the moepp::Error cases (missing or
-// corrupt model, bad inputs, bad ids), plus the `moepp tokenizer` CLI.
+// corrupt model, bad inputs, bad ids). The `moepp tokenizer` CLI is test_tokenizer_command.cpp.
 #include <gtest/gtest.h>
 
-#include <cstdlib>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -12,6 +11,7 @@
 #include "core/error.h"
 #include "tokenizer/tokenizer.h"
 #include "test_util.h"
+#include "tokenizer_fixtures.h"
 
 namespace fs = std::filesystem;
 using moepp::Error;
@@ -20,32 +20,12 @@ using namespace moepp::test;
 
 namespace {
 
-// A few KB of plain English-like text (ASCII only), generated deterministically.
-std::string training_text() {
-  const char* words[] = {"the",   "ship",   "sailed", "across", "a",     "grey",   "sea",   "and",
-                         "whale", "rose",   "from",   "deep",   "water", "while",  "men",   "watched",
-                         "in",    "silence", "of",    "morning", "light", "Captain", "said", "nothing"};
-  const int n = sizeof(words) / sizeof(words[0]);
-  std::string s;
-  uint32_t x = 12345;
-  for (int line = 0; line < 120; ++line) {
-    for (int w = 0; w < 12; ++w) {
-      x = x * 1103515245u + 12345u;
-      if (w) s += ' ';
-      s += words[(x >> 16) % n];
-    }
-    s += (line % 7 == 0) ? ", 1851.\n" : ".\n";
-    if (line % 10 == 9) s += "\n";
-  }
-  return s;
-}
-
 class TokenizerTest : public ::testing::Test {
  protected:
   // One directory for the whole suite: the tokenizer is trained once.
   static void SetUpTestSuite() {
     scratch_ = new ScratchDir("moepp_tok");
-    write_bytes(path("train.txt"), training_text());
+    write_bytes(path("train.txt"), captains_log_text());
     moepp::train_tokenizer({path("train.txt")}, model(), 320);
   }
   static void TearDownTestSuite() {
@@ -193,29 +173,5 @@ TEST_F(TokenizerTest, MoveKeepsModel) {
   Tokenizer b = std::move(a);
   EXPECT_EQ(b.decode(b.encode("grey sea")), "grey sea");
 }
-
-#ifdef MOEPP_BINARY
-TEST_F(TokenizerTest, CliTrainEncodeDecode) {
-  const std::string bin = MOEPP_BINARY;
-  const std::string m = path("cli/tokenizer.model");
-  const std::string out = path("cli_out.txt");
-  ASSERT_EQ(std::system((bin + " tokenizer train --input " + path("train.txt") + " --vocab-size 330 --out " + m +
-                         " > " + out + " 2>&1")
-                            .c_str()),
-            0)
-      << read_bytes(out);
-  ASSERT_EQ(std::system((bin + " tokenizer encode --model " + m + " --text 'the sea' --bos > " + out).c_str()), 0);
-  std::string ids = read_bytes(out);
-  ASSERT_EQ(ids.rfind("1 ", 0), 0u) << ids;
-  while (!ids.empty() && ids.back() == '\n') ids.pop_back();
-  ASSERT_EQ(std::system((bin + " tokenizer decode --model " + m + " --ids '" + ids + "' > " + out).c_str()), 0);
-  EXPECT_EQ(read_bytes(out), "the sea\n");
-  EXPECT_NE(std::system((bin + " tokenizer encode --model " + path("missing.model") + " --text x > " + out +
-                         " 2>&1")
-                            .c_str()),
-            0);
-  EXPECT_NE(read_bytes(out).find("missing.model"), std::string::npos);
-}
-#endif
 
 }  // namespace

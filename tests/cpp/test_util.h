@@ -1,7 +1,8 @@
 // Scaffolding shared by the GoogleTest files (header-only): whole-file byte reads and writes
 // (read_bytes, write_bytes), ScratchDir (a fresh temporary directory, removed with its contents when it
-// goes), the ScratchDirTest fixture (one ScratchDir per test), and seeded random inputs (randn,
-// random_tokens).
+// goes), the ScratchDirTest fixture (one ScratchDir per test), seeded random inputs (randn,
+// random_tokens), and the message of a thrown moepp::Error (error_message). Helpers for some files
+// only are beside it: tiny_models.h, tokenizer_fixtures.h, torch_checkpoint_files.h.
 #pragma once
 
 #include <gtest/gtest.h>

@@ -1,7 +1,7 @@
-// Tests for eval/: the sliding-window arithmetic of `moepp eval ppl` (every position scored once, HF's
-// stop rule, stride == window), log_prob in double, the harness-style split of context and continuation
-// (with a fake one-token-per-character encoder and a merging one), truncation bookkeeping, argmax and
-// acc_norm predictions, the standard errors, and the JSONL task reader's errors (file:line and field).
+// Unit tests of multiple-choice evaluation (src/eval/multiple_choice): the harness-style split of
+// context and continuation (with a fake one-token-per-character encoder and a merging one), truncation
+// bookkeeping, argmax and acc_norm predictions, the standard errors, and the JSONL task reader's items
+// and errors (file:line and field).
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -9,36 +9,17 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/error.h"
-#include "eval/log_prob.h"
 #include "eval/multiple_choice.h"
-#include "eval/perplexity.h"
 
 namespace fs = std::filesystem;
 using moepp::Error;
 using namespace moepp::eval;
 
 namespace {
-
-// Every position in [1, n) is scored exactly once, windows are at most `window` long and in order.
-void expect_covering(int64_t n, int64_t window, int64_t stride) {
-  const std::vector<Window> ws = sliding_windows(n, window, stride);
-  ASSERT_FALSE(ws.empty());
-  std::vector<int> seen(static_cast<size_t>(n), 0);
-  for (size_t i = 0; i < ws.size(); ++i) {
-    const Window& w = ws[i];
-    EXPECT_EQ(w.begin, static_cast<int64_t>(i) * stride) << n << " " << window << " " << stride;
-    EXPECT_LE(w.end - w.begin, window);
-    EXPECT_GT(w.score_from, w.begin);
-    EXPECT_LT(w.score_from, w.end);
-    for (int64_t p = w.score_from; p < w.end; ++p) ++seen[static_cast<size_t>(p)];
-  }
-  EXPECT_EQ(ws.back().end, n);
-  EXPECT_EQ(seen[0], 0);
-  for (int64_t p = 1; p < n; ++p) EXPECT_EQ(seen[static_cast<size_t>(p)], 1) << "position " << p;
-}
 
 std::vector<int32_t> char_encoder(std::string_view s) {  // one token per byte
   return std::vector<int32_t>(s.begin(), s.end());
@@ -58,7 +39,7 @@ std::vector<int32_t> merging_encoder(std::string_view s) {
   return out;
 }
 
-class TaskFile : public ::testing::Test {
+class ReadMcTasks : public ::testing::Test {
  protected:
   void SetUp() override {
     static int counter = 0;
@@ -85,72 +66,6 @@ class TaskFile : public ::testing::Test {
 };
 
 }  // namespace
-
-TEST(SlidingWindows, HfExample) {
-  // n = 10, window 4, stride 2: [0,4) scores 1..3, [2,6) scores 4..5, [4,8) 6..7, [6,10) 8..9.
-  const std::vector<Window> ws = sliding_windows(10, 4, 2);
-  ASSERT_EQ(ws.size(), 4u);
-  const int64_t want[4][3] = {{0, 4, 1}, {2, 6, 4}, {4, 8, 6}, {6, 10, 8}};
-  for (size_t i = 0; i < 4; ++i) {
-    EXPECT_EQ(ws[i].begin, want[i][0]);
-    EXPECT_EQ(ws[i].end, want[i][1]);
-    EXPECT_EQ(ws[i].score_from, want[i][2]);
-  }
-}
-
-TEST(SlidingWindows, StopsAtTheWindowReachingTheEnd) {
-  // n = 9, window 8, stride 4: [0,8) then [4,9) reaches the end; no third window at 8.
-  const std::vector<Window> ws = sliding_windows(9, 8, 4);
-  ASSERT_EQ(ws.size(), 2u);
-  EXPECT_EQ(ws[1].begin, 4);
-  EXPECT_EQ(ws[1].score_from, 8);
-  EXPECT_EQ(ws[1].scored(), 1);
-  // Shorter than one window: one window scoring everything but the first token.
-  const std::vector<Window> one = sliding_windows(5, 64, 32);
-  ASSERT_EQ(one.size(), 1u);
-  EXPECT_EQ(one[0].end, 5);
-  EXPECT_EQ(one[0].scored(), 4);
-}
-
-TEST(SlidingWindows, EveryPositionOnce) {
-  for (int64_t n : {2, 3, 7, 64, 65, 100, 257})
-    for (int64_t window : {2, 3, 8, 64})
-      for (int64_t stride = 1; stride < window; stride += std::max<int64_t>(1, window / 5))
-        expect_covering(n, window, stride);
-}
-
-TEST(SlidingWindows, StrideEqualsWindowSkipsWindowStarts) {
-  // Non-overlapping windows: the first token of each window has no context and is not scored;
-  // a last window of one token would score nothing and is skipped.
-  const std::vector<Window> ws = sliding_windows(9, 4, 4);
-  ASSERT_EQ(ws.size(), 2u);
-  EXPECT_EQ(ws[0].scored(), 3);
-  EXPECT_EQ(ws[1].begin, 4);
-  EXPECT_EQ(ws[1].score_from, 5);
-  EXPECT_EQ(ws[1].end, 8);
-  const std::vector<Window> ws2 = sliding_windows(10, 4, 4);
-  ASSERT_EQ(ws2.size(), 3u);
-  EXPECT_EQ(ws2[2].scored(), 1);
-}
-
-TEST(SlidingWindows, BadArguments) {
-  EXPECT_THROW(sliding_windows(1, 4, 2), Error);
-  EXPECT_THROW(sliding_windows(10, 1, 1), Error);
-  EXPECT_THROW(sliding_windows(10, 4, 0), Error);
-  EXPECT_THROW(sliding_windows(10, 4, 5), Error);
-}
-
-TEST(LogProb, MatchesLogSoftmaxAndIsStable) {
-  const float logits[3] = {1.0f, 2.0f, 3.0f};
-  const double z = std::log(std::exp(1.0) + std::exp(2.0) + std::exp(3.0));
-  EXPECT_NEAR(log_prob(logits, 3, 0), 1.0 - z, 1e-12);
-  EXPECT_NEAR(log_prob(logits, 3, 2), 3.0 - z, 1e-12);
-  const float big[2] = {1000.0f, 1000.0f};
-  EXPECT_NEAR(log_prob(big, 2, 1), -std::log(2.0), 1e-12);
-  EXPECT_THROW(log_prob(logits, 3, 3), Error);
-  EXPECT_THROW(log_prob(logits, 3, -1), Error);
-  EXPECT_NEAR(bits_per_byte(std::log(2.0) * 10, 5), 2.0, 1e-12);
-}
 
 TEST(EncodePair, TrailingWhitespaceMovesToTheContinuation) {
   EncodedPair p = encode_pair(char_encoder, "ab  ", "c");
@@ -236,7 +151,7 @@ TEST(Summarize, MeansAndStandardErrors) {
   EXPECT_TRUE(std::isnan(one.acc_stderr));
 }
 
-TEST_F(TaskFile, ReadsItemsSkippingBlankLinesAndExtraKeys) {
+TEST_F(ReadMcTasks, ReadsItemsSkippingBlankLinesAndExtraKeys) {
   write(
       "{\"context\": \"Q\", \"choices\": [\" a\", \" b\"], \"gold\": 1, \"id\": 7}\n\n"
       "{\"context\": \"\", \"choices\": [\"x\", \"y\", \"z\"], \"gold\": 0}\r\n");
@@ -250,7 +165,7 @@ TEST_F(TaskFile, ReadsItemsSkippingBlankLinesAndExtraKeys) {
   EXPECT_EQ(read_mc_tasks(path_, 1).size(), 1u);
 }
 
-TEST_F(TaskFile, ErrorsNameFileLineAndField) {
+TEST_F(ReadMcTasks, ErrorsNameFileLineAndField) {
   const std::string good = "{\"context\": \"Q\", \"choices\": [\" a\", \" b\"], \"gold\": 0}\n";
   struct Case {
     std::string text, needle;
@@ -281,7 +196,7 @@ TEST_F(TaskFile, ErrorsNameFileLineAndField) {
   EXPECT_THROW(read_mc_tasks(path_ + ".missing"), Error);
 }
 
-TEST_F(TaskFile, LimitStillValidatesEveryLine) {
+TEST_F(ReadMcTasks, LimitStillValidatesEveryLine) {
   const std::string good = "{\"context\": \"Q\", \"choices\": [\" a\", \" b\"], \"gold\": 0}\n";
   write(good + good + "{\"context\": \"Q\", \"choices\": [\" a\", \" b\"], \"gold\": 5}\n");
   try {

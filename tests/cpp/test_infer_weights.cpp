@@ -1,7 +1,7 @@
-// Unit tests of BF16 weights read in place from a memory-mapped safetensors file
-// (WeightMatrix::bf16_view, InferWeights::load over a shared WeightSource): no copy is made, the decoder
-// gives bit for bit the logits of the copying load, the mapping outlives the source handle, and
-// misaligned or F32-stored tensors fall back to (or refuse) the view.
+// Unit tests of InferWeights (src/infer/infer_weights) loading BF16 weights in place from a
+// memory-mapped safetensors file (InferWeights::load over a shared WeightSource): no copy is made, the
+// decoder gives bit for bit the logits of the copying load, the mapping outlives the source handle,
+// and F32-stored tensors or other dtypes are converted instead.
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -9,7 +9,6 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
-#include "core/error.h"
 #include "infer/decoder.h"
 #include "infer/infer_weights.h"
 #include "model/checkpoint.h"
@@ -50,7 +49,7 @@ std::vector<float> logits_of(const ModelConfig& cfg, InferWeights w, const std::
   return logits.data;
 }
 
-TEST(WeightMapping, Bf16CheckpointIsReadInPlaceWithTheSameLogits) {
+TEST(InferWeights, Bf16CheckpointIsReadInPlaceWithTheSameLogits) {
   const test::ScratchDir tmp("weight_mapping");
   const ModelConfig cfg = small_config();
   write_checkpoint(tmp.dir().string(), cfg, io::DType::kBF16);
@@ -79,7 +78,7 @@ TEST(WeightMapping, Bf16CheckpointIsReadInPlaceWithTheSameLogits) {
   EXPECT_EQ(a, b);  // bit for bit
 }
 
-TEST(WeightMapping, F32CheckpointAndOtherDtypesAreConverted) {
+TEST(InferWeights, F32CheckpointAndOtherDtypesAreConverted) {
   const test::ScratchDir tmp("weight_mapping");
   const ModelConfig cfg = small_config();
   write_checkpoint(tmp.dir().string(), cfg, io::DType::kF32);
@@ -87,20 +86,6 @@ TEST(WeightMapping, F32CheckpointAndOtherDtypesAreConverted) {
   EXPECT_EQ(InferWeights::load(cfg, src, WeightDType::kBF16).mapped_bytes(), 0u);  // F32 stored: converted
   EXPECT_EQ(InferWeights::load(cfg, src, WeightDType::kF32).mapped_bytes(), 0u);
   EXPECT_EQ(InferWeights::load(cfg, src, WeightDType::kInt8).mapped_bytes(), 0u);
-}
-
-TEST(WeightMapping, ViewsMustBeAlignedAndNonEmpty) {
-  std::vector<uint16_t> data(7, 0x3f80);  // 1.0f in BF16
-  const auto owner = std::make_shared<std::vector<uint16_t>>(data);
-  const WeightMatrix m = WeightMatrix::bf16_view(owner->data(), 1, 7, owner);
-  std::vector<float> row(7);
-  m.row_f32(0, row.data());
-  EXPECT_EQ(row, std::vector<float>(7, 1.0f));
-  EXPECT_EQ(m.bytes(), 0u);
-  EXPECT_EQ(m.mapped_bytes(), 14u);
-  const auto* odd = reinterpret_cast<const uint8_t*>(owner->data()) + 1;
-  EXPECT_THROW(WeightMatrix::bf16_view(odd, 1, 6, owner), Error);
-  EXPECT_THROW(WeightMatrix::bf16_view(owner->data(), 0, 7, owner), Error);
 }
 
 }  // namespace

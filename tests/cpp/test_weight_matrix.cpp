@@ -1,0 +1,85 @@
+// Unit tests of WeightMatrix (src/infer/weight_matrix): products in F32/BF16/INT8 on both the
+// streaming and the sgemm path against the dequantised weights, the dtype names, and BF16 views of
+// memory the matrix does not own (bf16_view: aligned and non-empty only).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "core/error.h"
+#include "infer/weight_matrix.h"
+#include "test_util.h"
+
+namespace moepp {
+namespace {
+
+using namespace test;
+
+class WeightMatrixTest : public ::testing::TestWithParam<std::tuple<WeightDType, int64_t>> {};
+
+TEST_P(WeightMatrixTest, MatchesDequantisedReference) {
+  const auto [dt, M] = GetParam();
+  const int64_t O = 83, I = 101;  // not multiples of 8: tails on both paths
+  std::mt19937 rng(7);
+  const std::vector<float> w = randn(O * I, rng, 0.1f), x = randn(M * I, rng);
+  const WeightMatrix wm = WeightMatrix::from_f32(w.data(), O, I, dt);
+  ASSERT_EQ(wm.rows(), O);
+  ASSERT_EQ(wm.cols(), I);
+  std::vector<float> deq(O * I);
+  for (int64_t o = 0; o < O; ++o) wm.row_f32(o, deq.data() + o * I);
+  // Storage error bounds: BF16 relative 2^-8; INT8 half a step of the row's scale.
+  for (int64_t o = 0; o < O; ++o) {
+    float amax = 0;
+    for (int64_t j = 0; j < I; ++j) amax = std::max(amax, std::fabs(w[o * I + j]));
+    for (int64_t j = 0; j < I; ++j) {
+      const float e = std::fabs(deq[o * I + j] - w[o * I + j]);
+      const float bound = dt == WeightDType::kF32    ? 0.0f
+                          : dt == WeightDType::kBF16 ? std::fabs(w[o * I + j]) / 256.0f
+                                                     : amax / 127.0f * 0.5f + 1e-7f;
+      ASSERT_LE(e, bound) << "o=" << o << " j=" << j;
+    }
+  }
+  std::vector<float> out(M * O, 1.0f), acc(M * O, 1.0f);
+  wm.matmul(out.data(), x.data(), M);
+  wm.matmul(acc.data(), x.data(), M, /*accumulate=*/true);
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t o = 0; o < O; ++o) {
+      double ref = 0;
+      for (int64_t j = 0; j < I; ++j) ref += static_cast<double>(deq[o * I + j]) * x[m * I + j];
+      ASSERT_NEAR(out[m * O + o], ref, 1e-4) << "m=" << m << " o=" << o;
+      ASSERT_NEAR(acc[m * O + o], ref + 1.0, 1e-4) << "m=" << m << " o=" << o;
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllPaths, WeightMatrixTest,
+                         ::testing::Combine(::testing::Values(WeightDType::kF32, WeightDType::kBF16, WeightDType::kInt8),
+                                            ::testing::Values<int64_t>(1, 3, 5, 8, 9, 70)));
+
+TEST(WeightMatrix, ParsesDtypeNames) {
+  EXPECT_EQ(parse_weight_dtype("bf16"), WeightDType::kBF16);
+  EXPECT_EQ(std::string(weight_dtype_name(WeightDType::kInt8)), "int8");
+  EXPECT_THROW(parse_weight_dtype("fp8"), Error);
+}
+
+TEST(WeightMatrix, ViewsMustBeAlignedAndNonEmpty) {
+  std::vector<uint16_t> data(7, 0x3f80);  // 1.0f in BF16
+  const auto owner = std::make_shared<std::vector<uint16_t>>(data);
+  const WeightMatrix m = WeightMatrix::bf16_view(owner->data(), 1, 7, owner);
+  std::vector<float> row(7);
+  m.row_f32(0, row.data());
+  EXPECT_EQ(row, std::vector<float>(7, 1.0f));
+  EXPECT_EQ(m.bytes(), 0u);
+  EXPECT_EQ(m.mapped_bytes(), 14u);
+  const auto* odd = reinterpret_cast<const uint8_t*>(owner->data()) + 1;
+  EXPECT_THROW(WeightMatrix::bf16_view(odd, 1, 6, owner), Error);
+  EXPECT_THROW(WeightMatrix::bf16_view(owner->data(), 0, 7, owner), Error);
+}
+
+}  // namespace
+}  // namespace moepp
