@@ -213,9 +213,9 @@ TEST(ParseCompletionRequest, RejectsWrongTypesAndOutOfRangeValuesNamingTheField)
       {false, {{"prompt", {"a", "b"}}}, "prompt", "only one prompt per request"},
       {false, {{"prompt", {{1}, {2}}}}, "prompt", "only one prompt per request"},
       {false, {{"prompt", {json::array()}}}, "prompt", "the list of token ids is empty"},
-      {false, {{"prompt", {1, -1}}}, "prompt", "token ids must be non-negative integers"},
-      {false, {{"prompt", {1, 2.5}}}, "prompt", "token ids must be non-negative integers"},
-      {false, {{"prompt", {1, 2147483648}}}, "prompt", "token ids must be non-negative integers"},
+      // Ids are only converted here; their range is checked once, by Engine::submit (engine.h).
+      {false, {{"prompt", {1, 2.5}}}, "prompt", "token ids must be integers (32-bit)"},
+      {false, {{"prompt", {1, 2147483648}}}, "prompt", "token ids must be integers (32-bit)"},
       {true, {{"max_tokens", 3}}, "messages", "'messages' is a required property"},
       {true, {{"messages", json::array()}}, "messages", "'messages' must be a non-empty list"},
       {true, {{"messages", "Hello"}}, "messages", "'messages' must be a non-empty list"},

@@ -13,8 +13,10 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/half_float.h"
 #include "io/safetensors.h"
 #include "io/torch_checkpoint.h"
+#include "io/zip_archive.h"
 #include "test_util.h"
 
 namespace moepp::test {
@@ -211,7 +213,7 @@ inline std::string floats(const std::vector<float>& v) {
 }
 inline std::string bf16s(const std::vector<float>& v) {
   std::string s;
-  for (float f : v) put16(s, io::f32_to_bf16(f));
+  for (float f : v) put16(s, f32_to_bf16(f));
   return s;
 }
 
