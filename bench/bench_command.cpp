@@ -1,9 +1,10 @@
-// `moepp bench …`: registration of the benchmark subcommands (gemm, layer, train) on the CLI.
+// `moepp bench …`: registration of the benchmark subcommands (gemm, layer, train, infer, ep) on the CLI.
 #include <memory>
 #include <string>
 
 #include "cli/commands.h"
 #include "core/error.h"
+#include "ep_bench.h"
 #include "gemm_bench.h"
 #include "infer_bench.h"
 #include "layer_bench.h"
@@ -90,6 +91,21 @@ void register_bench_command(CLI::App& app) {
   infer->add_option("--zc-fraction", inf->zc_fraction, "MoE++: target share of slots on zero-computation experts")
       ->capture_default_str();
   infer->callback([inf] { check_status("bench infer", run_infer_bench(*inf)); });
+
+  // mpirun -np N moepp bench ep [--cases LIST] [--fractions LIST] [--tokens T] [--reps N]
+  auto ep = std::make_shared<EpBenchOptions>();
+  CLI::App* epc = bench->add_subcommand(
+      "ep", "The MoE layer under expert parallelism (run under mpirun): vanilla vs MoE++, time and bytes exchanged");
+  epc->add_option("--cases", ep->cases, "Comma list of layer shapes (see bench layer), or all")->capture_default_str();
+  epc->add_option("--fractions", ep->fractions, "Comma list of MoE++ FFN slot fractions")->capture_default_str();
+  epc->add_option("--tokens", ep->tokens, "Tokens per rank")->capture_default_str();
+  epc->add_option("--reps", ep->reps, "Repetitions (interleaved vanilla / MoE++); medians are reported")
+      ->capture_default_str();
+  epc->callback([ep] {
+    if (ep->reps < 1) throw Error("bench ep: --reps must be >= 1 (got " + std::to_string(ep->reps) + ")");
+    if (ep->tokens < 1) throw Error("bench ep: --tokens must be >= 1 (got " + std::to_string(ep->tokens) + ")");
+    check_status("bench ep", run_ep_bench(*ep, job_comm()));
+  });
 }
 
 }  // namespace moepp::cli

@@ -18,6 +18,7 @@
 
 #include <omp.h>
 
+#include "bench_env.h"
 #include "core/error.h"
 #include "infer/decoder.h"
 #include "io/weight_source.h"
@@ -188,15 +189,14 @@ int run_infer_bench(const InferBenchOptions& o) {
     check(v == "moe" || v == "moepp", "bench infer: unknown variant '" + v + "' (expected moe or moepp)");
     variants.push_back(v == "moepp");
   }
-  // llama.cpp on this machine type for the vanilla shape (issue 4): pp512 / tg128 tokens/s.
-  const std::map<std::string, std::pair<double, double>> llama_cpp = {{"f32", {158.0, 30.0}}, {"int8", {215.0, 72.0}}};
   const int64_t max_pos = o.prompt + o.gen;
   std::mt19937 rng(1);
   std::vector<int32_t> prompt(o.prompt);
   for (int32_t& t : prompt) t = static_cast<int32_t>(rng() % o.vocab);
 
   std::map<std::string, Result> vanilla;
-  nlohmann::json summary = {{"bench", "infer_summary"}, {"threads", omp_get_max_threads()}};
+  nlohmann::json summary = {{"bench", "infer_summary"}};
+  summary.update(bench_environment());
   for (bool moepp : variants) {
     const ModelConfig cfg = make_config(o, moepp, max_pos);
     RandomWeights src(cfg);
@@ -238,15 +238,9 @@ int run_infer_bench(const InferBenchOptions& o) {
                           {"prefill_tokens_per_s", r.prefill_tps},
                           {"decode_tokens_per_s", r.decode_tps},
                           {"zc_slot_share", r.zc_share}};
+      j.update(bench_environment());
       if (!moepp) {
         vanilla[dn] = r;
-        if (llama_cpp.count(dn)) {
-          const auto [pp, tg] = llama_cpp.at(dn);
-          j["llama_cpp_pp512"] = pp;
-          j["llama_cpp_tg128"] = tg;
-          j["prefill_vs_llama_cpp"] = r.prefill_tps / pp;
-          j["decode_vs_llama_cpp"] = r.decode_tps / tg;
-        }
       } else if (vanilla.count(dn)) {
         j["prefill_speedup_vs_moe"] = r.prefill_tps / vanilla[dn].prefill_tps;
         j["decode_speedup_vs_moe"] = r.decode_tps / vanilla[dn].decode_tps;

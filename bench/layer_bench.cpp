@@ -16,36 +16,15 @@
 
 #include "core/error.h"
 #include "core/gemm.h"
+#include "bench_env.h"
 #include "json_command.h"
+#include "layer_cases.h"
 #include "moe/ffn_experts.h"
 #include "moe/moe_layer.h"
 #include "moe/router.h"
 
 namespace moepp {
 namespace {
-
-struct ShapeCase {
-  std::string name;
-  int64_t d, i, n_ffn, n_zero, n_copy, n_const;
-};
-
-const std::vector<ShapeCase>& all_shapes() {
-  static const std::vector<ShapeCase> shapes = {
-      {"768x2048-8+4", 768, 2048, 8, 1, 1, 2},
-      {"768x2048-16+4", 768, 2048, 16, 1, 1, 2},
-      {"768x2048-32+8", 768, 2048, 32, 1, 1, 6},
-      {"1536x4096-16+4", 1536, 4096, 16, 1, 1, 2},
-  };
-  return shapes;
-}
-
-std::vector<std::string> split(const std::string& s) {
-  std::vector<std::string> r;
-  std::stringstream ss(s);
-  for (std::string item; std::getline(ss, item, ',');)
-    if (!item.empty()) r.push_back(item);
-  return r;
-}
 
 double now_ms() {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
@@ -61,48 +40,6 @@ double best_ms(int reps, F&& f) {
     best = std::min(best, now_ms() - t0);
   }
   return best;
-}
-
-MoeConfig make_config(const ShapeCase& s, bool moepp) {
-  MoeConfig c;
-  c.hidden = s.d;
-  c.intermediate = s.i;
-  c.router = moepp ? RouterKind::kMoepp : RouterKind::kTopK;
-  c.n_zero = moepp ? s.n_zero : 0;
-  c.n_copy = moepp ? s.n_copy : 0;
-  c.n_constant = moepp ? s.n_const : 0;
-  c.n_experts = s.n_ffn + c.n_zc();
-  c.gating_residual = false;  // layer 0
-  // The released 7B checkpoint's router flags (spec §5), not the released config class's defaults.
-  c.two_layer_gate = false;
-  c.logits_norm = true;
-  c.no_mul_topk = true;
-  c.validate("bench");
-  return c;
-}
-
-// Fraction of slots that reach FFN experts with bias b on the zero-computation experts.
-double ffn_fraction(const MoeConfig& c, MoeParams& p, const Tensor& x, float b) {
-  for (int64_t e = c.n_ffn(); e < c.n_experts; ++e) p.wg.data[e * c.hidden] = b;
-  MoeForwardState st;
-  st.resize(c, x.shape[0]);
-  router_logits_forward(st.z.ptr(), nullptr, x.ptr(), nullptr, p, c, st.T);
-  router_select_forward(st.ids.data(), st.w.data(), st.kept.data(), st.s.ptr(), st.p.ptr(), st.sigma.data(),
-                        st.norm.data(), st.z.ptr(), c, st.T);
-  int64_t ffn = 0;
-  for (int32_t id : st.ids) ffn += id < c.n_ffn();
-  return static_cast<double>(ffn) / static_cast<double>(st.ids.size());
-}
-
-float bias_for_fraction(const MoeConfig& c, MoeParams& p, const Tensor& x, double target) {
-  if (target >= 1.0) return -100.0f;
-  float lo = -100.0f, hi = 100.0f;  // fraction(lo) ~ 1, fraction(hi) ~ 0
-  for (int it = 0; it < 40; ++it) {
-    const float mid = 0.5f * (lo + hi);
-    if (ffn_fraction(c, p, x, mid) > target) lo = mid;
-    else hi = mid;
-  }
-  return 0.5f * (lo + hi);
 }
 
 struct Timing {
@@ -158,27 +95,8 @@ nlohmann::json run_torch(const ShapeCase& s, bool moepp, double fraction, int to
 int run_layer_bench(const LayerBenchOptions& opt) {
   check(opt.reps >= 1, "bench layer: --reps must be >= 1");
   check(opt.tokens >= 1, "bench layer: --tokens must be >= 1");
-  std::vector<ShapeCase> shapes;
-  if (opt.cases == "all") {
-    shapes = all_shapes();
-  } else {
-    for (const std::string& name : split(opt.cases)) {
-      auto it = std::find_if(all_shapes().begin(), all_shapes().end(), [&](const ShapeCase& s) { return s.name == name; });
-      check(it != all_shapes().end(), "bench layer: unknown case '" + name + "'");
-      shapes.push_back(*it);
-    }
-  }
-  std::vector<double> fractions;
-  for (const std::string& f : split(opt.fractions)) {
-    double v = 0;
-    try {
-      v = std::stod(f);
-    } catch (...) {
-      throw Error("bench layer: --fractions: '" + f + "' is not a number");
-    }
-    check(v > 0.0 && v <= 1.0, "bench layer: --fractions must be in (0, 1]");
-    fractions.push_back(v);
-  }
+  const std::vector<ShapeCase> shapes = shapes_named(opt.cases, "bench layer");
+  const std::vector<double> fractions = fractions_named(opt.fractions, "bench layer");
   const int T = opt.tokens;
   for (const ShapeCase& s : shapes) {
     const MoeConfig vc = make_config(s, false), pc = make_config(s, true);
@@ -241,6 +159,7 @@ int run_layer_bench(const LayerBenchOptions& opt) {
           r["moe_vs_torch_fwd_bwd"] = torch_moe["fwd_bwd_ms"].get<double>() / vt.fwd_bwd_ms;
         }
       }
+      r.update(bench_environment());
       if (opt.json) {
         std::printf("%s\n", r.dump().c_str());
       } else {

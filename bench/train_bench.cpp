@@ -18,6 +18,7 @@
 #include <sstream>
 #include <vector>
 
+#include "bench_env.h"
 #include "core/error.h"
 #include "core/gemm.h"
 #include "core/profile.h"
@@ -233,6 +234,7 @@ int run_train_bench(const TrainBenchOptions& opt) {
       r["torch_error"] = "bench/torch_train_eager.py failed (run it by hand to see why)";
     }
   }
+  r.update(bench_environment());
   std::printf("%s\n", r.dump().c_str());
   std::fflush(stdout);
   return 0;

@@ -4,7 +4,13 @@
 
 #include <CLI/CLI.hpp>
 
+#include "comm/comm.h"
+
 namespace moepp::cli {
+
+// The job's processes (comm/world.h): one process, or every rank under mpirun. Set by main before any
+// subcommand runs.
+Comm& job_comm();
 
 void register_layer_command(CLI::App& app);  // moepp layer   (cli/layer_command.cpp)
 void register_bench_command(CLI::App& app);  // moepp bench … (bench/bench_command.cpp)

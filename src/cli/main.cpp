@@ -1,16 +1,60 @@
 // moepp command line: one binary, one subcommand per job. Errors from bad input are printed as
-// "moepp: error: ..." with exit code 1; CLI usage errors exit with CLI11's code.
+// "moepp: error: ..." with exit code 1; CLI usage errors exit with CLI11's code. Under mpirun every
+// rank runs the same command; an error on any rank is printed with its rank and ends every rank of
+// the job (exit code 1), so that no rank waits forever in a collective.
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
 #include <exception>
 
+#include <memory>
+#include <string>
+
 #include "cli/commands.h"
+#include "comm/world.h"
 #include "core/error.h"
 #include "core/heap.h"
 
+namespace moepp::cli {
+namespace {
+Comm* g_job = nullptr;
+}  // namespace
+
+Comm& job_comm() { return *g_job; }
+
+}  // namespace moepp::cli
+
+namespace {
+
+// Prints the error; under mpirun, with the rank, and ends the whole job.
+int fail(moepp::World& world, const char* what) {
+  if (world.distributed()) {
+    std::fprintf(stderr, "moepp: error (rank %d of %d): %s\n", world.comm().rank(), world.comm().size(), what);
+    std::fflush(stderr);
+    world.comm().abort(1);
+  }
+  std::fprintf(stderr, "moepp: error: %s\n", what);
+  return 1;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   moepp::keep_freed_memory_in_heap();
+  std::unique_ptr<moepp::World> world;
+  try {
+    world = std::make_unique<moepp::World>(&argc, &argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "moepp: error: %s\n", e.what());
+    return 1;
+  }
+  moepp::cli::g_job = &world->comm();
+  // Under mpirun only the commands that split their work over the ranks may run; any other would run
+  // N copies of the same job (and write the same files).
+  const bool multi_process_command = argc >= 3 && std::string(argv[1]) == "bench" && std::string(argv[2]) == "ep";
+  if (world->distributed() && !multi_process_command)
+    return fail(*world, "under mpirun only `moepp bench ep` runs (multi-process train, generate, eval and serve are "
+                        "not implemented yet); run other commands as one process");
   CLI::App app{"moepp: train, evaluate and serve MoE++ (zero-computation experts) models on CPU"};
   app.require_subcommand(1);
   moepp::cli::register_layer_command(app);
@@ -27,13 +71,11 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
-  } catch (const moepp::Error& e) {
-    std::fprintf(stderr, "moepp: error: %s\n", e.what());
-    return 1;
+    const int code = app.exit(e);
+    if (code != 0 && world->distributed()) world->comm().abort(code);
+    return code;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "moepp: error: %s\n", e.what());
-    return 1;
+    return fail(*world, e.what());
   }
   return 0;
 }

@@ -41,6 +41,20 @@ struct RouterActivations {
   const float* norm = nullptr;    // [T] renormalisation sums (moepp / topk / adamoe without mixtral)
 };
 
+// What an expert-parallel block exchanged (expert_parallel.h), kept for its backward and counted for
+// the measurements: rows per peer, the received rows grouped by this rank's experts, their activations.
+struct ExpertExchange {
+  std::vector<int64_t> send_rows, recv_rows;  // [group size] rows to / from each peer
+  std::vector<int64_t> recv_offset;           // [group size + 1] start of each peer's rows in recv order
+  std::vector<int64_t> local_offset;          // [experts of this rank + 1] rows of each, expert-major
+  std::vector<int64_t> perm;                  // [received rows] expert-major row -> its row in recv order
+  Tensor x_local, h_local, a_local;           // [received rows, D / 2I / I] owner-side inputs, activations
+  Tensor buf_a, buf_b;                        // exchange buffers
+  // Counters of the last forward and backward (rows to / from other ranks; bytes = rows * D * 4).
+  int64_t fwd_rows_out = 0, fwd_rows_in = 0, bwd_rows_out = 0, bwd_rows_in = 0;
+  double fwd_comm_s = 0.0, bwd_comm_s = 0.0;
+};
+
 struct MoeForwardState {
   int64_t T = 0;  // tokens
   int64_t W = 0;  // slot width per token: K, or E for the ReLU router
@@ -71,6 +85,9 @@ struct MoeForwardState {
   Tensor ffn_h;                      // [rows, 2I] x_in · up^T (gate | up)
   Tensor ffn_a;                      // [rows, I]  silu(g) * u
   Tensor ffn_o;                      // [rows, D]  expert output (unweighted)
+
+  // Expert-parallel executors only; mutable: the backward reuses its buffers as scratch.
+  mutable ExpertExchange ep;
 
   // Balance loss (training mode).
   std::vector<float> select_frac;  // [E] fraction of tokens selecting each expert (f_i)

@@ -9,13 +9,12 @@
 #include <vector>
 
 #include "comm/comm.h"
-#include "comm/world.h"
 #include "core/error.h"
+#include "mpi_test_env.h"
 
 namespace moepp {
 namespace {
 
-Comm* g_comm = nullptr;
 
 // A row's value: where it comes from and where it goes, so a misplaced row is seen.
 float row_value(int from, int to, int64_t row, int64_t j) {
@@ -26,7 +25,7 @@ float row_value(int from, int to, int64_t row, int64_t j) {
 using Pattern = int64_t (*)(int from, int to, int size);
 
 void exchange_and_check(Pattern rows_of, int64_t width) {
-  Comm& c = *g_comm;
+  Comm& c = world_comm();
   const int P = c.size(), me = c.rank();
   std::vector<int64_t> send_counts(P), all(static_cast<size_t>(P) * P), recv_counts(P);
   for (int p = 0; p < P; ++p) send_counts[p] = rows_of(me, p, P);
@@ -53,7 +52,7 @@ void exchange_and_check(Pattern rows_of, int64_t width) {
 }
 
 TEST(Comm, AllgatherInRankOrder) {
-  Comm& c = *g_comm;
+  Comm& c = world_comm();
   const int64_t mine[3] = {c.rank(), 10 * c.rank(), -1};
   std::vector<int64_t> out(3 * c.size());
   c.allgather(out.data(), mine, 3);
@@ -86,7 +85,7 @@ TEST(Comm, AllToAllNothingAtAll) {
 }
 
 TEST(Comm, AllreduceAndBroadcast) {
-  Comm& c = *g_comm;
+  Comm& c = world_comm();
   std::vector<float> f = {1.0f, static_cast<float>(c.rank())};
   std::vector<double> d = {0.5, static_cast<double>(c.rank() * c.rank())};
   c.allreduce_sum(f.data(), 2);
@@ -103,7 +102,7 @@ TEST(Comm, AllreduceAndBroadcast) {
 }
 
 TEST(Comm, SplitIntoGroups) {
-  Comm& c = *g_comm;
+  Comm& c = world_comm();
   // Groups of two consecutive ranks (expert-parallel groups), and the ranks of equal position in them
   // (data-parallel groups).
   std::unique_ptr<Comm> ep = c.split(c.rank() / 2, c.rank());
@@ -117,7 +116,7 @@ TEST(Comm, SplitIntoGroups) {
 }
 
 TEST(Comm, CountsAtIntMaxAreRefusedBeforeSending) {
-  Comm& c = *g_comm;
+  Comm& c = world_comm();
   std::vector<int64_t> counts(c.size(), 0), recv(c.size(), 0);
   counts[0] = INT_MAX;
   recv[0] = c.rank() == 0 ? INT_MAX : 0;
@@ -135,20 +134,3 @@ TEST(Comm, CountsAtIntMaxAreRefusedBeforeSending) {
 }  // namespace
 }  // namespace moepp
 
-int main(int argc, char** argv) {
-  moepp::World world(&argc, &argv);
-  moepp::g_comm = &world.comm();
-  ::testing::InitGoogleTest(&argc, argv);
-  // Only rank 0 prints gtest's report; every rank's result decides the exit code.
-  if (world.comm().rank() != 0) {
-    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-  }
-  const int rc = RUN_ALL_TESTS();
-  int64_t failed = rc != 0, all = 0;
-  std::vector<int64_t> each(world.comm().size());
-  world.comm().allgather(each.data(), &failed, 1);
-  for (int64_t f : each) all += f;
-  if (world.comm().rank() == 0 && all > 0) std::fprintf(stderr, "%lld rank(s) failed\n", static_cast<long long>(all));
-  return all > 0 ? 1 : 0;
-}

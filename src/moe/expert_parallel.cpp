@@ -1,0 +1,134 @@
+// ExpertParallelFfn (see expert_parallel.h): gather -> counts -> all-to-all -> expert-major order ->
+// grouped GEMMs -> back to sender order -> all-to-all back; the backward the same way.
+#include "moe/expert_parallel.h"
+
+#include <chrono>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "moe/ffn_experts.h"
+
+namespace moepp {
+namespace {
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// Rows exchanged with other ranks (not counting this rank's rows to itself).
+int64_t remote_rows(const std::vector<int64_t>& rows, int me) {
+  int64_t n = 0;
+  for (size_t p = 0; p < rows.size(); ++p)
+    if (static_cast<int>(p) != me) n += rows[p];
+  return n;
+}
+
+// out[r] = in[perm[r]] (to expert-major order) or out[perm[r]] = in[r] (back), rows of D floats.
+void permute_rows(float* out, const float* in, const std::vector<int64_t>& perm, int64_t D, bool inverse) {
+  const int64_t n = static_cast<int64_t>(perm.size());
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < n; ++r) {
+    if (inverse) std::memcpy(out + perm[r] * D, in + r * D, sizeof(float) * D);
+    else std::memcpy(out + r * D, in + perm[r] * D, sizeof(float) * D);
+  }
+}
+
+}  // namespace
+
+int64_t ExpertParallelFfn::experts_per_rank(const MoeConfig& cfg, int group_size) {
+  check(group_size > 0 && cfg.n_ffn() % group_size == 0,
+        "expert parallelism: " + std::to_string(cfg.n_ffn()) + " FFN experts cannot be split evenly over " +
+            std::to_string(group_size) + " ranks (--ep-size must divide the FFN expert count)");
+  return cfg.n_ffn() / group_size;
+}
+
+void ExpertParallelFfn::forward(float* o, MoeForwardState& st, const MoeConfig& cfg) {
+  const int P = group_.size(), me = group_.rank();
+  const int64_t NF = cfg.n_ffn(), per = experts_per_rank(cfg, P), D = cfg.hidden, I = cfg.intermediate;
+  const int64_t rows = st.ffn_rows();
+  ExpertExchange& x = st.ep;
+
+  // Rows go out grouped by expert, so grouped by owner: send_rows[p] = rows of p's experts.
+  x.send_rows.assign(P, 0);
+  for (int p = 0; p < P; ++p) x.send_rows[p] = st.ffn_offset[(p + 1) * per] - st.ffn_offset[p * per];
+  ensure_shape(x.buf_a, {rows, D});
+  for (int64_t r = 0; r < rows; ++r)
+    std::memcpy(x.buf_a.ptr() + r * D, st.x_in + static_cast<int64_t>(st.ffn_slot[r] / st.W) * D, sizeof(float) * D);
+
+  // Every rank's per-expert counts: what each peer sends me, per expert of mine.
+  const double t0 = now_s();
+  std::vector<int64_t> mine(NF), all(static_cast<size_t>(P) * NF);
+  for (int64_t e = 0; e < NF; ++e) mine[e] = st.ffn_offset[e + 1] - st.ffn_offset[e];
+  group_.allgather(all.data(), mine.data(), NF);
+  x.recv_rows.assign(P, 0);
+  x.recv_offset.assign(P + 1, 0);
+  for (int p = 0; p < P; ++p) {
+    for (int64_t i = 0; i < per; ++i) x.recv_rows[p] += all[p * NF + me * per + i];
+    x.recv_offset[p + 1] = x.recv_offset[p] + x.recv_rows[p];
+  }
+  const int64_t got = x.recv_offset[P];
+  ensure_shape(x.buf_b, {got, D});
+  group_.alltoallv_rows(x.buf_b.ptr(), x.recv_rows.data(), x.buf_a.ptr(), x.send_rows.data(), D);
+  double comm = now_s() - t0;
+
+  // Expert-major order of the received rows: expert i's rows from peer 0, then peer 1, ...
+  x.local_offset.assign(per + 1, 0);
+  x.perm.resize(got);
+  int64_t r = 0;
+  for (int64_t i = 0; i < per; ++i) {
+    for (int p = 0; p < P; ++p) {
+      int64_t start = x.recv_offset[p];
+      for (int64_t j = 0; j < i; ++j) start += all[p * NF + me * per + j];
+      const int64_t n = all[p * NF + me * per + i];
+      for (int64_t k = 0; k < n; ++k) x.perm[r++] = start + k;
+    }
+    x.local_offset[i + 1] = r;
+  }
+  ensure_shape(x.x_local, {got, D});
+  permute_rows(x.x_local.ptr(), x.buf_b.ptr(), x.perm, D, false);
+  ensure_shape(x.h_local, {got, 2 * I});
+  ensure_shape(x.a_local, {got, I});
+  ensure_shape(x.buf_a, {got, D});  // the outputs, expert-major
+  ffn_experts_forward(x.h_local.ptr(), x.a_local.ptr(), x.buf_a.ptr(), {x.x_local.ptr(), nullptr, 1},
+                      x.local_offset.data(), params_, cfg, me * per, per);
+  permute_rows(x.buf_b.ptr(), x.buf_a.ptr(), x.perm, D, true);  // back to the senders' order
+
+  const double t1 = now_s();
+  group_.alltoallv_rows(o, x.send_rows.data(), x.buf_b.ptr(), x.recv_rows.data(), D);
+  comm += now_s() - t1;
+  x.fwd_comm_s = comm;
+  // Out: the rows to the owners and the outputs back to their senders; in: the same two, received.
+  x.fwd_rows_out = remote_rows(x.send_rows, me) + remote_rows(x.recv_rows, me);
+  x.fwd_rows_in = remote_rows(x.recv_rows, me) + remote_rows(x.send_rows, me);
+}
+
+void ExpertParallelFfn::backward(float* dx_rows, MoeBackwardScratch& sc, const float* do_rows,
+                                 const MoeForwardState& st, const MoeConfig& cfg) {
+  check(grads_ != nullptr, "ExpertParallelFfn: backward needs a gradient target");
+  const int P = group_.size(), me = group_.rank();
+  const int64_t per = experts_per_rank(cfg, P), D = cfg.hidden, I = cfg.intermediate;
+  ExpertExchange& x = st.ep;  // the forward's record; its buffers are scratch (mutable)
+  const int64_t got = x.recv_offset[P];
+
+  const double t0 = now_s();
+  ensure_shape(x.buf_b, {got, D});
+  group_.alltoallv_rows(x.buf_b.ptr(), x.recv_rows.data(), do_rows, x.send_rows.data(), D);
+  double comm = now_s() - t0;
+  ensure_shape(x.buf_a, {got, D});
+  permute_rows(x.buf_a.ptr(), x.buf_b.ptr(), x.perm, D, false);  // dO, expert-major
+  ensure_shape(sc.ffn_dh, {got, 2 * I});
+  ensure_shape(sc.ffn_x, {got, D});  // dX, expert-major
+  ffn_experts_backward(sc.ffn_x.ptr(), *grads_, nullptr, sc.ffn_dh.ptr(), x.buf_a.ptr(), {x.x_local.ptr(), nullptr, 1},
+                       x.h_local.ptr(), x.a_local.ptr(), x.local_offset.data(), params_, cfg, me * per, per);
+  permute_rows(x.buf_b.ptr(), sc.ffn_x.ptr(), x.perm, D, true);
+  const double t1 = now_s();
+  group_.alltoallv_rows(dx_rows, x.send_rows.data(), x.buf_b.ptr(), x.recv_rows.data(), D);
+  comm += now_s() - t1;
+  x.bwd_comm_s = comm;
+  x.bwd_rows_out = remote_rows(x.send_rows, me) + remote_rows(x.recv_rows, me);
+  x.bwd_rows_in = remote_rows(x.recv_rows, me) + remote_rows(x.send_rows, me);
+}
+
+}  // namespace moepp
