@@ -35,6 +35,27 @@ void permute_rows(float* out, const float* in, const std::vector<int64_t>& perm,
   }
 }
 
+// Rows [sent rows, D] from their home ranks to the experts' owners, arriving in expert-major order in
+// expert_major [received rows, D] (x.buf_b is the receive buffer). Returns the seconds in communication.
+double to_owners(float* expert_major, const float* home_rows, ExpertExchange& x, Comm& group, int64_t D) {
+  const int64_t got = x.recv_offset.back();
+  ensure_shape(x.buf_b, {got, D});
+  const double t0 = now_s();
+  group.alltoallv_rows(x.buf_b.ptr(), x.recv_rows.data(), home_rows, x.send_rows.data(), D);
+  const double dt = now_s() - t0;
+  permute_rows(expert_major, x.buf_b.ptr(), x.perm, D, false);
+  return dt;
+}
+
+// The reverse: rows in expert-major order back to their home ranks, in the order they were sent.
+double to_homes(float* home_rows, const float* expert_major, ExpertExchange& x, Comm& group, int64_t D) {
+  ensure_shape(x.buf_b, {x.recv_offset.back(), D});
+  permute_rows(x.buf_b.ptr(), expert_major, x.perm, D, true);
+  const double t0 = now_s();
+  group.alltoallv_rows(home_rows, x.send_rows.data(), x.buf_b.ptr(), x.recv_rows.data(), D);
+  return now_s() - t0;
+}
+
 }  // namespace
 
 int64_t ExpertParallelFfn::experts_per_rank(const MoeConfig& cfg, int group_size) {
@@ -69,8 +90,6 @@ void ExpertParallelFfn::forward(float* o, MoeForwardState& st, const MoeConfig& 
     x.recv_offset[p + 1] = x.recv_offset[p] + x.recv_rows[p];
   }
   const int64_t got = x.recv_offset[P];
-  ensure_shape(x.buf_b, {got, D});
-  group_.alltoallv_rows(x.buf_b.ptr(), x.recv_rows.data(), x.buf_a.ptr(), x.send_rows.data(), D);
   double comm = now_s() - t0;
 
   // Expert-major order of the received rows: expert i's rows from peer 0, then peer 1, ...
@@ -87,18 +106,13 @@ void ExpertParallelFfn::forward(float* o, MoeForwardState& st, const MoeConfig& 
     x.local_offset[i + 1] = r;
   }
   ensure_shape(x.x_local, {got, D});
-  permute_rows(x.x_local.ptr(), x.buf_b.ptr(), x.perm, D, false);
+  comm += to_owners(x.x_local.ptr(), x.buf_a.ptr(), x, group_, D);
   ensure_shape(x.h_local, {got, 2 * I});
   ensure_shape(x.a_local, {got, I});
   ensure_shape(x.buf_a, {got, D});  // the outputs, expert-major
   ffn_experts_forward(x.h_local.ptr(), x.a_local.ptr(), x.buf_a.ptr(), {x.x_local.ptr(), nullptr, 1},
                       x.local_offset.data(), params_, cfg, me * per, per);
-  permute_rows(x.buf_b.ptr(), x.buf_a.ptr(), x.perm, D, true);  // back to the senders' order
-
-  const double t1 = now_s();
-  group_.alltoallv_rows(o, x.send_rows.data(), x.buf_b.ptr(), x.recv_rows.data(), D);
-  comm += now_s() - t1;
-  x.fwd_comm_s = comm;
+  x.fwd_comm_s = comm + to_homes(o, x.buf_a.ptr(), x, group_, D);
   // Out: the rows to the owners and the outputs back to their senders; in: the same two, received.
   x.fwd_rows_out = remote_rows(x.send_rows, me) + remote_rows(x.recv_rows, me);
   x.fwd_rows_in = remote_rows(x.recv_rows, me) + remote_rows(x.send_rows, me);
@@ -112,21 +126,13 @@ void ExpertParallelFfn::backward(float* dx_rows, MoeBackwardScratch& sc, const f
   ExpertExchange& x = st.ep;  // the forward's record; its buffers are scratch (mutable)
   const int64_t got = x.recv_offset[P];
 
-  const double t0 = now_s();
-  ensure_shape(x.buf_b, {got, D});
-  group_.alltoallv_rows(x.buf_b.ptr(), x.recv_rows.data(), do_rows, x.send_rows.data(), D);
-  double comm = now_s() - t0;
   ensure_shape(x.buf_a, {got, D});
-  permute_rows(x.buf_a.ptr(), x.buf_b.ptr(), x.perm, D, false);  // dO, expert-major
+  const double comm = to_owners(x.buf_a.ptr(), do_rows, x, group_, D);  // dO, expert-major
   ensure_shape(sc.ffn_dh, {got, 2 * I});
   ensure_shape(sc.ffn_x, {got, D});  // dX, expert-major
   ffn_experts_backward(sc.ffn_x.ptr(), *grads_, nullptr, sc.ffn_dh.ptr(), x.buf_a.ptr(), {x.x_local.ptr(), nullptr, 1},
                        x.h_local.ptr(), x.a_local.ptr(), x.local_offset.data(), params_, cfg, me * per, per);
-  permute_rows(x.buf_b.ptr(), sc.ffn_x.ptr(), x.perm, D, true);
-  const double t1 = now_s();
-  group_.alltoallv_rows(dx_rows, x.send_rows.data(), x.buf_b.ptr(), x.recv_rows.data(), D);
-  comm += now_s() - t1;
-  x.bwd_comm_s = comm;
+  x.bwd_comm_s = comm + to_homes(dx_rows, sc.ffn_x.ptr(), x, group_, D);
   x.bwd_rows_out = remote_rows(x.send_rows, me) + remote_rows(x.recv_rows, me);
   x.bwd_rows_in = remote_rows(x.recv_rows, me) + remote_rows(x.send_rows, me);
 }
