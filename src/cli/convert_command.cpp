@@ -2,7 +2,10 @@
 // io/weight_source.h reads (safetensors single/sharded, PyTorch .bin single/sharded) as
 // OUT/config.json + OUT/model.safetensors (+ OUT/tokenizer.model when DIR has one). Tensors are read
 // one at a time; floating tensors are written as F32 or BF16 (round to nearest even), integer tensors
-// unchanged. Every file is written atomically. See docs/checkpoints.md.
+// unchanged. The output directory appears whole (written as OUT.partial-<pid>, then renamed) or not at
+// all. See docs/checkpoints.md.
+#include <unistd.h>
+
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -13,8 +16,8 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
+#include "core/fault_point.h"
 #include "core/tensor.h"
-#include "model/checkpoint.h"
 #include "io/file.h"
 #include "io/json_file.h"
 #include "io/safetensors.h"
@@ -31,27 +34,17 @@ struct ConvertArgs {
   std::string model, out, dtype = "f32";
 };
 
-void run_convert(const ConvertArgs& a) {
-  check(a.dtype == "f32" || a.dtype == "bf16", "--dtype " + a.dtype + ": expected f32 or bf16");
+// The converted checkpoint's files, written into `dir`.
+void write_converted(const fs::path& dir, const ConvertArgs& a, const io::WeightSource& src, nlohmann::json config,
+                     const ModelConfig& cfg) {
   const bool bf16 = a.dtype == "bf16";
-  const fs::path in_dir(a.model), out_dir(a.out);
-  const std::string config_path = (in_dir / "config.json").string();
-  nlohmann::json config = io::read_json_file(config_path, "the model config");
-  // The config must be one this engine runs (errors name the field).
-  const ModelConfig cfg = ModelConfig::from_json(config, config_path);
-  const std::unique_ptr<io::WeightSource> src = io::open_weights(a.model);
-
+  const fs::path in_dir(a.model);
   std::error_code ec;
-  fs::create_directories(out_dir, ec);
-  if (ec) throw Error("convert: cannot create directory " + a.out + ": " + ec.message());
-  if (fs::equivalent(in_dir, out_dir, ec))
-    throw Error("convert: --out " + a.out + " is the --model directory; choose another");
-
   io::SafetensorsWriter w;
   uint64_t bytes = 0;
   std::vector<std::string> names;
   size_t skipped = 0;
-  for (const std::string& name : src->names()) {
+  for (const std::string& name : src.names()) {
     if (is_ignored_rotary_buffer(name)) {
       ++skipped;
       continue;
@@ -60,12 +53,12 @@ void run_convert(const ConvertArgs& a) {
   }
   if (skipped > 0)
     std::fprintf(stderr, "moepp: note: %s: skipped %zu rotary-embedding buffer%s (not parameters; not written)\n",
-                 src->source().c_str(), skipped, skipped == 1 ? "" : "s");
+                 src.source().c_str(), skipped, skipped == 1 ? "" : "s");
   for (const std::string& name : names) {
-    const io::WeightInfo info = src->info(name);
+    const io::WeightInfo info = src.info(name);
     if (info.dtype == io::DType::kF32 || info.dtype == io::DType::kF16 || info.dtype == io::DType::kBF16) {
       Tensor t(info.shape);
-      src->read_f32(name, t.ptr());
+      src.read_f32(name, t.ptr());
       if (bf16) {
         w.add_bf16(name, t);
         bytes += t.numel() * 2;
@@ -74,9 +67,9 @@ void run_convert(const ConvertArgs& a) {
         bytes += t.numel() * 4;
       }
     } else {  // integer tensors (I32, I64) pass through unchanged
-      const uint8_t* p = src->mapped(name);
+      const uint8_t* p = src.mapped(name);
       if (!p)
-        throw Error(src->source() + ": tensor '" + name + "' (" + io::dtype_name(info.dtype) +
+        throw Error(src.source() + ": tensor '" + name + "' (" + io::dtype_name(info.dtype) +
                     ") is not contiguous; integer tensors are only copied when contiguous");
       const size_t nb = Tensor::numel_of(info.shape) * io::dtype_size(info.dtype);
       w.add(name, info.dtype, info.shape, p, nb);
@@ -84,8 +77,9 @@ void run_convert(const ConvertArgs& a) {
     }
   }
   w.set_metadata("format", "pt");
-  const fs::path weights = out_dir / "model.safetensors";
+  const fs::path weights = dir / "model.safetensors";
   w.write(weights.string());
+  fault_point("convert:weights");
 
   // The source's config with every key moepp reads spelled out (a key the source left out takes its
   // default explicitly, so the converted model means the same under any later change of defaults).
@@ -94,16 +88,54 @@ void run_convert(const ConvertArgs& a) {
     if (!config.contains(it.key())) config[it.key()] = it.value();
   config["torch_dtype"] = bf16 ? "bfloat16" : "float32";  // what model.safetensors now holds
   const std::string text = config.dump(2) + "\n";
-  io::write_file_atomic((out_dir / "config.json").string(), text);
+  io::write_file_atomic((dir / "config.json").string(), text);
   bool tokenizer = false;
   if (fs::is_regular_file(in_dir / "tokenizer.model", ec)) {
     const std::string tok = io::read_file((in_dir / "tokenizer.model").string(), "the tokenizer model");
-    io::write_file_atomic((out_dir / "tokenizer.model").string(), tok);
+    io::write_file_atomic((dir / "tokenizer.model").string(), tok);
     tokenizer = true;
   }
   std::printf("converted %zu tensors (%.1f MB, %s) from %s to %s%s\n", names.size(), static_cast<double>(bytes) / 1e6,
-              bf16 ? "BF16" : "F32", src->source().c_str(), weights.string().c_str(),
+              bf16 ? "BF16" : "F32", src.source().c_str(), (fs::path(a.out) / "model.safetensors").string().c_str(),
               tokenizer ? " (+ config.json, tokenizer.model)" : " (+ config.json)");
+}
+
+void run_convert(const ConvertArgs& a) {
+  check(a.dtype == "f32" || a.dtype == "bf16", "--dtype " + a.dtype + ": expected f32 or bf16");
+  const fs::path in_dir(a.model), out_dir(a.out);
+  const std::string config_path = (in_dir / "config.json").string();
+  nlohmann::json config = io::read_json_file(config_path, "the model config");
+  // The config must be one this engine runs (errors name the field).
+  const ModelConfig cfg = ModelConfig::from_json(config, config_path);
+  const std::unique_ptr<io::WeightSource> src = io::open_weights(a.model);
+
+  // The output appears whole or not at all: it is written into a sibling OUT.partial-<pid> and renamed
+  // to OUT at the end, so --out must not hold anything yet.
+  std::error_code ec;
+  if (fs::exists(out_dir, ec)) {
+    if (fs::equivalent(in_dir, out_dir, ec))
+      throw Error("convert: --out " + a.out + " is the --model directory; choose another");
+    if (!fs::is_directory(out_dir, ec) || !fs::is_empty(out_dir, ec))
+      throw Error("convert: --out " + a.out + " exists and is not an empty directory; choose a new one");
+  }
+  const fs::path parent = out_dir.has_parent_path() ? out_dir.parent_path() : fs::path(".");
+  fs::create_directories(parent, ec);
+  if (ec) throw Error("convert: cannot create directory " + parent.string() + ": " + ec.message());
+  const std::string stem = out_dir.filename().string() + ".partial-";
+  for (const auto& e : fs::directory_iterator(parent))  // left by an interrupted convert
+    if (e.path().filename().string().rfind(stem, 0) == 0) fs::remove_all(e.path(), ec);
+  const fs::path partial = parent / (stem + std::to_string(::getpid()));
+  fs::create_directories(partial, ec);
+  if (ec) throw Error("convert: cannot create directory " + partial.string() + ": " + ec.message());
+  try {
+    write_converted(partial, a, *src, config, cfg);
+  } catch (const std::exception& e) {
+    fs::remove_all(partial, ec);
+    throw Error(std::string(e.what()) + " (convert: nothing was written to " + a.out + ")");
+  }
+  if (fs::exists(out_dir, ec)) fs::remove(out_dir, ec);  // the empty directory
+  fs::rename(partial, out_dir);
+  io::sync_directory(parent.string());
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 // the job (exit code 1), so that no rank waits forever in a collective.
 #include <CLI/CLI.hpp>
 
+#include <csignal>
 #include <cstdio>
 #include <exception>
 
@@ -41,6 +42,9 @@ int fail(moepp::World& world, const char* what) {
 
 int main(int argc, char** argv) {
   moepp::keep_freed_memory_in_heap();
+  // A write beyond the file-size limit (ulimit -f) fails with EFBIG and a clear error instead of
+  // killing the process.
+  std::signal(SIGXFSZ, SIG_IGN);
   std::unique_ptr<moepp::World> world;
   try {
     world = std::make_unique<moepp::World>(&argc, &argv);

@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/fault_point.h"
 
 namespace moepp::io {
 
@@ -53,11 +54,20 @@ void write_file_atomic(const std::string& path, const std::vector<ByteRange>& pa
   }
   if (::fsync(fd) != 0) abort_with("fsync failed", errno, true);
   if (::close(fd) != 0) abort_with("close failed", errno, false);
+  fault_point("atomic_write:" + std::filesystem::path(path).filename().string());
   if (::rename(tmp.c_str(), path.c_str()) != 0) abort_with("rename failed", errno, false);
-  // Make the rename durable (best effort: some file systems refuse fsync on directories).
-  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
-  const std::filesystem::path dir = parent.empty() ? std::filesystem::path(".") : parent;
-  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  sync_directory(std::filesystem::path(path).parent_path().string());  // make the rename durable
+}
+
+bool is_atomic_write_temporary(const std::string& filename) {
+  const size_t at = filename.rfind(".tmp.");
+  if (at == std::string::npos || at == 0 || at + 5 == filename.size()) return false;
+  return std::all_of(filename.begin() + static_cast<std::ptrdiff_t>(at) + 5, filename.end(),
+                     [](char c) { return c >= '0' && c <= '9'; });
+}
+
+void sync_directory(const std::string& dir) {
+  const int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {
     (void)::fsync(dfd);
     ::close(dfd);

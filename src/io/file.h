@@ -29,4 +29,12 @@ void write_file_atomic(const std::string& path, const std::vector<ByteRange>& pa
 void write_file_atomic(const std::string& path, const void* data, size_t size);
 void write_file_atomic(const std::string& path, std::string_view bytes);
 
+// True for the name of a temporary file that write_file_atomic leaves behind when the process dies
+// before its rename ("<name>.tmp.<pid>"): safe to delete once no writer of that name runs.
+bool is_atomic_write_temporary(const std::string& filename);
+
+// fsyncs the directory `dir` ("" = the current one), so that renames into it survive a crash. Best
+// effort: some file systems refuse fsync on a directory.
+void sync_directory(const std::string& dir);
+
 }  // namespace moepp::io

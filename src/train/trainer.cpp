@@ -7,11 +7,14 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <sstream>
 
 #include "core/error.h"
+#include "core/fault_point.h"
 #include "data/token_shards.h"
 #include "io/file.h"
 #include "io/json_file.h"
@@ -85,27 +88,42 @@ std::vector<ParamRef> param_refs(const ModelConfig& mc, ModelParams& p, ModelPar
   return r;
 }
 
+// A checkpoint is written whole into a temporary directory, renamed to checkpoint-<step>, and only
+// then named by `latest` (atomically); older checkpoints go after that. A crash at any point leaves
+// `latest` naming a complete checkpoint; a failed write (a full disk) removes the temporary
+// directory and throws, keeping the previous checkpoint. The fault points are the crash tests'.
 void save_checkpoint(const std::string& out, int64_t step, const ModelConfig& mc, const ModelParams& p,
                      AdamW& opt, const TrainConfig& cfg, bool adaptive_l1) {
   const fs::path final_dir = fs::path(out) / ("checkpoint-" + std::to_string(step));
   const fs::path tmp = fs::path(out) / (".checkpoint-tmp-" + std::to_string(getpid()));
   fs::remove_all(tmp);
   fs::create_directories(tmp);
-  save_model(tmp.string(), mc, p);
-  fs::copy_file(fs::path(out) / "tokenizer.model", tmp / "tokenizer.model");
-  io::SafetensorsWriter w;
-  for (size_t i = 0; i < opt.params().size(); ++i) {
-    w.add_f32("m." + opt.params()[i].name, opt.m()[i]);
-    w.add_f32("v." + opt.params()[i].name, opt.v()[i]);
+  try {
+    save_model(tmp.string(), mc, p);
+    fault_point("checkpoint:model");
+    fs::copy_file(fs::path(out) / "tokenizer.model", tmp / "tokenizer.model");
+    io::SafetensorsWriter w;
+    for (size_t i = 0; i < opt.params().size(); ++i) {
+      w.add_f32("m." + opt.params()[i].name, opt.m()[i]);
+      w.add_f32("v." + opt.params()[i].name, opt.v()[i]);
+    }
+    w.set_metadata("step", std::to_string(opt.steps()));
+    w.write((tmp / "optimizer.safetensors").string());
+    fault_point("checkpoint:optimizer");
+    nlohmann::json state = {{"step", step}, {"optimizer_steps", opt.steps()}, {"train_config", cfg.to_json()}};
+    if (adaptive_l1) state["relu_l1_coef"] = mc.moe.relu_l1_coef;  // the value for the next step
+    io::write_file_atomic((tmp / "trainer_state.json").string(), state.dump(2) + "\n");
+    fault_point("checkpoint:state");
+  } catch (const std::exception& e) {
+    std::error_code ec;
+    fs::remove_all(tmp, ec);
+    throw Error("checkpoint of step " + std::to_string(step) + " not written (the previous one is kept): " + e.what());
   }
-  w.set_metadata("step", std::to_string(opt.steps()));
-  w.write((tmp / "optimizer.safetensors").string());
-  nlohmann::json state = {{"step", step}, {"optimizer_steps", opt.steps()}, {"train_config", cfg.to_json()}};
-  if (adaptive_l1) state["relu_l1_coef"] = mc.moe.relu_l1_coef;  // the value for the next step
-  io::write_file_atomic((tmp / "trainer_state.json").string(), state.dump(2) + "\n");
   fs::remove_all(final_dir);
   fs::rename(tmp, final_dir);
+  fault_point("checkpoint:renamed");
   io::write_file_atomic((fs::path(out) / "latest").string(), final_dir.filename().string() + "\n");
+  fault_point("checkpoint:latest");
   // Older checkpoints are removed only once `latest` names the new one.
   for (const auto& e : fs::directory_iterator(out)) {
     const std::string name = e.path().filename().string();
@@ -346,8 +364,9 @@ TrainResult run_steps(Run& run, const RunData& data, const TrainConfig& cfg, con
   const LrSchedule sched{cfg.init_lr, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.steps, cfg.cosine};
   data::BatchSampler sampler(data.train, cfg.batch_size, cfg.seq_len, cfg.seed);
   ModelState st, est;
-  std::FILE* log = std::fopen(log_path.c_str(), "a");
-  check(log != nullptr, log_path + ": cannot open for appending");
+  const std::unique_ptr<std::FILE, int (*)(std::FILE*)> log_file(std::fopen(log_path.c_str(), "a"), &std::fclose);
+  std::FILE* log = log_file.get();
+  check(log != nullptr, log_path + ": cannot open for appending: " + std::strerror(errno));
   const auto t_start = std::chrono::steady_clock::now();
   int64_t tokens_done = 0;
   float last_val = NAN;
@@ -365,15 +384,15 @@ TrainResult run_steps(Run& run, const RunData& data, const TrainConfig& cfg, con
       rec["val_loss"] = last_val;
       rec["val_bits_per_byte"] = last_val / std::log(2.0) / data.valid_bytes_per_token;
     }
-    std::fprintf(log, "%s\n", rec.dump().c_str());
-    std::fflush(log);
+    // A line that cannot be written (a full disk) stops the run: the log is its record.
+    if (std::fprintf(log, "%s\n", rec.dump().c_str()) < 0 || std::fflush(log) != 0)
+      throw Error(log_path + ": cannot append the step's record: " + std::strerror(errno));
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
     const double tps = static_cast<double>(tokens_done) / elapsed;
     report_step(tty, opt.quiet, step + 1, cfg.steps, last_step - step - 1, s, tps, ntok, do_eval, last_val);
     if ((step + 1) % cfg.ckpt_every == 0 || step + 1 == last_step)
       save_checkpoint(opt.out_dir, step + 1, run.mc, run.params, *run.adam, cfg, run.adaptive_l1);
   }
-  std::fclose(log);
   if (tty) std::fprintf(stderr, "\n");
   if (std::isnan(last_val)) last_val = evaluate(model, run.params, data.valid, cfg, est);
   TrainResult r;
@@ -388,6 +407,11 @@ TrainResult run_steps(Run& run, const RunData& data, const TrainConfig& cfg, con
 TrainResult train(const TrainConfig& cfg, const TrainOptions& opt) {
   check(!opt.out_dir.empty(), "moepp train: --out is required");
   fs::create_directories(opt.out_dir);
+  // A write that a crash interrupted left only its temporary directory or file: remove them.
+  for (const auto& e : fs::directory_iterator(opt.out_dir)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind(".checkpoint-tmp-", 0) == 0 || io::is_atomic_write_temporary(name)) fs::remove_all(e.path());
+  }
   const std::string log_path = (fs::path(opt.out_dir) / "log.jsonl").string();
   const RunData data = prepare_data(cfg, opt.out_dir, opt.quiet);
   Run run(run_model_config(cfg, data));

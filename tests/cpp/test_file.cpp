@@ -121,4 +121,14 @@ TEST_F(FileTest, ReadFileErrorsNameTheFile) {
   EXPECT_EQ(m, missing + ": cannot open the test input: No such file or directory");
 }
 
+TEST(AtomicWriteTemporary, RecognisesExactlyTheWritersTemporaryNames) {
+  EXPECT_TRUE(is_atomic_write_temporary("latest.tmp.12345"));
+  EXPECT_TRUE(is_atomic_write_temporary("model.safetensors.tmp.7"));
+  EXPECT_FALSE(is_atomic_write_temporary("latest"));
+  EXPECT_FALSE(is_atomic_write_temporary("latest.tmp."));
+  EXPECT_FALSE(is_atomic_write_temporary("latest.tmp.12a"));
+  EXPECT_FALSE(is_atomic_write_temporary(".tmp.12"));
+  EXPECT_FALSE(is_atomic_write_temporary("notes.tmp.txt"));
+}
+
 }  // namespace
