@@ -85,8 +85,9 @@ int64_t lm_head_chunk_rows(int64_t N, int64_t V) {
 }
 
 float lm_head_ce_forward(float* logits, float* lse, float* dxf, float* dW, LmHeadScratch& sc, const float* xf,
-                         const float* W, const int32_t* targets, int64_t N, int64_t D, int64_t V) {
+                         const float* W, const int32_t* targets, int64_t N, int64_t D, int64_t V, int64_t mean_over) {
   const int64_t count = count_targets(targets, N);
+  const int64_t denom = mean_over > 0 ? mean_over : count;
   if (!logits && count == 0) {  // nothing asked for
     if (dxf) std::fill(dxf, dxf + N * D, 0.0f);
     return 0.0f;
@@ -94,7 +95,7 @@ float lm_head_ce_forward(float* logits, float* lse, float* dxf, float* dW, LmHea
   const int64_t R = lm_head_chunk_rows(N, V);
   const bool fused = dxf != nullptr && count > 0;
   if (!logits || fused) sc.chunk.resize(static_cast<size_t>(R) * V);
-  const float inv_count = count > 0 ? 1.0f / static_cast<float>(count) : 0.0f;
+  const float inv_count = count > 0 ? 1.0f / static_cast<float>(denom) : 0.0f;
   double loss = 0.0;
   for (int64_t n0 = 0; n0 < N; n0 += R) {
     const int64_t rows = std::min(N, n0 + R) - n0;
@@ -135,11 +136,11 @@ float lm_head_ce_forward(float* logits, float* lse, float* dxf, float* dW, LmHea
     if (fused) head_backward_chunk(dxf + n0 * D, dW, g, xf + n0 * D, W, tg, rows, D, V);
   }
   if (dxf && !fused) std::fill(dxf, dxf + N * D, 0.0f);
-  return count > 0 ? static_cast<float>(loss / static_cast<double>(count)) : 0.0f;
+  return count > 0 ? static_cast<float>(loss / static_cast<double>(denom)) : 0.0f;
 }
 
 void lm_head_ce_backward(float* dxf, float* dW, LmHeadScratch& sc, const float* xf, const float* W,
-                         const int32_t* targets, const float* lse, int64_t N, int64_t D, int64_t V) {
+                         const int32_t* targets, const float* lse, int64_t N, int64_t D, int64_t V, int64_t mean_over) {
   const int64_t count = count_targets(targets, N);
   if (count == 0) {
     std::fill(dxf, dxf + N * D, 0.0f);
@@ -147,7 +148,7 @@ void lm_head_ce_backward(float* dxf, float* dW, LmHeadScratch& sc, const float* 
   }
   const int64_t R = lm_head_chunk_rows(N, V);
   sc.chunk.resize(static_cast<size_t>(R) * V);
-  const float inv_count = 1.0f / static_cast<float>(count);
+  const float inv_count = 1.0f / static_cast<float>(mean_over > 0 ? mean_over : count);
   for (int64_t n0 = 0; n0 < N; n0 += R) {
     const int64_t rows = std::min(N, n0 + R) - n0;
     const int32_t* tg = targets + n0;

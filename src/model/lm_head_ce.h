@@ -22,12 +22,17 @@ int64_t lm_head_chunk_rows(int64_t N, int64_t V);
 // are given), and, when dxf is not null, the fused backward: dxf [N, D] overwritten, dW [V, D]
 // accumulated (+=) with the gradient of the mean CE.
 // Inputs: xf [N, D] (final-norm output), W [V, D] (lm_head), targets [N] (values in [-1, V), may be null).
+// mean_over: the number of targets the mean is taken over when these N rows are a shard of a batch
+// split over processes (the batch's count; each shard then returns its part of the batch's mean and
+// the gradient of that part); <= 0: these rows' own count.
 float lm_head_ce_forward(float* logits, float* lse, float* dxf, float* dW, LmHeadScratch& sc, const float* xf,
-                         const float* W, const int32_t* targets, int64_t N, int64_t D, int64_t V);
+                         const float* W, const int32_t* targets, int64_t N, int64_t D, int64_t V,
+                         int64_t mean_over = 0);
 
 // The backward without the fused pass: dxf [N, D] overwritten, dW [V, D] accumulated (+=), recomputing
 // each chunk's logits. xf, W, targets as in forward; lse [N] from forward.
 void lm_head_ce_backward(float* dxf, float* dW, LmHeadScratch& sc, const float* xf, const float* W,
-                         const int32_t* targets, const float* lse, int64_t N, int64_t D, int64_t V);
+                         const int32_t* targets, const float* lse, int64_t N, int64_t D, int64_t V,
+                         int64_t mean_over = 0);
 
 }  // namespace moepp

@@ -4,12 +4,14 @@
 
 #include <cmath>
 #include <cstring>
+#include <optional>
 
 #include "core/error.h"
 #include "core/profile.h"
 #include "model/embedding.h"
 #include "model/linear.h"
 #include "model/rmsnorm.h"
+#include "moe/expert_parallel.h"
 
 namespace moepp {
 
@@ -74,6 +76,12 @@ float Model::forward(ModelState& st, const int32_t* tokens, const int32_t* targe
   else st.targets.clear();
   st.n_targets = 0;
   for (int32_t t : st.targets) st.n_targets += t != -1;
+  st.batch_targets = 0;
+  if (par_.batch) {  // the CE is the mean over the whole batch's targets
+    double n = static_cast<double>(st.n_targets);
+    par_.batch->allreduce_sum(&n, 1);
+    st.batch_targets = static_cast<int64_t>(n);
+  }
   st.layers.resize(L);
   st.rope.build(T, hd, cfg_.rope_theta);
   const AttnShape as{B, T, H, KVH, hd};
@@ -127,7 +135,9 @@ float Model::forward(ModelState& st, const int32_t* tokens, const int32_t* targe
       rmsnorm_forward(a.xn2.ptr(), a.rstd2.data(), a.h_mid.ptr(), w.mlp_norm.ptr(), N, D, cfg_.rms_eps);
     }
     const Tensor* z_prev = l > 0 ? &st.layers[l - 1].z : nullptr;
-    layer(l, training).forward(a.y, a.z, a.moe, a.xn2, z_prev, w.moe);
+    std::optional<ExpertParallelFfn> ep;
+    if (par_.experts) ep.emplace(*par_.experts, w.moe, nullptr);
+    layer(l, training).forward(a.y, a.z, a.moe, a.xn2, z_prev, w.moe, ep ? &*ep : nullptr, par_.batch);
     {
       ProfileScope ps("fwd.residual");
       Tensor& h_out = l + 1 < L ? st.layers[l + 1].h : st.h_final;
@@ -159,7 +169,7 @@ float Model::forward(ModelState& st, const int32_t* tokens, const int32_t* targe
   st.loss = lm_head_ce_forward(st.keep_logits ? st.logits.ptr() : nullptr, st.ce_lse.data(),
                                st.head_grad_ready ? st.dxf.ptr() : nullptr,
                                st.head_grad_ready ? st.dlm_head.ptr() : nullptr, st.head_scratch, st.xf.ptr(),
-                               p.lm_head.ptr(), targets, N, D, V);
+                               p.lm_head.ptr(), targets, N, D, V, st.batch_targets);
   return st.loss;
 }
 
@@ -183,7 +193,7 @@ void Model::backward(ModelParams& g, ModelState& st, const ModelParams& p) const
   } else {
     ensure_shape(st.dxf, {N, D});
     lm_head_ce_backward(st.dxf.ptr(), g.lm_head.ptr(), st.head_scratch, st.xf.ptr(), p.lm_head.ptr(), targets,
-                        st.ce_lse.data(), N, D, V);
+                        st.ce_lse.data(), N, D, V, st.batch_targets);
   }
   st.dh = Tensor({N, D});
   rmsnorm_backward(st.dh.ptr(), g.final_norm.ptr(), st.dxf.ptr(), st.h_final.ptr(), p.final_norm.ptr(),
@@ -199,8 +209,10 @@ void Model::backward(ModelParams& g, ModelState& st, const ModelParams& p) const
     const MoeLayer& moe = layer(l, st.training);
     // h_out = h_mid + y: dy = dh; the MoE++ layer gives dxn2 and (gating residual) d z_prev.
     const bool res = moe.config().uses_residual();
+    std::optional<ExpertParallelFfn> ep;
+    if (par_.experts) ep.emplace(*par_.experts, w.moe, &gl.moe);
     moe.backward(st.dxn, res ? &st.dz_prev : nullptr, gl.moe, st.moe_scratch, st.dh, have_dz ? &st.dz : nullptr,
-                 a.moe, w.moe);
+                 a.moe, w.moe, ep ? &*ep : nullptr);
     {
       ProfileScope ps("bwd.norm");
       // dh_mid = dh + rmsnorm_backward(dxn2)

@@ -13,9 +13,19 @@
 #include "model/model_config.h"
 #include "model/model_params.h"
 #include "model/model_state.h"
+#include "comm/comm.h"
 #include "moe/moe_layer.h"
 
 namespace moepp {
+
+// How a model's passes spread over processes. batch: the processes holding the other shards of the
+// batch (the batch is the shards in rank order): capacity, the balance statistics and the CE mean span
+// the whole batch. experts: the expert-parallel group (moe/expert_parallel.h): each rank holds and runs
+// only its FFN experts. Null: this process alone. Every rank of both must run every pass.
+struct ModelParallel {
+  Comm* batch = nullptr;
+  Comm* experts = nullptr;
+};
 
 class Model {
  public:
@@ -37,6 +47,9 @@ class Model {
   // every step for the relu router. Throws Error on a negative or non-finite value.
   void set_relu_l1_coef(float lambda);
 
+  // Spreads the passes over processes (see ModelParallel); the default is one process.
+  void set_parallel(ModelParallel p) { par_ = p; }
+
   // Checks that p has every tensor with its shape; names `source` and the tensor.
   void check_params(const ModelParams& p, const std::string& source) const;
 
@@ -46,6 +59,7 @@ class Model {
 
  private:
   ModelConfig cfg_;
+  ModelParallel par_;
   std::vector<MoeLayer> infer_layers_, train_layers_;
   const MoeLayer& layer(int64_t i, bool training) const { return training ? train_layers_[i] : infer_layers_[i]; }
 };

@@ -25,7 +25,9 @@ struct ModelState {
   std::vector<int32_t> tokens;   // [N]
   std::vector<int32_t> targets;  // [N], empty when none were given
   int64_t n_targets = 0;         // targets != -1
-  float loss = 0.0f;             // mean cross-entropy (0 without targets)
+  int64_t batch_targets = 0;     // the whole batch's targets when it is split over processes, else 0
+  float loss = 0.0f;             // mean cross-entropy (0 without targets); this shard's part of it when
+                                 // the batch is split over processes (the parts sum to the mean)
   float aux_loss_sum = 0.0f;     // sum over blocks of the MoE++ aux loss (training mode)
   std::vector<float> ffn_experts_per_token;  // [L] kept FFN slots / tokens, per block
 
