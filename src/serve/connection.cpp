@@ -90,7 +90,8 @@ class ConnectionStream final : public httplib::Stream {
     return false;
   }
   bool is_writable() const override {
-    return wait_socket(sock_, POLLOUT, Clock::now() + write_timeout_, stopping_) && !peer_gone(sock_);
+    // Not cut short by a stopping server: the last answers (503 shutting_down) still go out.
+    return wait_socket(sock_, POLLOUT, Clock::now() + write_timeout_, nullptr) && !peer_gone(sock_);
   }
 
   ssize_t read(char* ptr, size_t size) override {
