@@ -1,6 +1,7 @@
 // `moepp serve`: the OpenAI-compatible HTTP server (docs/serve.md) on a checkpoint or a run directory's
 // latest checkpoint. Prints "moepp serve: listening on http://HOST:PORT ..." on stderr once it accepts
-// connections; SIGINT / SIGTERM stop it (open requests end as cancelled), then it exits 0.
+// connections; SIGINT / SIGTERM stop it (open requests end as cancelled), then it exits 0. The API key
+// (--api-key or the first line of --api-key-file) is never printed.
 #include <signal.h>
 
 #include <atomic>
@@ -10,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <thread>
@@ -30,6 +32,7 @@ namespace fs = std::filesystem;
 struct ServeArgs {
   std::string model, host = "127.0.0.1", dtype = "f32", model_name;
   std::string port = "8000", slots = "8", max_queue = "64", ctx = "0", prefill_chunk = "256", max_body = "1048576";
+  std::string api_key, api_key_file, read_timeout = "10", write_timeout = "10", max_pending = "64";
 };
 
 volatile std::sig_atomic_t g_stop_signal = 0;
@@ -43,6 +46,30 @@ int64_t to_int(const std::string& opt, const std::string& s) {
   return v;
 }
 
+double to_seconds(const std::string& opt, const std::string& s) {
+  errno = 0;
+  char* end = nullptr;
+  const double v = std::strtod(s.c_str(), &end);
+  check(!s.empty() && end && *end == '\0' && errno == 0 && v >= 0.1 && v <= 3600,
+        "serve: " + opt + ": '" + s + "' is not a number of seconds in [0.1, 3600]");
+  return v;
+}
+
+// The key of --api-key, or the first line of --api-key-file (without its line end); "" for none.
+// Messages never contain the key.
+std::string api_key(const ServeArgs& a) {
+  check(a.api_key.empty() || a.api_key_file.empty(), "serve: give --api-key or --api-key-file, not both");
+  std::string key = a.api_key;
+  if (!a.api_key_file.empty()) {
+    std::ifstream f(a.api_key_file, std::ios::binary);
+    check(f.good(), "serve: --api-key-file: cannot read " + a.api_key_file);
+    std::getline(f, key);
+    if (!key.empty() && key.back() == '\r') key.pop_back();
+    check(!key.empty(), "serve: --api-key-file: the first line of " + a.api_key_file + " is empty");
+  }
+  return key;
+}
+
 void run_serve(const ServeArgs& a) {
   const int64_t port = to_int("--port", a.port), slots = to_int("--slots", a.slots);
   const int64_t max_queue = to_int("--max-queue", a.max_queue), ctx = to_int("--ctx", a.ctx);
@@ -54,6 +81,12 @@ void run_serve(const ServeArgs& a) {
   check(prefill_chunk >= 1, "serve: --prefill-chunk must be >= 1 (got " + a.prefill_chunk + ")");
   check(max_body >= 1024, "serve: --max-body must be >= 1024 (got " + a.max_body + ")");
   const WeightDType dtype = parse_weight_dtype(a.dtype);
+  const double read_timeout = to_seconds("--read-timeout", a.read_timeout);
+  const double write_timeout = to_seconds("--write-timeout", a.write_timeout);
+  const int64_t max_pending = to_int("--max-pending-connections", a.max_pending);
+  check(max_pending >= 0 && max_pending <= 10000,
+        "serve: --max-pending-connections must be in [0, 10000] (got " + a.max_pending + ")");
+  const std::string key = api_key(a);
 
   const ModelDir md = open_model_dir(a.model, "", "serve");
   const ModelConfig& cfg = md.cfg;
@@ -88,6 +121,10 @@ void run_serve(const ServeArgs& a) {
   if (so.model_name.empty()) so.model_name = fs::path(a.model).lexically_normal().parent_path().filename().string();
   if (so.model_name.empty()) so.model_name = "moepp";
   so.max_body_bytes = static_cast<size_t>(max_body);
+  so.api_key = key;
+  so.read_timeout_s = read_timeout;
+  so.write_timeout_s = write_timeout;
+  so.max_pending_connections = static_cast<size_t>(max_pending);
   serve::Server server(engine, tok, so);
   const int bound = server.bind();
 
@@ -103,14 +140,14 @@ void run_serve(const ServeArgs& a) {
   });
   std::fprintf(stderr,
                "moepp serve: listening on http://%s:%d (model %s from %s, weights %s %.1f MB + %.1f MB mapped, %lld slots x %lld "
-               "positions, KV cache %.1f MB, queue %lld)\n",
+               "positions, KV cache %.1f MB, queue %lld%s)\n",
                a.host.c_str(), bound, so.model_name.c_str(), md.dir.c_str(), weight_dtype_name(dtype),
                static_cast<double>(dec.weights().bytes()) / 1e6, static_cast<double>(dec.weights().mapped_bytes()) / 1e6,
                static_cast<long long>(slots),
                static_cast<long long>(engine.max_len()),
                2.0 * static_cast<double>(cfg.n_layers * slots * engine.max_len() * cfg.n_kv_heads * cfg.head_dim) *
                    4.0 / 1e6,
-               static_cast<long long>(max_queue));
+               static_cast<long long>(max_queue), key.empty() ? "" : ", API key required");
   std::fflush(stderr);
   server.run();
   served = true;
@@ -136,6 +173,17 @@ void register_serve_command(CLI::App& app) {
   sub->add_option("--prefill-chunk", a->prefill_chunk, "most prompt tokens of one request per step")
       ->capture_default_str();
   sub->add_option("--max-body", a->max_body, "largest request body in bytes (413 beyond)")->capture_default_str();
+  sub->add_option("--api-key", a->api_key,
+                  "require 'Authorization: Bearer KEY' on every route but /health (visible in ps: prefer --api-key-file)")
+      ->check([](const std::string& v) { return v.empty() ? std::string("the API key must not be empty") : std::string(); });
+  sub->add_option("--api-key-file", a->api_key_file, "as --api-key, the key being the first line of this file");
+  sub->add_option("--read-timeout", a->read_timeout, "seconds within which a request's headers and body must arrive")
+      ->capture_default_str();
+  sub->add_option("--write-timeout", a->write_timeout, "seconds a write to a client may stall before the connection ends")
+      ->capture_default_str();
+  sub->add_option("--max-pending-connections", a->max_pending,
+                  "accepted connections that may wait for an HTTP worker (503 beyond)")
+      ->capture_default_str();
   sub->callback([a] { run_serve(*a); });
 }
 

@@ -86,6 +86,11 @@ void Metrics::client_disconnected() {
   ++disconnects_;
 }
 
+void Metrics::connection_rejected() {
+  std::lock_guard<std::mutex> lk(mu_);
+  ++rejected_;
+}
+
 std::string Metrics::render(const EngineStats& e) const {
   std::lock_guard<std::mutex> lk(mu_);
   std::string out;
@@ -104,8 +109,10 @@ std::string Metrics::render(const EngineStats& e) const {
          static_cast<double>(prompt_tokens_));
   scalar(out, "moepp_generation_tokens_total", "counter", "Generated tokens of finished requests.",
          static_cast<double>(completion_tokens_));
-  scalar(out, "moepp_client_disconnects_total", "counter", "Streams whose client went away (request cancelled).",
+  scalar(out, "moepp_client_disconnects_total", "counter", "Requests whose client went away (request cancelled).",
          static_cast<double>(disconnects_));
+  scalar(out, "moepp_connections_rejected_total", "counter",
+         "Connections answered 503 because too many were waiting for an HTTP worker.", static_cast<double>(rejected_));
   scalar(out, "moepp_engine_steps_total", "counter", "Batched forward passes of the engine.",
          static_cast<double>(e.steps));
   scalar(out, "moepp_active_slots", "gauge", "Sequence slots in use.", static_cast<double>(e.active));

@@ -1,7 +1,7 @@
 // Metrics of `moepp serve` in the Prometheus text exposition format (GET /metrics; docs/serve.md):
 // request counters by endpoint and status, finished requests by reason, token counters, client
-// disconnects, latency and time-to-first-token histograms, and the engine's gauges (slots in use,
-// queue length) read at scrape time. Thread-safe.
+// disconnects, connections turned away, latency and time-to-first-token histograms, and the engine's
+// gauges (slots in use, queue length) read at scrape time. Thread-safe.
 #pragma once
 
 #include <cstdint>
@@ -39,6 +39,8 @@ class Metrics {
   void request_finished(const std::string& reason, int64_t prompt_tokens, int64_t completion_tokens,
                         double latency_s, double ttft_s, bool had_token);
   void client_disconnected();
+  // One connection turned away because too many were waiting for a worker (503).
+  void connection_rejected();
   // The whole exposition, with the engine's gauges.
   std::string render(const EngineStats& engine) const;
 
@@ -46,7 +48,7 @@ class Metrics {
   mutable std::mutex mu_;
   std::map<std::pair<std::string, int>, uint64_t> http_;  // (path, status) -> count
   std::map<std::string, uint64_t> finished_;             // reason -> count
-  uint64_t prompt_tokens_ = 0, completion_tokens_ = 0, disconnects_ = 0;
+  uint64_t prompt_tokens_ = 0, completion_tokens_ = 0, disconnects_ = 0, rejected_ = 0;
   Histogram latency_, ttft_;
 };
 

@@ -1,9 +1,8 @@
-// The OpenAI-compatible HTTP server (see server.h): routes, the request -> engine bridge, SSE streaming
-// with client-disconnect detection, JSON errors.
+// The OpenAI-compatible HTTP server (see server.h): routes, the API-key check, the request -> engine
+// bridge, SSE streaming, cancellation of requests whose client went away, JSON errors.
 #include "serve/server.h"
 
 #include <httplib.h>
-#include <sys/socket.h>
 
 #include <atomic>
 #include <chrono>
@@ -12,6 +11,8 @@
 #include <mutex>
 #include <random>
 
+#include "serve/auth.h"
+#include "serve/connection.h"
 #include "serve/metrics.h"
 #include "serve/openai_schema.h"
 
@@ -58,13 +59,17 @@ std::string lstrip(const std::string& s) {
   return s.substr(i);
 }
 
-// cpp-httplib 0.11 listens with a backlog of 5: a burst of connections overflows it and, with SYN
-// cookies, clients get "connection reset". Linux lets listen() be called again on the bound socket to
-// raise the backlog; the socket is a protected member, hence the subclass.
-class HttpServer : public httplib::Server {
- public:
-  bool widen_backlog(int backlog) { return ::listen(svr_sock_, backlog) == 0; }
-};
+// How often a handler that waits for a non-streaming request's end looks whether its client is gone.
+constexpr std::chrono::milliseconds kDisconnectPoll{50};
+
+ConnectionLimits connection_limits(const ServerOptions& o) {
+  ConnectionLimits l;
+  l.read_timeout = std::chrono::milliseconds(static_cast<int64_t>(o.read_timeout_s * 1000));
+  l.write_timeout = std::chrono::milliseconds(static_cast<int64_t>(o.write_timeout_s * 1000));
+  l.threads = static_cast<size_t>(o.http_threads);
+  l.max_pending = o.max_pending_connections;
+  return l;
+}
 
 }  // namespace
 
@@ -77,7 +82,36 @@ struct Server::Impl {
   std::atomic<uint64_t> next_id{1};
   int64_t started = std::time(nullptr);
 
-  Impl(Engine& e, const Tokenizer& t, ServerOptions o) : engine(e), tok(t), opt(std::move(o)) {}
+  Impl(Engine& e, const Tokenizer& t, ServerOptions o)
+      : engine(e),
+        tok(t),
+        opt(std::move(o)),
+        http(connection_limits(opt),
+             dump(ApiError(503, "The server has too many connections waiting; retry later", "", "server_overloaded")
+                      .to_json()),
+             [this] { metrics.connection_rejected(); }) {}
+
+  bool authorized(const httplib::Request& q) const {
+    return opt.api_key.empty() || bearer_matches(q.get_header_value("Authorization"), opt.api_key);
+  }
+
+  static void unauthorized(const httplib::Request& q, httplib::Response& res) {
+    const std::string msg = q.has_header("Authorization")
+                                ? "Incorrect API key provided"
+                                : "You didn't provide an API key: send it as 'Authorization: Bearer <key>'";
+    res.set_header("WWW-Authenticate", "Bearer");
+    set_error(res, ApiError(401, msg, "", "invalid_api_key", "invalid_request_error"));
+  }
+
+  // A route's handler behind the API-key check (every route but /health).
+  httplib::Server::Handler guarded(httplib::Server::Handler h) {
+    return [this, h = std::move(h)](const httplib::Request& q, httplib::Response& res) {
+      if (authorized(q))
+        h(q, res);
+      else
+        unauthorized(q, res);
+    };
+  }
 
   // Tokenises and checks a parsed request against the context; throws ApiError.
   Job prepare(const CompletionRequest& r) {
@@ -164,19 +198,30 @@ struct Server::Impl {
       if (job.stream)
         stream(res, job, rid, ch);
       else
-        respond(res, job, ch);
+        respond(res, job, rid, ch);
     } catch (const ApiError& e) {
       set_error(res, e);
     }
   }
 
-  void respond(httplib::Response& res, const Job& job, const std::shared_ptr<Channel>& ch) {
+  // Waits for the end of a non-streaming request; a client that goes away meanwhile (queued or
+  // running) cancels it, which frees its slot.
+  void respond(httplib::Response& res, const Job& job, uint64_t rid, const std::shared_ptr<Channel>& ch) {
     FinishEvent ev;
+    bool gone = false;
     {
       std::unique_lock<std::mutex> lk(ch->mu);
-      ch->cv.wait(lk, [&] { return ch->finished; });
+      while (!ch->cv.wait_for(lk, kDisconnectPoll, [&] { return ch->finished; })) {
+        if (gone || !HttpServer::client_gone()) continue;
+        gone = true;
+        lk.unlock();
+        engine.cancel(rid);
+        metrics.client_disconnected();
+        lk.lock();
+      }
       ev = ch->fin;
     }
+    if (gone) throw ApiError(499, "The client closed the connection; the request was cancelled", "", "client_closed");
     if (ev.reason == "error") throw ApiError(500, "Generation failed: " + ev.error, "", "internal_error");
     if (ev.reason == "cancelled") throw ApiError(503, "The server is shutting down", "", "shutting_down");
     const std::string text = job.chat ? lstrip(ev.text) : ev.text;
@@ -259,18 +304,17 @@ struct Server::Impl {
   }
 
   void setup() {
-    http.new_task_queue = [n = opt.http_threads] { return new httplib::ThreadPool(static_cast<size_t>(n)); };
     http.set_payload_max_length(opt.max_body_bytes);
-    http.set_keep_alive_timeout(2);
 
-    http.Post("/v1/completions", [this](const httplib::Request& q, httplib::Response& s) { completions(q, s, false); });
+    http.Post("/v1/completions",
+              guarded([this](const httplib::Request& q, httplib::Response& s) { completions(q, s, false); }));
     http.Post("/v1/chat/completions",
-              [this](const httplib::Request& q, httplib::Response& s) { completions(q, s, true); });
-    http.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
+              guarded([this](const httplib::Request& q, httplib::Response& s) { completions(q, s, true); }));
+    http.Get("/v1/models", guarded([this](const httplib::Request&, httplib::Response& res) {
       json m = {{"id", opt.model_name},  {"object", "model"},   {"created", started},
                 {"owned_by", "moepp"},   {"max_model_len", engine.max_len()}};
       res.set_content(dump(json{{"object", "list"}, {"data", json::array({m})}}), "application/json");
-    });
+    }));
     http.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
       const EngineStats s = engine.stats();
       res.set_content(dump(json{{"status", "ok"},
@@ -280,23 +324,30 @@ struct Server::Impl {
                                 {"queue_length", s.waiting}}),
                       "application/json");
     });
-    http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    http.Get("/metrics", guarded([this](const httplib::Request&, httplib::Response& res) {
       res.set_content(metrics.render(engine.stats()), "text/plain; version=0.0.4; charset=utf-8");
-    });
+    }));
     for (const char* path : {"/v1/completions", "/v1/chat/completions"}) {
-      http.Get(path, [](const httplib::Request& q, httplib::Response& res) {
+      http.Get(path, guarded([](const httplib::Request& q, httplib::Response& res) {
         set_error(res, ApiError(405, "Method GET is not allowed for " + q.path + " (use POST)", "", "method_not_allowed"));
-      });
+      }));
     }
     for (const char* path : {"/v1/models", "/health", "/metrics"}) {
-      http.Post(path, [](const httplib::Request& q, httplib::Response& res) {
+      http.Post(path, guarded([](const httplib::Request& q, httplib::Response& res) {
         set_error(res, ApiError(405, "Method POST is not allowed for " + q.path + " (use GET)", "", "method_not_allowed"));
-      });
+      }));
     }
-    http.set_error_handler([](const httplib::Request& q, httplib::Response& res) {
+    http.set_error_handler([this](const httplib::Request& q, httplib::Response& res) {
       if (!res.body.empty()) return;  // a handler's own JSON error
+      if (res.status == 404 && !authorized(q)) {  // no route is shown to a client without the key
+        res.status = 401;
+        unauthorized(q, res);
+        return;
+      }
+      if (res.status == 400 && HttpServer::read_timed_out()) res.status = 408;
       std::string msg;
       if (res.status == 404) msg = "Unknown endpoint: " + q.method + " " + q.path;
+      else if (res.status == 408) msg = "The request did not arrive within the read timeout";
       else if (res.status == 413) msg = "The request body is too large";
       else msg = std::string("HTTP error ") + std::to_string(res.status);
       set_error(res, ApiError(res.status, msg));

@@ -3,10 +3,13 @@
 //   POST /v1/completions, POST /v1/chat/completions   (JSON, or SSE with "stream": true)
 //   GET  /v1/models, GET /health, GET /metrics (Prometheus text)
 // Every error is a JSON body {"error": {"message", "type", "param", "code"}} with a 4xx/5xx status
-// (400 invalid request, 404 unknown route, 405 wrong method, 413 body too large, 429 engine queue full,
-// 500 internal, 503 shutting down). A streaming client that goes away cancels its request (its slot is
-// freed). Memory is bounded: the engine's slots and queue are fixed, request bodies are capped and the
-// HTTP worker pool has a fixed size.
+// (400 invalid request, 401 missing or wrong API key, 404 unknown route, 405 wrong method, 408 request
+// not received in time, 413 body too large, 429 engine queue full, 500 internal, 503 shutting down or
+// too many connections waiting). With an API key every route but /health needs "Authorization: Bearer
+// <key>". A client that goes away, streaming or not, cancels its request (its slot is freed). Memory
+// is bounded: the engine's slots and queue are fixed, request bodies are capped, the HTTP worker pool
+// has a fixed size and its queue of accepted connections a bound; slow clients are cut off by the read
+// and write timeouts (serve/connection.h).
 #pragma once
 
 #include <cstdint>
@@ -24,6 +27,10 @@ struct ServerOptions {
   std::string model_name = "moepp";      // "model" of responses and /v1/models
   int64_t http_threads = 0;              // worker threads; 0: engine slots + queue + 4
   size_t max_body_bytes = 1 << 20;       // larger request bodies get 413
+  std::string api_key;                   // non-empty: required as "Authorization: Bearer <key>"
+  double read_timeout_s = 10;            // a whole request (headers and body) must arrive within this
+  double write_timeout_s = 10;           // a write that cannot proceed for this long ends the connection
+  size_t max_pending_connections = 64;   // accepted connections waiting for a worker; beyond: 503
 };
 
 class Server {

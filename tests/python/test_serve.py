@@ -14,6 +14,13 @@ temporary checkpoint directory; `moepp serve --port 0` is started on it and the 
   - a client that disconnects mid-stream (and one that leaves while queued) frees its slot (/metrics),
   - a full queue answers 429 (a second server with 1 slot and a queue of 1, on the same weights with a
     65536-position context so that its running request outlasts the check),
+  - a client that disconnects while its non-streaming request runs frees its slot (the time from the
+    disconnect to the free slot is printed), and the next request is admitted,
+  - an API key (--api-key-file): 401 in OpenAI's shape without it or with a wrong one, 200 with it,
+    /health open, /metrics and unknown routes closed; an empty key refused and the key never printed,
+  - a slow client (headers sent byte by byte, 0.3 s apart, with --read-timeout 1) is answered 408 and
+    cut off; a client that sends nothing is cut off too,
+  - the bound on accepted connections waiting for an HTTP worker: the one beyond it is answered 503,
   - 32 concurrent clients (threads, streaming and not) with greedy requests each get exactly the text
     they get alone: nothing lost or mixed up between the batched sequences,
   - `moepp generate` prints the prompt and the same greedy continuation (streamed or not), honours
@@ -27,6 +34,7 @@ import os
 import re
 import select
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -67,7 +75,8 @@ def make_model(exe, d):
 class Server:
     """`moepp serve --port 0` as a child process; the port is read from its first stderr line."""
 
-    def __init__(self, exe, model, *extra):
+    def __init__(self, exe, model, *extra, key=None):
+        self.auth = {"Authorization": f"Bearer {key}"} if key else {}
         # One OpenMP thread: the model is tiny, and spinning threads on a loaded machine make it crawl.
         env = dict(os.environ, OMP_NUM_THREADS="1")
         self.proc = subprocess.Popen([exe, "serve", "--model", model, "--port", "0", *extra],
@@ -98,11 +107,13 @@ class Server:
     def conn(self, timeout=60):
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
 
-    def call(self, method, path, body=None, raw=None, timeout=60):
+    def call(self, method, path, body=None, raw=None, timeout=60, headers=None):
         """(status, content type, parsed JSON or text)."""
         c = self.conn(timeout)
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        c.request(method, path, body=data, headers={"Content-Type": "application/json"} if data is not None else {})
+        hdrs = {"Content-Type": "application/json"} if data is not None else {}
+        hdrs.update(headers if headers is not None else self.auth)
+        c.request(method, path, body=data, headers=hdrs)
         r = c.getresponse()
         payload = r.read()
         ctype = r.getheader("Content-Type", "")
@@ -475,6 +486,145 @@ def run_cases(case, srv, exe, model):
         status, _, body = srv.call("GET", "/health")
         expect(status == 200 and body["status"] == "ok", f"health after the disconnect: {status} {body}")
 
+    def disconnect_nonstream():
+        srv = Server(exe, long_ctx_model(), "--slots", "1")
+        try:
+            before = srv.metrics()
+            c = srv.conn()
+            c.request("POST", "/v1/completions", body=json.dumps(
+                {"prompt": "The sea", "max_tokens": LONG_TOKENS, "temperature": 0, "ignore_eos": True}).encode(),
+                headers={"Content-Type": "application/json"})
+            srv.wait_metric("moepp_active_slots", 1, timeout=10)
+            time.sleep(0.3)  # it is decoding
+            c.sock.close()  # the client goes away before the answer
+            t0 = time.time()
+            srv.wait_metric("moepp_active_slots", 0, timeout=10)
+            freed_ms = (time.time() - t0) * 1000
+            print(f"  non-streaming request: slot freed {freed_ms:.0f} ms after the client disconnected", flush=True)
+            after = srv.metrics()
+            key = 'moepp_requests_finished_total{reason="cancelled"}'
+            expect(after[key] == before[key] + 1, f"cancelled {before[key]} -> {after[key]}")
+            expect(after["moepp_client_disconnects_total"] == before["moepp_client_disconnects_total"] + 1,
+                   "disconnects")
+            # The one slot is free: the next request is admitted and answered.
+            status, _, body = srv.call("POST", "/v1/completions", {"prompt": "x", "max_tokens": 2}, timeout=30)
+            expect(status == 200 and body["usage"]["completion_tokens"] == 2, f"next request: {status} {body}")
+        finally:
+            srv.stop()
+
+    def api_key():
+        secret = "sk-moepp-test-9f2c1e"
+        key_file = os.path.join(os.path.dirname(model), "api_key.txt")
+        with open(key_file, "w") as f:
+            f.write(secret + "\n")
+        keyed = Server(exe, model, "--slots", "2", "--api-key-file", key_file, key=secret)
+        try:
+            req = {"prompt": "The ship", "max_tokens": 3, "temperature": 0}
+            for hdrs in [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Bearer " + secret + "x"},
+                         {"Authorization": "Basic " + secret}, {"Authorization": secret}]:
+                status, ctype, body = keyed.call("POST", "/v1/completions", req, headers=hdrs)
+                check_error(status, ctype, body, 401)
+                expect(body["error"]["type"] == "invalid_request_error" and body["error"]["code"] == "invalid_api_key"
+                       and body["error"]["param"] is None, f"{hdrs}: {body}")
+                expect(secret not in json.dumps(body), "the key is not echoed")
+            for method, path in [("GET", "/metrics"), ("GET", "/v1/models"), ("POST", "/v1/chat/completions"),
+                                 ("GET", "/no/such/route")]:
+                status, ctype, body = keyed.call(method, path, body={} if method == "POST" else None, headers={})
+                check_error(status, ctype, body, 401)
+            status, _, body = keyed.call("POST", "/v1/completions", req)
+            expect(status == 200 and body["usage"]["completion_tokens"] == 3, f"with the key: {status} {body}")
+            status, _, body = keyed.call("POST", "/v1/completions", req, headers={"Authorization": "bearer  " + secret})
+            expect(status == 200, f"scheme case-insensitive: {status} {body}")
+            status, _, body = keyed.call("GET", "/health", headers={})
+            expect(status == 200 and body["status"] == "ok", f"/health without the key: {status} {body}")
+            expect(keyed.metrics()["moepp_slots"] == 2, "/metrics with the key")
+            status, _, body = keyed.call("GET", "/no/such/route")
+            check_error(status, "application/json", body, 404)
+        finally:
+            keyed.stop()
+        expect(not any(secret in line for line in keyed.log), "the key is never printed")
+        with open(key_file, "w") as f:
+            f.write("\nsecond line\n")
+        for args, needle in [(["--api-key-file", key_file], "empty"), (["--api-key", ""], "empty"),
+                             (["--api-key", "a", "--api-key-file", key_file], "not both")]:
+            p = subprocess.run([exe, "serve", "--model", model, "--port", "0", *args], capture_output=True, timeout=60)
+            msg = p.stderr.decode(errors="replace")
+            expect(p.returncode != 0 and needle in msg, f"{args}: exit {p.returncode} {msg!r}")
+            expect("listening" not in msg, f"{args}: it must not start")
+
+    def slow_client():
+        slow = Server(exe, model, "--slots", "1", "--read-timeout", "1")
+        try:
+            k = socket.create_connection(("127.0.0.1", slow.port), timeout=10)
+            t0 = time.time()
+            k.sendall(b"GET /health HTTP/1.1\r\n")
+            k.settimeout(0.05)
+            got, closed_at = b"", None
+            for ch in b"Host: 127.0.0.1\r\nX-Slow: " + b"a" * 40 + b"\r\n\r\n":  # 12 s at 0.3 s a byte
+                try:
+                    k.sendall(bytes([ch]))
+                except OSError:
+                    closed_at = time.time() - t0
+                    break
+                time.sleep(0.3)
+                try:
+                    d = k.recv(4096)
+                except socket.timeout:
+                    continue
+                except OSError:
+                    closed_at = time.time() - t0
+                    break
+                if not d:
+                    closed_at = time.time() - t0
+                    break
+                got += d
+            k.close()
+            expect(got.startswith(b"HTTP/1.1 408 "), f"answer {got[:80]!r}")
+            expect(closed_at is not None and closed_at < 4, f"cut off after {closed_at} s (read timeout 1 s)")
+            # A client that connects and sends nothing is cut off as well.
+            k = socket.create_connection(("127.0.0.1", slow.port), timeout=10)
+            t0 = time.time()
+            expect(k.recv(100) == b"" and time.time() - t0 < 4, "an idle connection is closed")
+            k.close()
+            status, _, body = slow.call("GET", "/health")
+            expect(status == 200, f"health after the slow clients: {status} {body}")
+        finally:
+            slow.stop()
+
+    def connection_bound():
+        # 1 slot + 0 queue: 5 HTTP workers; 2 connections may wait for one, the next is turned away.
+        small = Server(exe, model, "--slots", "1", "--max-queue", "0", "--max-pending-connections", "2",
+                       "--read-timeout", "20")
+        held = []
+        try:
+            for _ in range(5 + 2):  # 5 that hold the workers (half a request line), 2 that wait
+                k = socket.create_connection(("127.0.0.1", small.port), timeout=10)
+                k.sendall(b"GET /hea")
+                held.append(k)
+            time.sleep(0.5)
+            k = socket.create_connection(("127.0.0.1", small.port), timeout=10)
+            answer = b""
+            while True:
+                d = k.recv(4096)
+                if not d:
+                    break
+                answer += d
+            k.close()
+            head, _, body = answer.partition(b"\r\n\r\n")
+            expect(head.startswith(b"HTTP/1.1 503 "), f"answer {answer[:100]!r}")
+            err = json.loads(body)
+            expect(err["error"]["code"] == "server_overloaded" and err["error"]["type"] == "server_error", f"{err}")
+            for k in held:  # the workers are freed
+                k.close()
+            held = []
+            status, _, body = small.call("GET", "/health")
+            expect(status == 200, f"health afterwards: {status} {body}")
+            expect(small.metrics()["moepp_connections_rejected_total"] == 1, "one connection rejected")
+        finally:
+            for k in held:
+                k.close()
+            small.stop()
+
     def concurrent_clients():
         reqs = []
         for i in range(32):
@@ -584,6 +734,10 @@ def run_cases(case, srv, exe, model):
     case("metrics_schema", metrics)
     case("malformed_requests_4xx_and_still_healthy", malformed)
     case("disconnect_mid_stream_frees_slot", disconnect_mid_stream)
+    case("disconnect_nonstream_frees_slot", disconnect_nonstream)
+    case("api_key_401_health_open", api_key)
+    case("slow_client_cut_off_408", slow_client)
+    case("connection_queue_bound_503", connection_bound)
     case("32_concurrent_clients_match_alone", concurrent_clients)
     case("queue_full_429_and_queued_disconnect", queue_full)
     case("generate_cli", generate_cli)
