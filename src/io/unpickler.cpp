@@ -23,6 +23,12 @@ std::string hex2(unsigned v) {
   return buf;
 }
 
+// Limits (docs/limits.md). A torch.save state_dict needs about 25 objects per tensor and MARKs nested
+// 3 deep; these admit 80,000 tensors and keep the interpreter's memory (about 200 bytes an object)
+// under half a GiB whatever the pickle declares.
+constexpr size_t kMaxObjects = size_t{1} << 21;  // objects made, memo entries included
+constexpr size_t kMaxMarks = 1024;               // MARK nesting depth
+
 enum class Fn { kNone, kOrderedDict, kRebuildTensorV2, kRebuildParameter, kRebuildParameterWithState, kStorage };
 
 struct PObj {
@@ -98,7 +104,10 @@ class Unpickler {
             fail("STOP with " + std::to_string(stack_.size()) + " values on the stack (expected 1)");
           return stack_.back();
         }
-        case '(': marks_.push_back(stack_.size()); break;  // MARK
+        case '(':  // MARK
+          if (marks_.size() >= kMaxMarks) fail("MARKs nested deeper than " + std::to_string(kMaxMarks));
+          marks_.push_back(stack_.size());
+          break;
         case '}': push(make(PObj::Kind::kDict)); break;    // EMPTY_DICT
         case ']': push(make(PObj::Kind::kList)); break;    // EMPTY_LIST
         case ')': push(make(PObj::Kind::kTuple)); break;   // EMPTY_TUPLE
@@ -254,6 +263,8 @@ class Unpickler {
   }
 
   PObj* make(PObj::Kind k) {
+    if (arena_.size() + memo_.size() >= kMaxObjects)
+      fail("pickle makes more than " + std::to_string(kMaxObjects) + " objects (limit for a state_dict)");
     arena_.emplace_back();
     arena_.back().kind = k;
     return &arena_.back();
@@ -310,6 +321,8 @@ class Unpickler {
   }
   void memo_put(uint64_t idx) {
     if (stack_.empty()) fail("memo store with an empty stack");
+    if (arena_.size() + memo_.size() >= kMaxObjects)
+      fail("pickle memoizes more than " + std::to_string(kMaxObjects) + " objects (limit for a state_dict)");
     memo_[idx] = stack_.back();
   }
   void memo_get(uint64_t idx) {
@@ -435,6 +448,12 @@ std::map<std::string, TorchTensorRef> unpickle_state_dict(const uint8_t* data, s
     }
     if (overflow || numel > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
       throw Error(where + ": size " + shape_str(t.shape) + " / stride " + shape_str(t.stride) + " overflow");
+    // A view may not hold more elements than its storage (only an overlapping view, a stride of 0,
+    // could): the tensor's size is then bounded by the file's.
+    if (numel > static_cast<uint64_t>(t.storage_numel))
+      throw Error(where + ": size " + shape_str(t.shape) + " has " + std::to_string(numel) + " elements, but storage " +
+                  quoted_name(t.storage_key) + " holds " + std::to_string(t.storage_numel) +
+                  " (overlapping views are not supported)");
     if (numel > 0 && last >= static_cast<uint64_t>(t.storage_numel))
       throw Error(where + ": view (offset " + std::to_string(t.storage_offset) + ", size " + shape_str(t.shape) +
                   ", stride " + shape_str(t.stride) + ") needs element " + std::to_string(last) + " but storage " +

@@ -96,6 +96,8 @@ void ModelConfig::validate(const std::string& source) const {
   if (vocab <= 0 || vocab > INT32_MAX) bad("vocab_size", "must be in [1, 2^31 - 1], got " + std::to_string(vocab));
   if (hidden <= 0) bad("hidden_size", "must be > 0");
   if (n_layers <= 0) bad("num_hidden_layers", "must be > 0");
+  if (n_layers > kMaxLayers)
+    bad("num_hidden_layers", "must be <= " + std::to_string(kMaxLayers) + ", got " + std::to_string(n_layers));
   if (n_heads <= 0) bad("num_attention_heads", "must be > 0");
   if (hidden % n_heads != 0)
     bad("num_attention_heads", "= " + std::to_string(n_heads) + " must divide hidden_size = " + std::to_string(hidden));
@@ -108,6 +110,9 @@ void ModelConfig::validate(const std::string& source) const {
   if (head_dim % 2 != 0)
     bad("num_attention_heads", "gives head_dim = " + std::to_string(head_dim) + ", which must be even for RoPE");
   if (max_pos <= 0) bad("max_position_embeddings", "must be > 0");
+  if (max_pos > kMaxPositions)
+    bad("max_position_embeddings",
+        "must be <= " + std::to_string(kMaxPositions) + ", got " + std::to_string(max_pos) + " (docs/limits.md)");
   if (!(rms_eps > 0.0f)) bad("rms_norm_eps", "must be > 0");
   if (!(rope_theta > 0.0f)) bad("rope_theta", "must be > 0");
   if (moe.hidden != hidden) bad("hidden_size", "differs between the model and its MoE++ layer config");
@@ -115,6 +120,14 @@ void ModelConfig::validate(const std::string& source) const {
   if (eos >= vocab) bad("eos_token_id", "must be < vocab_size");
   if (pad >= vocab) bad("pad_token_id", "must be < vocab_size");
   moe.validate(source);
+  if (const int64_t w = weight_bound(); w > kMaxModelWeights)
+    bad("hidden_size", "with these dimensions gives a model of about " + std::to_string(w) +
+                           " weights, above the limit " + std::to_string(kMaxModelWeights) + " (docs/limits.md)");
+}
+
+int64_t ModelConfig::weight_bound() const {
+  const int64_t per_layer = 4 * hidden * hidden + 3 * hidden * moe.intermediate * moe.n_ffn() + moe.n_experts * hidden;
+  return 2 * vocab * hidden + n_layers * per_layer;
 }
 
 json ModelConfig::to_json() const {

@@ -13,6 +13,13 @@
 
 namespace moepp {
 
+// Sanity limits (docs/limits.md), far above the released 7B model (24 layers, context 2048, about
+// 7.5e9 weights), so that a config.json with absurd dimensions is rejected before anything is
+// allocated. The layer's own limits are MoeConfig's (moe/moe_config.h).
+inline constexpr int64_t kMaxLayers = 1024;                  // num_hidden_layers
+inline constexpr int64_t kMaxPositions = 131072;             // max_position_embeddings
+inline constexpr int64_t kMaxModelWeights = int64_t{1} << 35;  // about 3.4e10 (see weight_bound())
+
 struct ModelConfig {
   int64_t vocab = 0;       // V
   int64_t hidden = 0;      // D
@@ -34,6 +41,10 @@ struct ModelConfig {
   // A complete config.json that from_json reads back to the same config.
   nlohmann::json to_json() const;
   void validate(const std::string& source) const;
+  // An upper bound on the number of weights: 2 V D (embedding, LM head) + L (4 D^2 (attention) +
+  // 3 D I x FFN experts + E D (router)). Meaningful (no overflow) once the dimensions are within
+  // their limits; validate() checks it against kMaxModelWeights.
+  int64_t weight_bound() const;
   // The config.json keys whose values differ between this config and `other`, each as
   // "key (A vs B)" with the two values as to_json writes them; empty when they are the same model.
   std::vector<std::string> differences(const ModelConfig& other) const;

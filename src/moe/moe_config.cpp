@@ -3,6 +3,7 @@
 
 #include <nlohmann/json.hpp>
 #include <set>
+#include <utility>
 
 #include "core/error.h"
 #include "io/json_fields.h"
@@ -93,12 +94,17 @@ MoeConfig MoeConfig::from_json(const json& j, const std::string& source) {
 
 void MoeConfig::validate(const std::string& source) const {
   auto bad = [&](const std::string& key, const std::string& msg) { throw Error(field_where(source, key) + " " + msg); };
-  if (hidden <= 0) bad("hidden_size", "must be > 0");
-  if (intermediate <= 0) bad("intermediate_size", "must be > 0");
-  if (n_experts <= 0) bad("num_experts", "must be > 0");
-  if (n_zero < 0) bad("n_zero_experts", "must be >= 0");
-  if (n_copy < 0) bad("n_copy_experts", "must be >= 0");
-  if (n_constant < 0) bad("n_constant_experts", "must be >= 0");
+  auto in_range = [&](const char* key, int64_t v, int64_t hi) {
+    if (v <= 0 || v > hi) bad(key, "must be in [1, " + std::to_string(hi) + "], got " + std::to_string(v));
+  };
+  in_range("hidden_size", hidden, kMaxHidden);
+  in_range("intermediate_size", intermediate, kMaxIntermediate);
+  in_range("num_experts", n_experts, kMaxExperts);
+  for (auto [key, v] :
+       {std::pair{"n_zero_experts", n_zero}, {"n_copy_experts", n_copy}, {"n_constant_experts", n_constant}}) {
+    if (v < 0) bad(key, "must be >= 0");
+    if (v > kMaxExperts) bad(key, "must be <= " + std::to_string(kMaxExperts) + ", got " + std::to_string(v));
+  }
   if (n_ffn() < 1) {
     // Built with += : GCC 12 reports a false -Wrestrict for "(" + std::to_string(...) here.
     std::string msg = "(";
@@ -108,6 +114,11 @@ void MoeConfig::validate(const std::string& source) const {
     msg += " zero-computation experts";
     bad("num_experts", msg);
   }
+  // The FFN experts' weights (up [2I, D] and down [D, I] each); the caps above keep this from overflowing.
+  if (const int64_t w = 3 * hidden * intermediate * n_ffn(); w > kMaxLayerExpertParams)
+    bad("intermediate_size", "x hidden_size x FFN experts gives " + std::to_string(w) +
+                                 " expert weights per layer, above the limit " + std::to_string(kMaxLayerExpertParams) +
+                                 " (docs/limits.md)");
   if (top_k < 1 || top_k > n_experts)
     bad("moe_top_k", "must be in [1, num_experts = " + std::to_string(n_experts) + "], got " + std::to_string(top_k));
   if ((router == RouterKind::kTopK || router == RouterKind::kRelu) && n_zc() != 0)

@@ -11,6 +11,14 @@
 
 namespace moepp {
 
+// Sanity limits on a layer's dimensions (docs/limits.md): far above the released 7B model (D 1536,
+// I 4096, 20 experts), low enough that no product of them overflows and that a config with absurd
+// dimensions is rejected before anything is allocated.
+inline constexpr int64_t kMaxHidden = 65536;                      // hidden_size
+inline constexpr int64_t kMaxIntermediate = 262144;               // intermediate_size
+inline constexpr int64_t kMaxExperts = 1024;                      // num_experts
+inline constexpr int64_t kMaxLayerExpertParams = int64_t{1} << 32;  // 3 * D * I * FFN experts
+
 enum class RouterKind { kMoepp, kTopK, kAdaMoe, kRelu };
 enum class ExpertKind { kFfn, kConstant, kCopy, kZero };
 

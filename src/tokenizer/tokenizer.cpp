@@ -35,7 +35,14 @@ void Tokenizer::load(const std::string& model_path) {
   if (bytes.empty()) throw Error(model_path + ": tokenizer model is empty");
 
   auto sp = std::make_unique<sentencepiece::SentencePieceProcessor>();
-  const auto status = sp->LoadFromSerializedProto(bytes);
+  sentencepiece::util::Status status;
+  try {
+    status = sp->LoadFromSerializedProto(bytes);
+  } catch (const std::exception& e) {
+    // SentencePiece throws for some corrupt models instead of returning a status (a piece that starts
+    // with a NUL byte: its trie builder's "zero-length key"; found by fuzz/tokenizer_model_fuzz).
+    throw Error(model_path + ": not a valid SentencePiece model (" + e.what() + ")");
+  }
   if (!status.ok())
     throw Error(model_path + ": not a valid SentencePiece model (" + status.ToString() + ")");
   if (sp->GetPieceSize() <= 0) throw Error(model_path + ": SentencePiece model has no pieces");

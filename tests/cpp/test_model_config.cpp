@@ -62,5 +62,37 @@ TEST(ModelConfig, ErrorsNameTheField) {
   }
 }
 
+// The released 7B config.json (spec §5) is admitted; absurd dimensions, each alone or by their product,
+// are refused naming the field before anything is allocated (docs/limits.md).
+TEST(ModelConfig, DimensionLimits) {
+  const nlohmann::json released = nlohmann::json::parse(R"({
+    "architectures": ["MoeForCausalLM"], "model_type": "MoE++", "vocab_size": 65536,
+    "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "hidden_act": "silu",
+    "hidden_size": 1536, "initializer_range": 0.01, "intermediate_size": 4096,
+    "max_position_embeddings": 2048, "num_attention_heads": 16, "num_key_value_heads": 16,
+    "num_hidden_layers": 24, "num_experts": [20], "moe_use_mixtral_gating": false,
+    "moe_2layer_gate": false, "moe_use_logits_norm": true, "moe_gate_norm_std": 1.0,
+    "moe_feature_no_mul_topk": true, "moe_expert_interval": 1, "rms_norm_eps": 1e-06,
+    "tie_word_embeddings": false, "torch_dtype": "bfloat16", "rope_theta": 10000})");
+  const ModelConfig c = ModelConfig::from_json(released, "7b.json");
+  EXPECT_EQ(c.weight_bound(), int64_t{2} * 65536 * 1536 + int64_t{24} * (4 * 1536 * 1536 + 3 * 1536 * 4096 * 16 + 20 * 1536));
+  auto err = [&](const std::string& key, const nlohmann::json& v) {
+    nlohmann::json j = released;
+    j[key] = v;
+    return error_message([&] { ModelConfig::from_json(j, "cfg.json"); });
+  };
+  EXPECT_NE(err("num_hidden_layers", 1000000).find("cfg.json: field 'num_hidden_layers' must be <= 1024"),
+            std::string::npos);
+  EXPECT_NE(err("max_position_embeddings", int64_t{1} << 40)
+                .find("cfg.json: field 'max_position_embeddings' must be <= 131072"),
+            std::string::npos);
+  EXPECT_NE(err("hidden_size", int64_t{1} << 50).find("cfg.json: field 'hidden_size'"), std::string::npos);
+  // Each within its limit, the model as a whole is not: 1024 layers of the 7B's width.
+  const std::string m = err("num_hidden_layers", 1024);
+  EXPECT_NE(m.find("cfg.json: field 'hidden_size' with these dimensions gives a model of about"), std::string::npos)
+      << m;
+  EXPECT_NE(m.find("above the limit 34359738368"), std::string::npos) << m;
+}
+
 }  // namespace
 }  // namespace moepp

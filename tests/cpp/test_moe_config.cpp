@@ -9,12 +9,41 @@
 
 #include "core/error.h"
 #include "moe/moe_config.h"
+#include "test_util.h"
 #include "tiny_models.h"
 
 namespace moepp {
 namespace {
 
 using test::small_moe_config;
+
+// Absurd dimensions are refused by the config, before any buffer is sized from them (docs/limits.md);
+// the released 7B layer (D 1536, I 4096, 20 experts) is admitted.
+TEST(MoeConfig, DimensionLimits) {
+  auto error = [](const std::string& extra) {
+    return test::error_message([&] {
+      MoeConfig::from_json(nlohmann::json::parse(R"({"hidden_size": 1536, "intermediate_size": 4096, "num_experts": [20])" +
+                                                 extra + "}"),
+                           "C.json");
+    });
+  };
+  EXPECT_EQ(error(""), "(no error)");
+  EXPECT_NE(error(R"(, "hidden_size": 1099511627776)").find("C.json: field 'hidden_size' must be in [1, 65536]"),
+            std::string::npos);
+  EXPECT_NE(error(R"(, "intermediate_size": 4611686018427387904)").find("field 'intermediate_size' must be in [1, 262144]"),
+            std::string::npos);
+  EXPECT_NE(error(R"(, "num_experts": 100000)").find("field 'num_experts' must be in [1, 1024]"), std::string::npos);
+  // Counts whose sum would overflow are refused one by one.
+  EXPECT_NE(error(R"(, "n_zero_experts": 9223372036854775807, "n_copy_experts": 9223372036854775807)")
+                .find("field 'n_zero_experts' must be <= 1024"),
+            std::string::npos);
+  // Each dimension within its limit, their product (3 D I x 1020 FFN experts) is not.
+  const std::string m = error(R"(, "hidden_size": 65536, "intermediate_size": 262144, "num_experts": 1024)");
+  EXPECT_NE(m.find("C.json: field 'intermediate_size' x hidden_size x FFN experts gives 52570399703040 expert "
+                   "weights per layer, above the limit 4294967296"),
+            std::string::npos)
+      << m;
+}
 
 TEST(MoeConfig, BadValuesNameTheField) {
   auto expect_error = [](const char* text, const std::string& needle) {

@@ -157,6 +157,26 @@ TEST_F(TokenizerTest, LoadErrors) {
   EXPECT_THROW(none.encode("x"), Error);
 }
 
+// Regression (fuzz/tokenizer_model_fuzz): a unigram model whose piece starts with a NUL byte made
+// SentencePiece throw its trie builder's exception out of LoadFromSerializedProto; it must be a
+// moepp::Error naming the file.
+TEST_F(TokenizerTest, PieceWithNulByteIsALoadError) {
+  // ModelProto {pieces: "<unk>" (UNKNOWN), "\0x"; trainer_spec {model_type: UNIGRAM}}.
+  const std::string model = std::string(
+      "\x0a\x0e\x0a\x05<unk>\x15\x00\x00\x00\x00\x18\x02"
+      "\x0a\x09\x0a\x02\x00x\x15\x00\x00\x00\x00"
+      "\x12\x02\x18\x01",
+      31);
+  write_bytes(path("nul_piece.model"), model);
+  try {
+    Tokenizer t(path("nul_piece.model"));
+    FAIL() << "loaded";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("nul_piece.model: not a valid SentencePiece model"), std::string::npos)
+        << e.what();
+  }
+}
+
 TEST_F(TokenizerTest, TrainErrors) {
   EXPECT_THROW(moepp::train_tokenizer({path("nope.txt")}, path("x/tokenizer.model"), 320), Error);
   write_bytes(path("blank.txt"), "\n\n  \n");

@@ -218,6 +218,25 @@ TEST_F(TorchCheckpointTest, ViewOutsideStorage) {
   expect_error([&] { TorchCheckpoint c(p3); }, {p3, "tensor 'a'", "overflow"});
 }
 
+// Declared sizes beyond what the file holds are refused on open, before anything is allocated
+// (docs/limits.md): a storage of 2^62 elements (its byte count overflows), one of 2^40 elements in a
+// 48-byte entry, and a stride-0 view of 2^40 elements of a 12-element storage.
+TEST_F(TorchCheckpointTest, EnormousDeclaredSizes) {
+  auto specs = standard_specs();
+  specs[0].numel = specs[1].numel = int64_t{1} << 62;
+  const std::string p = write("huge_storage.bin", make_zip(standard_entries(state_dict_pickle(specs))));
+  expect_error([&] { TorchCheckpoint c(p); }, {p, "storage '0'", "too small", "4611686018427387904"});
+  auto specs2 = standard_specs();
+  specs2[0].numel = specs2[1].numel = int64_t{1} << 40;
+  const std::string p2 = write("big_storage.bin", make_zip(standard_entries(state_dict_pickle(specs2))));
+  expect_error([&] { TorchCheckpoint c(p2); }, {p2, "storage '0' has 48 bytes, too small"});
+  auto specs3 = standard_specs();
+  specs3[0].size = {int64_t{1} << 40};
+  specs3[0].stride = {0};
+  const std::string p3 = write("stride0.bin", make_zip(standard_entries(state_dict_pickle(specs3))));
+  expect_error([&] { TorchCheckpoint c(p3); }, {p3, "tensor 'a'", "1099511627776 elements", "holds 12"});
+}
+
 TEST_F(TorchCheckpointTest, MissingStorageEntry) {
   auto entries = standard_entries(state_dict_pickle(standard_specs()));
   entries.erase(entries.begin() + 2);
