@@ -110,6 +110,15 @@ def main():
             g = run(exe, "generate", "--model", full, "--prompt", "The", "--max-tokens", "5")
             assert g.stdout.strip() != ""
 
+        def prints_the_sample():
+            # Without --quiet a completed run ends with the validation loss and a sample drawn from its
+            # final checkpoint (the train command loads it back with the decoder).
+            d = os.path.join(tmp, "sample")
+            p = run(exe, "train", "--config", cfg, "--out", d, "--steps", "3")
+            lines = p.stdout.strip().splitlines()
+            assert len(lines) >= 2 and lines[-2].startswith("val_loss ") and "bits/byte" in lines[-2], p.stdout
+            assert lines[-1].startswith("sample: The"), p.stdout
+
         def bad_configs():
             bad = {
                 "unknown field": ({"model": {}, "train_text": "x", "stepz": 3}, "stepz"),
@@ -182,7 +191,8 @@ def main():
             p = run(exe, "train", "--config", rc, "--out", part_r, "--quiet", "--resume", check=False)
             assert p.returncode != 0 and "relu_l1_coef" in p.stderr, p.stderr
 
-        tally.run_each(loss_goes_down, resume_identical, resume_after_sigkill, checkpoint_loads, bad_configs,
+        tally.run_each(loss_goes_down, resume_identical, resume_after_sigkill, checkpoint_loads, prints_the_sample,
+                       bad_configs,
                        resume_refuses_a_changed_model, remoe_adaptive_lambda)
 
     return tally.finish()
