@@ -141,8 +141,8 @@ void truncate_log(const std::string& path, int64_t step) {
     try {
       const nlohmann::json j = nlohmann::json::parse(line);
       if (j.value("step", int64_t{0}) <= step) kept += line + "\n";
-    } catch (const nlohmann::json::parse_error&) {
-      break;  // a line cut by a kill
+    } catch (const nlohmann::json::exception&) {
+      break;  // a line cut by a kill (or otherwise not a record of ours)
     }
   }
   io::write_file_atomic(path, kept);
