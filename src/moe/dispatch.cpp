@@ -33,13 +33,12 @@ void selections_by_rank(int64_t* counts, const int32_t* ids, const MoeConfig& cf
       if (ids[t * W + k] >= 0) ++counts[k * E + ids[t * W + k]];
 }
 
-DispatchCounts dispatch_slots(uint8_t* kept, int64_t* ffn_offset, int32_t* ffn_slot, int32_t* row_of_slot,
-                              const int32_t* ids, const int64_t* capacity, const int64_t* selected_before,
-                              const MoeConfig& cfg, int64_t T) {
-  const int64_t W = cfg.slot_width(), E = cfg.n_experts, NF = cfg.n_ffn();
-  DispatchCounts n;
-  // Capacity: admit slots by rank, then token: a slot is kept while fewer than capacity[e] selections of
-  // its expert come before it in that order.
+namespace {
+
+// The capacity drops of dispatch_slots (see there): kept slots beyond their expert's capacity set to 0.
+void admit_by_capacity(DispatchCounts& n, uint8_t* kept, const int32_t* ids, const int64_t* capacity,
+                       const int64_t* selected_before, const MoeConfig& cfg, int64_t T) {
+  const int64_t W = cfg.slot_width(), E = cfg.n_experts;
   std::vector<int64_t> before(W * E, 0);
   if (selected_before) {
     std::copy(selected_before, selected_before + W * E, before.begin());
@@ -63,6 +62,19 @@ DispatchCounts dispatch_slots(uint8_t* kept, int64_t* ffn_offset, int32_t* ffn_s
         ++n.dropped_slots;
       }
     }
+}
+
+}  // namespace
+
+DispatchCounts dispatch_slots(uint8_t* kept, int64_t* ffn_offset, int32_t* ffn_slot, int32_t* row_of_slot,
+                              const int32_t* ids, const int64_t* capacity, const int64_t* selected_before,
+                              const MoeConfig& cfg, int64_t T) {
+  const int64_t W = cfg.slot_width(), E = cfg.n_experts, NF = cfg.n_ffn();
+  DispatchCounts n;
+  // Capacity: admit slots by rank, then token: a slot is kept while fewer than capacity[e] selections of
+  // its expert come before it in that order. Nothing to admit when no expert is limited (inference).
+  if (std::any_of(capacity, capacity + E, [](int64_t c) { return c >= 0; }))
+    admit_by_capacity(n, kept, ids, capacity, selected_before, cfg, T);
   // Counting sort of the kept FFN slots by expert, in token order inside each expert.
   std::fill(ffn_offset, ffn_offset + NF + 1, int64_t{0});
   for (int64_t i = 0; i < T * W; ++i) {
