@@ -27,15 +27,25 @@ Comm& job_comm() { return *g_job; }
 
 namespace {
 
-// Prints the error; under mpirun, with the rank, and ends the whole job.
-int fail(moepp::World& world, const char* what) {
+// Prints the error; under mpirun, with the rank, and (job_wide false) ends the whole job: the other
+// ranks may be waiting in a collective. A job-wide error was raised by every rank: each returns.
+int fail(moepp::World& world, const char* what, bool job_wide = false) {
   if (world.distributed()) {
     std::fprintf(stderr, "moepp: error (rank %d of %d): %s\n", world.comm().rank(), world.comm().size(), what);
     std::fflush(stderr);
-    world.comm().abort(1);
+    if (!job_wide) world.comm().abort(1);
+    return 1;
   }
   std::fprintf(stderr, "moepp: error: %s\n", what);
   return 1;
+}
+
+// The commands that split their work over the ranks of an mpirun job; any other would run N copies of
+// the same job (and write the same files).
+bool runs_on_many_processes(int argc, char** argv) {
+  if (argc < 2) return false;
+  const std::string cmd = argv[1];
+  return cmd == "bench" && argc >= 3 && std::string(argv[2]) == "ep";
 }
 
 }  // namespace
@@ -53,12 +63,9 @@ int main(int argc, char** argv) {
     return 1;
   }
   moepp::cli::g_job = &world->comm();
-  // Under mpirun only the commands that split their work over the ranks may run; any other would run
-  // N copies of the same job (and write the same files).
-  const bool multi_process_command = argc >= 3 && std::string(argv[1]) == "bench" && std::string(argv[2]) == "ep";
-  if (world->distributed() && !multi_process_command)
-    return fail(*world, "under mpirun only `moepp bench ep` runs (multi-process train, generate, eval and serve are "
-                        "not implemented yet); run other commands as one process");
+  if (world->distributed() && !runs_on_many_processes(argc, argv))
+    return fail(*world, "under mpirun only `moepp bench ep` runs (multi-process train, generate, eval and serve "
+                        "are not implemented yet); run other commands as one process", true);
   CLI::App app{"moepp: train, evaluate and serve MoE++ (zero-computation experts) models on CPU"};
   app.require_subcommand(1);
   moepp::cli::register_layer_command(app);
@@ -78,6 +85,8 @@ int main(int argc, char** argv) {
     const int code = app.exit(e);
     if (code != 0 && world->distributed()) world->comm().abort(code);
     return code;
+  } catch (const moepp::JobWideError& e) {
+    return fail(*world, e.what(), true);
   } catch (const std::exception& e) {
     return fail(*world, e.what());
   }
