@@ -54,6 +54,7 @@ void register_train_command(CLI::App& app) {
     std::string config, out;
     bool resume = false, quiet = false;
     int64_t steps = 0, stop_after = -1, seed = -1;
+    int ep_size = 1;
   };
   auto a = std::make_shared<Args>();
   CLI::App* sub = app.add_subcommand("train", "Train an MoE++ / MoE language model from a JSON config (docs/training.md)");
@@ -64,13 +65,18 @@ void register_train_command(CLI::App& app) {
   sub->add_option("--seed", a->seed, "override the config's seed");
   sub->add_option("--stop-after", a->stop_after, "stop (with a checkpoint) after this step");
   sub->add_flag("--quiet", a->quiet, "no progress output");
+  sub->add_option("--ep-size", a->ep_size,
+                  "under mpirun: ranks per expert-parallel group (divides the ranks and the FFN experts; "
+                  "default 1: data parallelism only)");
   sub->callback([a] {
     TrainConfig cfg = TrainConfig::from_file(a->config);
     if (a->steps > 0) cfg.steps = a->steps;
     if (a->seed >= 0) cfg.seed = static_cast<uint64_t>(a->seed);
-    TrainOptions opt{a->out, a->resume, a->stop_after, a->quiet};
+    Comm& world = job_comm();
+    TrainOptions opt{a->out, a->resume, a->stop_after, a->quiet, &world, a->ep_size};
     const TrainResult r = train(cfg, opt);
-    if (a->quiet || !r.completed || cfg.sample_prompt.empty() || cfg.sample_tokens <= 0) return;
+    // The sample: rank 0 alone, from the checkpoint (which loads whole in one process).
+    if (world.rank() != 0 || a->quiet || !r.completed || cfg.sample_prompt.empty() || cfg.sample_tokens <= 0) return;
     const std::string text = sample_from(a->out, cfg);
     std::printf("val_loss %.4f nats/token, %.4f bits/byte\nsample: %s%s\n", r.val_loss, r.val_bits_per_byte,
                 cfg.sample_prompt.c_str(), text.c_str());

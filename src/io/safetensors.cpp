@@ -500,28 +500,36 @@ void write_sharded(const std::string& dir, const std::vector<std::pair<std::stri
   }
 
   const size_t n = groups.size();
-  auto shard_name = [n](size_t i) {
-    char buf[64];
-    std::snprintf(buf, sizeof buf, "model-%05zu-of-%05zu.safetensors", i + 1, n);
-    return std::string(buf);
-  };
-  json weight_map = json::object();
+  std::map<std::string, std::string> weight_map;
   for (size_t s = 0; s < n; ++s) {
     SafetensorsWriter w;
     for (size_t i : groups[s]) {
       w.add_f32(tensors[i].first, tensors[i].second);
-      weight_map[tensors[i].first] = shard_name(s);
+      weight_map[tensors[i].first] = shard_file_name("model", s, n);
     }
-    w.write((fs::path(dir) / shard_name(s)).string());
+    w.write((fs::path(dir) / shard_file_name("model", s, n)).string());
   }
-  const json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
+  write_safetensors_index((fs::path(dir) / "model.safetensors.index.json").string(), weight_map, total);
+}
+
+std::string shard_file_name(const std::string& prefix, size_t i, size_t n) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "-%05zu-of-%05zu.safetensors", i + 1, n);
+  return prefix + buf;
+}
+
+void write_safetensors_index(const std::string& path, const std::map<std::string, std::string>& weight_map,
+                             uint64_t total_bytes) {
+  json wm = json::object();
+  for (const auto& [name, file] : weight_map) wm[name] = file;
+  const json index = {{"metadata", {{"total_size", total_bytes}}}, {"weight_map", wm}};
   std::string text;
   try {
     text = index.dump(2) + "\n";
   } catch (const json::exception& ex) {
-    throw Error("write_sharded " + dir + ": tensor names must be valid UTF-8 (" + ex.what() + ")");
+    throw Error(path + ": tensor names must be valid UTF-8 (" + ex.what() + ")");
   }
-  write_file_atomic((fs::path(dir) / "model.safetensors.index.json").string(), text);
+  write_file_atomic(path, text);
 }
 
 }  // namespace moepp::io

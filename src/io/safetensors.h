@@ -106,6 +106,14 @@ class SafetensorsWriter {
   std::map<std::string, std::string> metadata_;
 };
 
+// The file name of shard i (0-based) of n: <prefix>-0000<i+1>-of-0000<n>.safetensors (Hugging Face's).
+std::string shard_file_name(const std::string& prefix, size_t i, size_t n);
+
+// Writes a shard index {"metadata": {"total_size": total_bytes}, "weight_map": {tensor: file}} at path,
+// atomically. Throws moepp::Error on a name that is not valid UTF-8 or a failed write.
+void write_safetensors_index(const std::string& path, const std::map<std::string, std::string>& weight_map,
+                             uint64_t total_bytes);
+
 // Writes sharded safetensors: shards of at most `max_shard_bytes` named
 // model-0000i-of-0000n.safetensors plus model.safetensors.index.json, into directory `dir`.
 void write_sharded(const std::string& dir, const std::vector<std::pair<std::string, Tensor>>& tensors,

@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -15,20 +16,62 @@
 #include "io/safetensors.h"
 #include "io/weight_source.h"
 #include "model/ignored_buffers.h"
+#include "moe/expert_parallel.h"
 
 namespace moepp {
 namespace fs = std::filesystem;
 
-void save_model(const std::string& dir, const ModelConfig& cfg, const ModelParams& params) {
+bool is_ffn_expert(const ParamSpec& spec) {
+  return spec.kind == ParamKind::kMoe && (spec.moe.kind == MoeParamKind::kUp || spec.moe.kind == MoeParamKind::kDown);
+}
+
+int shard_of(const ModelConfig& cfg, const ParamSpec& spec, int count) {
+  if (!is_ffn_expert(spec) || count == 1) return 0;
+  const int64_t per = ExpertParallelFfn::experts_per_rank(cfg.layer_moe(static_cast<int>(spec.layer), false), count);
+  return static_cast<int>(spec.moe.index / per);
+}
+
+bool shard_holds(const ModelConfig& cfg, const ParamSpec& spec, ExpertShard shard) {
+  return !is_ffn_expert(spec) || shard_of(cfg, spec, shard.count) == shard.index;
+}
+
+void keep_shard(ModelParams& params, const ModelConfig& cfg, ExpertShard shard) {
+  for (const ParamSpec& spec : param_specs(cfg))
+    if (!shard_holds(cfg, spec, shard)) *params.slot(spec) = Tensor();
+}
+
+void save_model_shard(const std::string& dir, const ModelConfig& cfg, const ModelParams& params, ExpertShard shard) {
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) throw Error("save_model: cannot create directory " + dir + ": " + ec.message());
   io::SafetensorsWriter w;
-  for (const auto& [name, t] : params.named(cfg)) w.add_f32(name, *t);
+  for (const ParamSpec& spec : param_specs(cfg)) {
+    if (shard_of(cfg, spec, shard.count) != shard.index) continue;
+    const Tensor* t = params.slot(spec);
+    check(t != nullptr && t->shape == spec.shape, "save_model: this process does not hold '" + spec.name + "'");
+    w.add_f32(spec.name, *t);
+  }
   w.set_metadata("format", "pt");
-  w.write((fs::path(dir) / "model.safetensors").string());
-  const std::string text = cfg.to_json().dump(2) + "\n";
-  io::write_file_atomic((fs::path(dir) / "config.json").string(), text);
+  const std::string file = shard.count == 1 ? "model.safetensors" : io::shard_file_name("model", shard.index, shard.count);
+  w.write((fs::path(dir) / file).string());
+}
+
+void save_model_index(const std::string& dir, const ModelConfig& cfg, int count) {
+  if (count > 1) {
+    std::map<std::string, std::string> weight_map;
+    uint64_t total = 0;
+    for (const ParamSpec& spec : param_specs(cfg)) {
+      weight_map[spec.name] = io::shard_file_name("model", shard_of(cfg, spec, count), count);
+      total += static_cast<uint64_t>(Tensor::numel_of(spec.shape)) * 4;
+    }
+    io::write_safetensors_index((fs::path(dir) / "model.safetensors.index.json").string(), weight_map, total);
+  }
+  io::write_file_atomic((fs::path(dir) / "config.json").string(), cfg.to_json().dump(2) + "\n");
+}
+
+void save_model(const std::string& dir, const ModelConfig& cfg, const ModelParams& params) {
+  save_model_shard(dir, cfg, params, ExpertShard{});
+  save_model_index(dir, cfg, 1);
 }
 
 ModelConfig load_model_config(const std::string& dir) {
@@ -36,14 +79,21 @@ ModelConfig load_model_config(const std::string& dir) {
   return ModelConfig::from_json(io::read_json_file(path, "the model config"), path);
 }
 
-std::pair<ModelConfig, ModelParams> load_model(const std::string& dir) {
+std::pair<ModelConfig, ModelParams> load_model(const std::string& dir, ExpertShard shard) {
   ModelConfig cfg = load_model_config(dir);
   const std::unique_ptr<io::WeightSource> m = io::open_weights(dir);
   const std::string& source = m->source();
+  if (shard.count > 1) {
+    for (int64_t l = 0; l < cfg.n_layers; ++l)  // a clear error for a count that cannot split the experts
+      ExpertParallelFfn::experts_per_rank(cfg.layer_moe(static_cast<int>(l), false), shard.count);
+  }
   ModelParams params = ModelParams::zeros(cfg);
-  std::set<std::string> loaded;
+  keep_shard(params, cfg, shard);
+  std::set<std::string> known;  // tensors of the model, read or (other shards' experts) not
   for (const ParamSpec& spec : param_specs(cfg)) {
     const std::string& name = spec.name;
+    known.insert(name);
+    if (!shard_holds(cfg, spec, shard)) continue;
     Tensor* t = params.slot(spec);
     if (!m->contains(name)) {
       if (spec.optional) continue;
@@ -57,11 +107,12 @@ std::pair<ModelConfig, ModelParams> load_model(const std::string& dir) {
       throw Error(source + ": tensor '" + name + "' has dtype " + io::dtype_name(info.dtype) +
                   "; expected F32, BF16 or F16");
     m->read_f32(name, t->data.data());
-    loaded.insert(name);
   }
-  check_no_unexpected_tensors(m->names(), loaded, source);
+  check_no_unexpected_tensors(m->names(), known, source);
   return {std::move(cfg), std::move(params)};
 }
+
+std::pair<ModelConfig, ModelParams> load_model(const std::string& dir) { return load_model(dir, ExpertShard{}); }
 
 std::string resolve_model_dir(const std::string& path) {
   const std::filesystem::path latest = std::filesystem::path(path) / "latest";

@@ -39,7 +39,9 @@ void AdamW::step(float lr, float grad_scale) {
   }
 }
 
-float grad_norm(const std::vector<ParamRef>& params) {
+float grad_norm(const std::vector<ParamRef>& params) { return static_cast<float>(std::sqrt(grad_sum_squares(params))); }
+
+double grad_sum_squares(const std::vector<ParamRef>& params) {
   double sq = 0.0;
   for (const ParamRef& p : params) {
     const float* g = p.grad->ptr();
@@ -49,7 +51,7 @@ float grad_norm(const std::vector<ParamRef>& params) {
     for (int64_t j = 0; j < n; ++j) s += static_cast<double>(g[j]) * g[j];
     sq += s;
   }
-  return static_cast<float>(std::sqrt(sq));
+  return sq;
 }
 
 float clip_scale(float norm, float max_norm) {

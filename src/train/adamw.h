@@ -50,6 +50,9 @@ class AdamW {
 // Global L2 norm of all gradients (squares summed in double).
 float grad_norm(const std::vector<ParamRef>& params);
 
+// The sum of the squares of all gradients, in double (grad_norm's square, before the root).
+double grad_sum_squares(const std::vector<ParamRef>& params);
+
 // The factor clipping to max_norm applies to gradients of global norm `norm`: max_norm / (norm + 1e-6)
 // when norm > max_norm > 0, else 1 (max_norm <= 0: no clipping).
 float clip_scale(float norm, float max_norm);

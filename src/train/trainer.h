@@ -8,11 +8,19 @@
 //   train_config.json                                          (the config the run started with)
 //   log.jsonl                                                  (one JSON object per step / eval)
 //   checkpoint-<step>/  config.json model.safetensors tokenizer.model optimizer.safetensors trainer_state.json
+//                       (with expert parallelism E > 1: model-0000i-of-0000E.safetensors and
+//                       optimizer-0000i-of-0000E.safetensors, each with its .safetensors.index.json)
 //   latest                                                     (name of the newest complete checkpoint)
+//
+// Under mpirun (options.world with N > 1 ranks) the run is spread as train/train_parallel.h says; rank
+// 0 prepares the run directory, writes the log and prints progress; the ranks of the first
+// data-parallel replica write the checkpoint's shards. The run directory must be one directory that
+// every rank sees (a local or shared file system).
 #pragma once
 
 #include <string>
 
+#include "comm/comm.h"
 #include "train/train_config.h"
 
 namespace moepp {
@@ -22,6 +30,8 @@ struct TrainOptions {
   bool resume = false;      // continue from out_dir/latest
   int64_t stop_after = -1;  // > 0: stop (after checkpointing) once this step is reached (tests)
   bool quiet = false;       // no progress bar
+  Comm* world = nullptr;    // the job's processes (null: this one alone); every rank calls train()
+  int ep_size = 1;          // ranks per expert-parallel group (divides the ranks and the FFN experts)
 };
 
 struct TrainResult {

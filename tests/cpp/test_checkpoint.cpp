@@ -49,6 +49,44 @@ TEST(Checkpoint, RoundTrip) {
   m.check_params(p2, "loaded");
 }
 
+// A model written in expert-parallel shards (each shard's file, then the index) loads whole, and by
+// shard in another count: each holds the dense tensors and exactly its experts.
+TEST(Checkpoint, ExpertShardsLoadWholeAndInAnyOtherCount) {
+  ScratchDir tmp{"moepp_test_model"};
+  const ModelConfig c = tiny_config();
+  const int64_t nf = c.layer_moe(0, false).n_ffn();
+  ASSERT_EQ(nf % 2, 0) << "the tiny model needs an even FFN expert count";
+  const ModelParams p = tiny_params(c, 13);
+  for (int i = 0; i < 2; ++i) {
+    ModelParams mine = p;
+    keep_shard(mine, c, {i, 2});
+    save_model_shard(tmp.dir().string(), c, mine, {i, 2});
+  }
+  save_model_index(tmp.dir().string(), c, 2);
+  EXPECT_TRUE(fs::exists(tmp.dir() / "model-00001-of-00002.safetensors"));
+  EXPECT_TRUE(fs::exists(tmp.dir() / "model-00002-of-00002.safetensors"));
+  EXPECT_FALSE(fs::exists(tmp.dir() / "model.safetensors"));
+  const ModelParams whole = load_model(tmp.dir().string()).second;
+  auto a = p.named(c);
+  auto b = whole.named(c);
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i].second->data, b[i].second->data) << a[i].first;
+  for (const int count : {1, 2, static_cast<int>(nf)}) {
+    for (int index = 0; index < count; ++index) {
+      const ModelParams part = load_model(tmp.dir().string(), {index, count}).second;
+      for (const ParamSpec& spec : param_specs(c)) {
+        const bool held = !is_ffn_expert(spec) || spec.moe.index / (nf / count) == index;
+        EXPECT_EQ(shard_holds(c, spec, {index, count}), held) << spec.name;
+        if (held)
+          EXPECT_EQ(part.slot(spec)->data, p.slot(spec)->data) << spec.name << " in shard " << index << "/" << count;
+        else
+          EXPECT_EQ(part.slot(spec)->numel(), 0u) << spec.name << " is not shard " << index << "/" << count << "'s";
+      }
+    }
+  }
+  const std::string e = error_message([&] { load_model(tmp.dir().string(), {0, static_cast<int>(nf) + 1}); });
+  EXPECT_NE(e.find("cannot be split evenly"), std::string::npos) << e;
+}
+
 class CheckpointFaults : public ::testing::Test {
  protected:
   ScratchDir tmp{"moepp_test_model"};
