@@ -80,8 +80,8 @@ void register_bench_command(CLI::App& app) {
   // moepp bench infer [--dtypes LIST] [--variants LIST] [--prompt N] [--gen N] [--reps N]
   auto inf = std::make_shared<InferBenchOptions>();
   CLI::App* infer = bench->add_subcommand(
-      "infer", "Prefill / decode tokens/s of the KV-cache decoder (F32, BF16, INT8), vanilla MoE vs MoE++");
-  infer->add_option("--dtypes", inf->dtypes, "Comma list of weight dtypes: f32, bf16, int8")->capture_default_str();
+      "infer", "Prefill / decode tokens/s of the KV-cache decoder (F32, BF16, INT8, Q4), vanilla MoE vs MoE++");
+  infer->add_option("--dtypes", inf->dtypes, "Comma list of weight dtypes: f32, bf16, int8, q4")->capture_default_str();
   infer->add_option("--variants", inf->variants, "Comma list: moe (8 FFN, top-2), moepp (8 FFN + 4 zero-computation)")
       ->capture_default_str();
   infer->add_option("--prompt", inf->prompt, "Prefill tokens")->capture_default_str();

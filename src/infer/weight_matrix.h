@@ -1,6 +1,8 @@
-// WeightMatrix: a read-only [O, I] weight matrix (nn.Linear layout) stored as F32, BF16, or INT8 with
-// one fp32 scale per output row (symmetric, scale = max|w_row| / 127); every product computes in fp32.
-// Products with few input rows (decoding) stream the stored weights through AVX2 dot-product kernels;
+// WeightMatrix: a read-only [O, I] weight matrix (nn.Linear layout) stored as F32, BF16, INT8 with
+// one fp32 scale per output row (symmetric, scale = max|w_row| / 127), or Q4 (4-bit blocks of 32 with
+// an fp16 scale each, core/q4_blocks.h). F32/BF16/INT8 products compute in fp32; Q4 products with few
+// input rows quantise those rows to 8 bits per block and take integer block dot products.
+// Products with few input rows (decoding) stream the stored weights through SIMD dot-product kernels;
 // with many rows (prefill) each thread dequantises a block of weight rows and runs sgemm on it.
 #pragma once
 
@@ -11,15 +13,16 @@
 
 namespace moepp {
 
-enum class WeightDType { kF32, kBF16, kInt8 };
+enum class WeightDType { kF32, kBF16, kInt8, kQ4 };
 
-const char* weight_dtype_name(WeightDType d);          // "f32", "bf16", "int8"
+const char* weight_dtype_name(WeightDType d);          // "f32", "bf16", "int8", "q4"
 WeightDType parse_weight_dtype(const std::string& s);  // inverse; throws moepp::Error naming the value
 
 class WeightMatrix {
  public:
   WeightMatrix() = default;
-  // Converts w [O, I] (row-major fp32) to dtype d (BF16: round to nearest even; INT8: per-row scale).
+  // Converts w [O, I] (row-major fp32) to dtype d (BF16: round to nearest even; INT8: per-row scale;
+  // Q4: per 32-block fp16 scale, any I, the last block padded).
   static WeightMatrix from_f32(const float* w, int64_t O, int64_t I, WeightDType d);
   // A BF16 matrix read in place from `data` ([O, I] row-major bfloat16, e.g. a tensor in a memory-mapped
   // safetensors file; 2-byte aligned), which `owner` keeps alive (the mapping). Nothing is copied.
@@ -48,6 +51,8 @@ class WeightMatrix {
   const uint16_t* bf16() const { return bf16_view_ ? bf16_view_ : bf16_.data(); }
   std::vector<int8_t> i8_;
   std::vector<float> scale_;  // [O] INT8 only
+  std::vector<uint8_t> q4_codes_;    // [O, q4_blocks(I), 16] Q4 only
+  std::vector<uint16_t> q4_scales_;  // [O, q4_blocks(I)] fp16, Q4 only
 };
 
 }  // namespace moepp

@@ -1,5 +1,6 @@
-// Unit tests of WeightMatrix (src/infer/weight_matrix): products in F32/BF16/INT8 on both the
-// streaming and the sgemm path against the dequantised weights, the dtype names, and BF16 views of
+// Unit tests of WeightMatrix (src/infer/weight_matrix): products in F32/BF16/INT8/Q4 on both the
+// streaming and the sgemm path against the dequantised weights (Q4's streaming path: against the
+// dequantised weights times its 8-bit blocks of the input), the dtype names, and BF16 views of
 // memory the matrix does not own (bf16_view: aligned and non-empty only).
 #include <gtest/gtest.h>
 
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/q4_blocks.h"
 #include "infer/weight_matrix.h"
 #include "test_util.h"
 
@@ -33,16 +35,39 @@ TEST_P(WeightMatrixTest, MatchesDequantisedReference) {
   ASSERT_EQ(wm.cols(), I);
   std::vector<float> deq(O * I);
   for (int64_t o = 0; o < O; ++o) wm.row_f32(o, deq.data() + o * I);
-  // Storage error bounds: BF16 relative 2^-8; INT8 half a step of the row's scale.
+  // Storage error bounds: BF16 relative 2^-8; INT8 half a step of the row's scale; Q4 half a step of
+  // its block's scale (max |w| / 8), except weights of the other sign than the largest beyond 7 steps
+  // (codes reach -8 but only +7 steps: those are clipped), plus the scale's fp16 rounding.
   for (int64_t o = 0; o < O; ++o) {
     float amax = 0;
     for (int64_t j = 0; j < I; ++j) amax = std::max(amax, std::fabs(w[o * I + j]));
     for (int64_t j = 0; j < I; ++j) {
+      float bmax = 0;
+      for (int64_t k = j / kQ4Block * kQ4Block; k < std::min(I, (j / kQ4Block + 1) * kQ4Block); ++k)
+        bmax = std::max(bmax, std::fabs(w[o * I + k]));
       const float e = std::fabs(deq[o * I + j] - w[o * I + j]);
       const float bound = dt == WeightDType::kF32    ? 0.0f
                           : dt == WeightDType::kBF16 ? std::fabs(w[o * I + j]) / 256.0f
+                          : dt == WeightDType::kQ4   ? std::max(bmax / 16.0f, std::fabs(w[o * I + j]) - bmax * 7.0f / 8.0f) +
+                                                           bmax / 1024.0f
                                                      : amax / 127.0f * 0.5f + 1e-7f;
       ASSERT_LE(e, bound) << "o=" << o << " j=" << j;
+    }
+  }
+  // Q4's streaming path multiplies by the input's 8-bit blocks: the reference uses them too.
+  std::vector<float> xr = x;
+  if (dt == WeightDType::kQ4 && M <= 8) {
+    const int64_t nb = q4_blocks(I);
+    std::vector<int8_t> q(nb * kQ4Block);
+    std::vector<float> d(nb);
+    std::vector<int32_t> sum(nb);
+    for (int64_t m = 0; m < M; ++m) {
+      q8_quantize_row(q.data(), d.data(), sum.data(), x.data() + m * I, I);
+      for (int64_t j = 0; j < I; ++j) {
+        const float e = std::fabs(d[j / kQ4Block] * q[j] - x[m * I + j]);
+        ASSERT_LE(e, d[j / kQ4Block] * 0.5f + 1e-6f) << "the input's 8-bit error, m=" << m << " j=" << j;
+        xr[m * I + j] = d[j / kQ4Block] * q[j];
+      }
     }
   }
   std::vector<float> out(M * O, 1.0f), acc(M * O, 1.0f);
@@ -51,19 +76,22 @@ TEST_P(WeightMatrixTest, MatchesDequantisedReference) {
   for (int64_t m = 0; m < M; ++m)
     for (int64_t o = 0; o < O; ++o) {
       double ref = 0;
-      for (int64_t j = 0; j < I; ++j) ref += static_cast<double>(deq[o * I + j]) * x[m * I + j];
+      for (int64_t j = 0; j < I; ++j) ref += static_cast<double>(deq[o * I + j]) * xr[m * I + j];
       ASSERT_NEAR(out[m * O + o], ref, 1e-4) << "m=" << m << " o=" << o;
       ASSERT_NEAR(acc[m * O + o], ref + 1.0, 1e-4) << "m=" << m << " o=" << o;
     }
 }
 
 INSTANTIATE_TEST_SUITE_P(AllPaths, WeightMatrixTest,
-                         ::testing::Combine(::testing::Values(WeightDType::kF32, WeightDType::kBF16, WeightDType::kInt8),
+                         ::testing::Combine(::testing::Values(WeightDType::kF32, WeightDType::kBF16, WeightDType::kInt8,
+                                                              WeightDType::kQ4),
                                             ::testing::Values<int64_t>(1, 3, 5, 8, 9, 70)));
 
 TEST(WeightMatrix, ParsesDtypeNames) {
   EXPECT_EQ(parse_weight_dtype("bf16"), WeightDType::kBF16);
   EXPECT_EQ(std::string(weight_dtype_name(WeightDType::kInt8)), "int8");
+  EXPECT_EQ(parse_weight_dtype("q4"), WeightDType::kQ4);
+  EXPECT_EQ(std::string(weight_dtype_name(WeightDType::kQ4)), "q4");
   EXPECT_THROW(parse_weight_dtype("fp8"), Error);
 }
 
