@@ -14,6 +14,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "core/fnv1a.h"
 #include "core/gemm.h"
 #include "core/half_float.h"
 
@@ -255,6 +256,20 @@ void WeightMatrix::matmul(float* out, const float* x, int64_t M, bool accumulate
       else dequant_rows(wbuf.data(), i8_.data(), scale_.data(), I_, o0, nb);
       sgemm(false, true, M, nb, I_, 1.0f, x, I_, wbuf.data(), I_, beta, out + o0, O_);
     }
+  }
+}
+
+void WeightMatrix::add_to_hash(Fnv1a64& h) const {
+  const int64_t head[3] = {static_cast<int64_t>(dtype_), O_, I_};
+  h.add(head, sizeof head);
+  const size_t n = static_cast<size_t>(O_ * I_);
+  switch (dtype_) {
+    case WeightDType::kF32: h.add(f32_.data(), sizeof(float) * n); break;
+    case WeightDType::kBF16: h.add(bf16(), sizeof(uint16_t) * n); break;
+    case WeightDType::kInt8:
+      h.add(i8_.data(), n);
+      h.add(scale_.data(), sizeof(float) * scale_.size());
+      break;
   }
 }
 

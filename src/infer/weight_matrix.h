@@ -11,6 +11,8 @@
 
 namespace moepp {
 
+class Fnv1a64;
+
 enum class WeightDType { kF32, kBF16, kInt8 };
 
 const char* weight_dtype_name(WeightDType d);          // "f32", "bf16", "int8"
@@ -37,6 +39,9 @@ class WeightMatrix {
 
   // Row r of W as fp32 (dequantised) into out [I].
   void row_f32(int64_t r, float* out) const;
+
+  // Adds the dtype, the shape and the stored values (scales included) to h.
+  void add_to_hash(Fnv1a64& h) const;
 
  private:
   WeightDType dtype_ = WeightDType::kF32;
