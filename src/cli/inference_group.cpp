@@ -40,12 +40,13 @@ std::string expert_group_summary(const Decoder& dec) {
     t.bytes += s.bytes;
     t.comm_seconds += s.comm_seconds;
   }
+  const auto& layers = dec.weights().layers;
+  const long long first = layers.empty() ? 0 : layers[0].ffn_first, end = layers.empty() ? 0 : layers[0].ffn_end;
   char buf[256];
   std::snprintf(buf, sizeof buf,
-                "expert group of %d ranks (FFN experts [%lld, %lld) of each layer here): %llu FFN allreduces, %llu rows, "
-                "%.2f MB, %.3f s in allreduce on rank %d",
-                dec.expert_group()->size(), static_cast<long long>(dec.weights().layers.empty() ? 0 : dec.weights().layers[0].ffn_first),
-                static_cast<long long>(dec.weights().layers.empty() ? 0 : dec.weights().layers[0].ffn_end),
+                "expert group of %d ranks (FFN experts [%lld, %lld) of each layer here): %llu FFN allreduces, "
+                "%llu rows, %.2f MB, %.3f s in allreduce on rank %d",
+                dec.expert_group()->size(), first, end,
                 static_cast<unsigned long long>(t.calls), static_cast<unsigned long long>(t.rows),
                 static_cast<double>(t.bytes) / 1e6, t.comm_seconds, dec.expert_group()->rank());
   return buf;

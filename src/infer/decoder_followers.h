@@ -9,8 +9,8 @@
 // destination slot) that the followers apply to their cache. A "stop" message ends the followers' loop.
 //
 // Contract: on rank 0 one KvCache at a time is used with a group's decoder (a cache of other
-// dimensions replaces the followers' cache; its contents start over); positions below a slot's length
-// were written by forward() or Decoder::copy_cache_slot (never by hand). Everything here runs on the thread that calls the
+// dimensions replaces the followers' cache; its contents start over); positions below a slot's
+// length were written by forward() or Decoder::copy_cache_slot (never by hand). Everything here runs on the thread that calls the
 // decoder (Comm is not thread-safe).
 #pragma once
 
@@ -41,7 +41,8 @@ int64_t follow_decoder(const Decoder& dec);
 // throws (a failure to send is printed; the job's error path ends the others).
 class FollowerRelease {
  public:
-  explicit FollowerRelease(const Decoder& dec) : group_(dec.expert_group() && dec.expert_group()->rank() == 0 ? dec.expert_group() : nullptr) {}
+  explicit FollowerRelease(const Decoder& dec)
+      : group_(dec.expert_group() && dec.expert_group()->rank() == 0 ? dec.expert_group() : nullptr) {}
   ~FollowerRelease();
   FollowerRelease(const FollowerRelease&) = delete;
   FollowerRelease& operator=(const FollowerRelease&) = delete;

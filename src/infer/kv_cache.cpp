@@ -26,8 +26,9 @@ void KvCache::set_length(int64_t slot, int64_t n) {
 }
 
 void KvCache::copy_slot(int64_t dst, int64_t src) {
-  check(src >= 0 && src < S_ && dst >= 0 && dst < S_, "KvCache::copy_slot: slot " + std::to_string(src) + " or " +
-                                                           std::to_string(dst) + " outside [0, " + std::to_string(S_) + ")");
+  check(src >= 0 && src < S_ && dst >= 0 && dst < S_,
+        "KvCache::copy_slot: slot " + std::to_string(src) + " or " + std::to_string(dst) + " outside [0, " +
+            std::to_string(S_) + ")");
   const int64_t len = len_[src];
   if (dst != src) {
     for (int64_t l = 0; l < L_; ++l) {

@@ -52,7 +52,8 @@ Decoder load_decoder(const ModelDir& m, WeightDType dtype, Comm* expert_group) {
   InferWeights w = InferWeights::load(m.cfg, std::move(src), dtype, shard);
   if (expert_group)
     check_same_on_every_rank(*expert_group, w.dense_hash(),
-                             "the dense weights (all but the FFN experts) of " + m.dir + " as " + weight_dtype_name(dtype));
+                             "the dense weights (all but the FFN experts) of " + m.dir + " as " +
+                                 weight_dtype_name(dtype));
   return Decoder(m.cfg, std::move(w), expert_group);
 }
 

@@ -77,8 +77,17 @@ class Serve:
 
     def ranks(self):
         """The pids of mpirun's children (the ranks; mpirun launches local ranks itself)."""
-        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True, text=True)
-        return [int(p) for p in out.stdout.split()]
+        pids = []
+        for d in os.listdir("/proc"):
+            if d.isdigit():
+                try:
+                    with open(f"/proc/{d}/stat") as f:
+                        stat = f.read()
+                except OSError:
+                    continue
+                if int(stat[stat.rindex(")") + 2:].split()[1]) == self.proc.pid:  # field 4: the parent
+                    pids.append(int(d))
+        return pids
 
     def finish(self, timeout):
         """Waits for the exit; returns (exit code or None on timeout, seconds, stderr)."""
@@ -166,8 +175,8 @@ def main():
             p = run([*mpirun, exe, "generate", "--model", model, "--prompt", "x", "--ep-size", "3"])
             assert p.returncode != 0, "exit 0"
             for r in (0, 1):
-                assert re.search(rf"error \(rank {r} of 2\): generate: --ep-size 3 under mpirun with 2 processes", p.stderr), \
-                    p.stderr[-2000:]
+                want = rf"error \(rank {r} of 2\): generate: --ep-size 3 under mpirun with 2 processes"
+                assert re.search(want, p.stderr), p.stderr[-2000:]
             q = run([exe, "eval", "ppl", "--model", model, "--text", text, "--ep-size", "2"])
             assert q.returncode == 1 and "--ep-size 2 needs 2 processes" in q.stderr, q.stderr[-1000:]
 
