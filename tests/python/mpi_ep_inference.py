@@ -9,13 +9,16 @@ On the tiny random MoE++ model of test_serve.py (4 FFN + 4 zero-computation expe
   - eval ppl gives the same JSON (nll_sum bit for bit), eval mc the same scores and per-question details;
   - serve under mpirun answers a temperature-0 completion with the single-process server's text, and
     SIGTERM to its ranks ends the whole job with exit 0 within 20 s;
-  - --ep-size 3 at np 2 fails with the message printed by both ranks; --ep-size 2 without mpirun fails.
+  - --ep-size 3 at np 2 fails with the message printed by both ranks; --ep-size 2 without mpirun fails;
+  - ranks given different models (mpirun's MPMD form: rank 1 reads a copy whose config.json differs, or
+    whose dense weights differ) fail at start-up on both ranks, naming what differs and rank 1.
 Each rank runs one OpenMP thread (as the single-process runs do). Prints `N passed, M failed`.
 """
 import json
 import os
 import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -180,8 +183,31 @@ def main():
             q = run([exe, "eval", "ppl", "--model", model, "--text", text, "--ep-size", "2"])
             assert q.returncode == 1 and "--ep-size 2 needs 2 processes" in q.stderr, q.stderr[-1000:]
 
+        def ranks_with_different_models_are_refused():
+            import safetensors_np as st  # noqa: E402
+            other_cfg, other_w = os.path.join(tmp, "other_cfg"), os.path.join(tmp, "other_w")
+            shutil.copytree(model, other_cfg)
+            shutil.copytree(model, other_w)
+            with open(os.path.join(other_cfg, "config.json")) as f:
+                cfg = json.load(f)
+            cfg["rms_norm_eps"] = 1e-5
+            with open(os.path.join(other_cfg, "config.json"), "w") as f:
+                json.dump(cfg, f)
+            w = st.load(os.path.join(model, "model.safetensors"))
+            w["model.norm.weight"] = w["model.norm.weight"] * 1.5
+            st.save(os.path.join(other_w, "model.safetensors"), w)
+            for other, what in ((other_cfg, "config.json"), (other_w, "the dense weights")):
+                gen = ["generate", "--prompt", "x", "--ep-size", "2", "--model"]
+                p = run([args.mpirun, *MPI_FLAGS, "-np", "1", exe, *gen, model, ":", "-np", "1", exe, *gen, other])
+                assert p.returncode != 0, "exit 0"
+                for r in (0, 1):
+                    want = (rf"error \(rank {r} of 2\): .*{re.escape(what)}.* differs between ranks: "
+                            r"rank 1 differs from rank 0")
+                    assert re.search(want, p.stderr), p.stderr[-2000:]
+
         t.run_each(generate_equals_one_process, eval_ppl_equals_one_process, eval_mc_equals_one_process,
-                   serve_equals_one_process_and_sigterm_ends_every_rank, ep_size_must_equal_the_ranks)
+                   serve_equals_one_process_and_sigterm_ends_every_rank, ep_size_must_equal_the_ranks,
+                   ranks_with_different_models_are_refused)
     return t.finish()
 
 
