@@ -1,7 +1,8 @@
 // `moepp eval ppl` (sliding-window perplexity and bits per byte of a text file) and `moepp eval mc`
 // (log-likelihood multiple choice scored as lm-evaluation-harness does), both through the inference
 // decoder with F32, BF16 or INT8 weights (docs/eval.md). Results: one JSON line on stdout; a
-// human-readable summary and progress on stderr.
+// human-readable summary and progress on stderr. Under mpirun with --ep-size N the FFN experts are
+// split over the N ranks: rank 0 scores and prints, the others follow its decoder.
 #include <unistd.h>
 
 #include <chrono>
@@ -18,10 +19,12 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "cli/inference_group.h"
 #include "core/error.h"
 #include "eval/multiple_choice.h"
 #include "eval/perplexity.h"
 #include "infer/decoder.h"
+#include "infer/decoder_followers.h"
 #include "infer/model_dir.h"
 #include "io/file.h"
 #include "tokenizer/tokenizer.h"
@@ -35,6 +38,7 @@ using Clock = std::chrono::steady_clock;
 struct ModelArgs {
   std::string model, tokenizer, dtype = "f32";
   int64_t batch_tokens = 4096;
+  int64_t ep_size = 1;
   bool quiet = false;
 };
 
@@ -46,10 +50,11 @@ struct LoadedModel {
 
 LoadedModel load(const ModelArgs& a, const char* cmd) {
   const std::string who = std::string("eval ") + cmd;
+  Comm* group = inference_expert_group(a.ep_size, who);
   check(a.batch_tokens >= 1, who + ": --batch-tokens must be >= 1");
   const WeightDType dtype = parse_weight_dtype(a.dtype);
   LoadedModel m{open_model_dir(a.model, a.tokenizer, who), nullptr};
-  m.dec = std::make_unique<Decoder>(load_decoder(m.md, dtype));
+  m.dec = std::make_unique<Decoder>(load_decoder(m.md, dtype, group));
   return m;
 }
 
@@ -61,6 +66,7 @@ void add_model_options(CLI::App* sub, ModelArgs& a) {
                   "tokens per forward pass (bounds memory; results do not depend on it)")
       ->capture_default_str();
   sub->add_flag("--quiet", a.quiet, "no progress output");
+  add_ep_size_option(sub, a.ep_size);
 }
 
 // Progress on stderr: a line every few seconds (rewritten in place on a terminal).
@@ -97,6 +103,11 @@ void run_ppl(const PplArgs& a) {
   check(a.window >= 0, "eval ppl: --window must be >= 0");
   check(a.stride >= 0, "eval ppl: --stride must be >= 0");
   LoadedModel m = load(a.m, "ppl");
+  if (is_follower(*m.dec)) {
+    follow_decoder(*m.dec);
+    return;
+  }
+  FollowerRelease release(*m.dec);
   const ModelConfig& cfg = m.dec->config();
   const std::string text = io::read_file(a.text, "the --text file of eval ppl");
   check(!text.empty(), "eval ppl: --text " + a.text + ": the file is empty");
@@ -137,6 +148,7 @@ void run_ppl(const PplArgs& a) {
         prog.update(buf, false);
       });
   prog.end();
+  release.stop();
   const double secs = prog.seconds();
   const double bpb = eval::bits_per_byte(r.nll_sum, bytes);
 
@@ -165,6 +177,7 @@ void run_ppl(const PplArgs& a) {
                a.text.c_str(), static_cast<long long>(r.scored), static_cast<long long>(r.windows),
                static_cast<long long>(opt.window), static_cast<long long>(opt.stride), r.mean_nll(), r.perplexity(),
                bpb, static_cast<long long>(bytes), weight_dtype_name(m.dec->weights().dtype), secs);
+  if (m.dec->expert_group()) std::fprintf(stderr, "eval ppl: %s\n", expert_group_summary(*m.dec).c_str());
 }
 
 struct McArgs {
@@ -179,6 +192,11 @@ void run_mc(const McArgs& a) {
   // Validate the whole file before loading the model.
   const std::vector<eval::McItem> items = eval::read_mc_tasks(a.tasks, a.limit);
   LoadedModel m = load(a.m, "mc");
+  if (is_follower(*m.dec)) {
+    follow_decoder(*m.dec);
+    return;
+  }
+  FollowerRelease release(*m.dec);
   const ModelConfig& cfg = m.dec->config();
   const eval::Encoder enc = [&](std::string_view s) { return m.md.tok.encode(s); };
   std::vector<eval::McEncoded> encoded;
@@ -195,6 +213,7 @@ void run_mc(const McArgs& a) {
       },
       a.m.batch_tokens);
   prog.end();
+  release.stop();
   const eval::McSummary s = eval::summarize(items, scores);
 
   if (!a.details.empty()) {
@@ -232,6 +251,7 @@ void run_mc(const McArgs& a) {
   std::fprintf(stderr, "eval mc: %s: n %lld, acc %.4f ± %.4f, acc_norm %.4f ± %.4f, %s weights, %.1f s\n",
                a.tasks.c_str(), static_cast<long long>(s.n), s.acc, s.acc_stderr, s.acc_norm, s.acc_norm_stderr,
                weight_dtype_name(m.dec->weights().dtype), prog.seconds());
+  if (m.dec->expert_group()) std::fprintf(stderr, "eval mc: %s\n", expert_group_summary(*m.dec).c_str());
 }
 
 }  // namespace

@@ -1,6 +1,8 @@
 // `moepp generate`: sample a continuation of a prompt from a checkpoint (or a run directory's latest
 // checkpoint) with the KV-cache decoder and the engine (docs/generate.md). The prompt and the text are
-// streamed to stdout as they are produced; prefill and decode speeds go to stderr.
+// streamed to stdout as they are produced; prefill and decode speeds go to stderr. Under mpirun with
+// --ep-size N the FFN experts are split over the N ranks: rank 0 runs the engine and prints, the
+// others follow its decoder.
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
@@ -13,8 +15,10 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/inference_group.h"
 #include "core/error.h"
 #include "infer/decoder.h"
+#include "infer/decoder_followers.h"
 #include "infer/engine.h"
 #include "infer/model_dir.h"
 #include "tokenizer/tokenizer.h"
@@ -30,6 +34,7 @@ struct GenArgs {
               repetition_penalty = "1", seed = "1", ctx = "0";
   std::vector<std::string> stop;
   bool ignore_eos = false, no_stream = false;
+  int64_t ep_size = 1;
 };
 
 // Option values are read as text and converted here, so that a bad one is a moepp::Error (exit 1)
@@ -52,6 +57,7 @@ float to_float(const std::string& opt, const std::string& s) {
 }
 
 void run_generate(const GenArgs& a) {
+  Comm* group = inference_expert_group(a.ep_size, "generate");
   const int64_t max_tokens = to_int("--max-tokens", a.max_tokens);
   const int64_t top_k = to_int("--top-k", a.top_k);
   const int64_t seed = to_int("--seed", a.seed);
@@ -87,8 +93,13 @@ void run_generate(const GenArgs& a) {
                        std::to_string(limit) + " (it must be shorter, to leave room for generated tokens)");
 
   const auto t_load = std::chrono::steady_clock::now();
-  Decoder dec = load_decoder(md, dtype);
+  Decoder dec = load_decoder(md, dtype, group);
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
+  if (is_follower(dec)) {
+    follow_decoder(dec);
+    return;
+  }
+  FollowerRelease release(dec);  // the followers end with the engine (or when this scope unwinds)
 
   EngineOptions eo;
   eo.n_slots = 1;
@@ -117,6 +128,7 @@ void run_generate(const GenArgs& a) {
   engine.submit(std::move(req), std::move(cb));
   while (engine.step()) {
   }
+  release.stop();
   check(fin.reason != "error", "generate: " + fin.error);
   if (!stream) std::fputs((a.prompt + fin.text).c_str(), stdout);
   std::fputs("\n", stdout);
@@ -133,6 +145,7 @@ void run_generate(const GenArgs& a) {
                static_cast<double>(dec.weights().mapped_bytes()) / 1e6, load_s,
                static_cast<long long>(fin.prompt_tokens), fin.prefill_s, prefill_tps,
                static_cast<long long>(fin.completion_tokens), fin.decode_s, decode_tps, fin.reason.c_str());
+  if (group) std::fprintf(stderr, "generate: %s\n", expert_group_summary(dec).c_str());
 }
 
 }  // namespace
@@ -156,6 +169,7 @@ void register_generate_command(CLI::App& app) {
   gen->add_option("--dtype", a->dtype, "weight storage: f32, bf16 or int8")->capture_default_str();
   gen->add_option("--ctx", a->ctx, "context length (0 = the model's max_position_embeddings)")->capture_default_str();
   gen->add_flag("--no-stream", a->no_stream, "print the text once, at the end");
+  add_ep_size_option(gen, a->ep_size);
   gen->callback([a] { run_generate(*a); });
 }
 

@@ -41,11 +41,12 @@ int fail(moepp::World& world, const char* what, bool job_wide = false) {
 }
 
 // The commands that split their work over the ranks of an mpirun job; any other would run N copies of
-// the same job (and write the same files).
+// the same job (and write the same files). train splits the batch and the FFN experts; generate, eval
+// and serve split the FFN experts (--ep-size).
 bool runs_on_many_processes(int argc, char** argv) {
   if (argc < 2) return false;
   const std::string cmd = argv[1];
-  if (cmd == "train") return true;
+  if (cmd == "train" || cmd == "generate" || cmd == "eval" || cmd == "serve") return true;
   return cmd == "bench" && argc >= 3 && std::string(argv[2]) == "ep";
 }
 
@@ -65,8 +66,8 @@ int main(int argc, char** argv) {
   }
   moepp::cli::g_job = &world->comm();
   if (world->distributed() && !runs_on_many_processes(argc, argv))
-    return fail(*world, "under mpirun only `moepp train` and `moepp bench ep` run (multi-process generate, eval and "
-                        "serve are not implemented yet); run other commands as one process", true);
+    return fail(*world, "under mpirun only `moepp train`, `generate`, `eval`, `serve` (with --ep-size) and `bench ep` "
+                        "run; run other commands as one process", true);
   CLI::App app{"moepp: train, evaluate and serve MoE++ (zero-computation experts) models on CPU"};
   app.require_subcommand(1);
   moepp::cli::register_layer_command(app);

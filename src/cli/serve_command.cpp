@@ -1,7 +1,9 @@
 // `moepp serve`: the OpenAI-compatible HTTP server (docs/serve.md) on a checkpoint or a run directory's
 // latest checkpoint. Prints "moepp serve: listening on http://HOST:PORT ..." on stderr once it accepts
 // connections; SIGINT / SIGTERM stop it (open requests end as cancelled), then it exits 0. The API key
-// (--api-key or the first line of --api-key-file) is never printed.
+// (--api-key or the first line of --api-key-file) is never printed. Under mpirun with --ep-size N the
+// FFN experts are split over the N ranks: rank 0 opens the port and runs the engine, the others follow
+// its decoder until it stops (a SIGINT / SIGTERM that reaches them is left to rank 0's shutdown).
 #include <signal.h>
 
 #include <atomic>
@@ -17,8 +19,10 @@
 #include <thread>
 
 #include "cli/commands.h"
+#include "cli/inference_group.h"
 #include "core/error.h"
 #include "infer/decoder.h"
+#include "infer/decoder_followers.h"
 #include "infer/engine.h"
 #include "infer/model_dir.h"
 #include "serve/server.h"
@@ -33,6 +37,7 @@ struct ServeArgs {
   std::string model, host = "127.0.0.1", dtype = "f32", model_name;
   std::string port = "8000", slots = "8", max_queue = "64", ctx = "0", prefill_chunk = "256", max_body = "1048576";
   std::string api_key, api_key_file, read_timeout = "10", write_timeout = "10", max_pending = "64";
+  std::string ep_size = "1";
 };
 
 volatile std::sig_atomic_t g_stop_signal = 0;
@@ -71,6 +76,7 @@ std::string api_key(const ServeArgs& a) {
 }
 
 void run_serve(const ServeArgs& a) {
+  Comm* group = inference_expert_group(to_int("--ep-size", a.ep_size), "serve");
   const int64_t port = to_int("--port", a.port), slots = to_int("--slots", a.slots);
   const int64_t max_queue = to_int("--max-queue", a.max_queue), ctx = to_int("--ctx", a.ctx);
   const int64_t prefill_chunk = to_int("--prefill-chunk", a.prefill_chunk), max_body = to_int("--max-body", a.max_body);
@@ -105,7 +111,12 @@ void run_serve(const ServeArgs& a) {
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
 
-  Decoder dec = load_decoder(md, dtype);
+  Decoder dec = load_decoder(md, dtype, group);
+  if (is_follower(dec)) {
+    follow_decoder(dec);
+    return;
+  }
+  FollowerRelease release(dec);  // declared before the engine: sent once the engine's thread has ended
   EngineOptions eo;
   eo.n_slots = slots;
   eo.max_queue = max_queue;
@@ -153,6 +164,8 @@ void run_serve(const ServeArgs& a) {
   served = true;
   waiter.join();
   engine.stop();
+  release.stop();
+  if (group) std::fprintf(stderr, "moepp serve: %s\n", expert_group_summary(dec).c_str());
   std::fprintf(stderr, "moepp serve: stopped\n");
 }
 
@@ -183,6 +196,9 @@ void register_serve_command(CLI::App& app) {
       ->capture_default_str();
   sub->add_option("--max-pending-connections", a->max_pending,
                   "accepted connections that may wait for an HTTP worker (503 beyond)")
+      ->capture_default_str();
+  sub->add_option("--ep-size", a->ep_size,
+                  "ranks the FFN experts are split over; under mpirun it must equal the number of processes")
       ->capture_default_str();
   sub->callback([a] { run_serve(*a); });
 }

@@ -1,23 +1,26 @@
-// check_same_on_all_ranks, all_ranks_ok (see agreement.h).
+// Agreement among the ranks (see agreement.h).
 #include "comm/agreement.h"
 
+#include <cstring>
 #include <vector>
 
 #include "core/error.h"
 
 namespace moepp {
 
-void check_same_on_all_ranks(Comm& comm, uint64_t hash, const std::string& what) {
-  if (comm.size() == 1) return;
-  std::vector<int64_t> all(comm.size());
-  const int64_t mine = static_cast<int64_t>(hash);
+void check_same_on_every_rank(Comm& comm, uint64_t value, const std::string& what) {
+  const int P = comm.size();
+  if (P == 1) return;
+  int64_t mine = 0;
+  std::memcpy(&mine, &value, sizeof mine);
+  std::vector<int64_t> all(P);
   comm.allgather(all.data(), &mine, 1);
   std::string differ;
-  for (int r = 1; r < comm.size(); ++r)
+  for (int r = 1; r < P; ++r)
     if (all[r] != all[0]) differ += (differ.empty() ? "" : ", ") + std::to_string(r);
   if (!differ.empty())
-    throw JobWideError(what + " differs between ranks: rank(s) " + differ +
-                       " do not see rank 0's (every rank must read the same files and arguments)");
+    throw JobWideError(what + " differs between ranks: rank" + (differ.find(',') == std::string::npos ? " " : "s ") +
+                       differ + (differ.find(',') == std::string::npos ? " differs" : " differ") + " from rank 0");
 }
 
 bool all_ranks_ok(Comm& comm, bool ok) {

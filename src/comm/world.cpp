@@ -21,8 +21,10 @@ bool launched_by_mpi() {
 World::World([[maybe_unused]] int* argc, [[maybe_unused]] char*** argv) {
   if (launched_by_mpi()) {
 #ifdef MOEPP_HAVE_MPI
+    // SERIALIZED: MPI calls come from one thread at a time, not always the main one (serve's engine
+    // thread runs the expert group's collectives).
     int provided = 0;
-    MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
+    MPI_Init_thread(argc, argv, MPI_THREAD_SERIALIZED, &provided);
     mpi_ = true;
     comm_ = std::make_unique<MpiComm>(MPI_COMM_WORLD);
     return;

@@ -242,17 +242,10 @@ void prefill_contexts(Pass& p, const std::vector<McEncoded>& encoded, Group& g) 
   p.dec.forward(p.logits, p.cache, p.batch, p.scratch);
 }
 
-// Copies slot b's keys and values into slots b + 1 .. b + n_choices - 1.
-void copy_context(KvCache& cache, int64_t b, size_t n_choices) {
-  const int64_t len = cache.length(b), kv_dim = cache.kv_dim();
-  for (size_t c = 1; c < n_choices; ++c) {
-    const int64_t s = b + static_cast<int64_t>(c);
-    for (int64_t l = 0; l < cache.n_layers(); ++l) {
-      std::memcpy(cache.k(l, s), cache.k(l, b), static_cast<size_t>(len * kv_dim) * sizeof(float));
-      std::memcpy(cache.v(l, s), cache.v(l, b), static_cast<size_t>(len * kv_dim) * sizeof(float));
-    }
-    cache.set_length(s, len);
-  }
+// Copies slot b's keys and values into slots b + 1 .. b + n_choices - 1 (through the decoder, so that
+// the followers of an expert group copy too).
+void copy_context(const Decoder& dec, KvCache& cache, int64_t b, size_t n_choices) {
+  for (size_t c = 1; c < n_choices; ++c) dec.copy_cache_slot(cache, b + static_cast<int64_t>(c), b);
 }
 
 // After phase 1: sets out[q].loglik to the first continuation token's log p for every choice, and
@@ -268,7 +261,7 @@ void score_first_tokens(Pass& p, const std::vector<McEncoded>& encoded, const Gr
       ll[c] = log_prob(p.logits.ptr() + static_cast<size_t>(g.first_row[k] * V), V, e.continuation[c][0]);
     }
     if (!g.shared[static_cast<size_t>(q - g.first)]) continue;  // every choice prefilled its own
-    copy_context(p.cache, g.base[static_cast<size_t>(q - g.first)], e.continuation.size());
+    copy_context(p.dec, p.cache, g.base[static_cast<size_t>(q - g.first)], e.continuation.size());
   }
 }
 

@@ -8,7 +8,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
+#include <exception>
 #include <limits>
 #include <set>
 #include <string>
@@ -19,6 +21,8 @@
 #include "model/embedding.h"
 #include "model/rmsnorm.h"
 #include "model/rope.h"
+#include "infer/decoder_followers.h"
+#include "infer/expert_group_ffn.h"
 #include "infer/matrix_experts.h"
 #include "moe/moe_block.h"
 
@@ -35,8 +39,15 @@ struct AttnItem {
 
 }  // namespace
 
-Decoder::Decoder(ModelConfig cfg, InferWeights w) : cfg_(std::move(cfg)), w_(std::move(w)) {
+Decoder::Decoder(ModelConfig cfg, InferWeights w, Comm* expert_group)
+    : cfg_(std::move(cfg)), w_(std::move(w)), group_(expert_group) {
   cfg_.validate("Decoder");
+  const int G = group_ ? group_->size() : 1, g = group_ ? group_->rank() : 0;
+  check(w_.shard.count == G && w_.shard.index == g,
+        "Decoder: the weights hold FFN expert shard " + std::to_string(w_.shard.index) + " of " +
+            std::to_string(w_.shard.count) + ", but this rank is " + std::to_string(g) + " of an expert group of " +
+            std::to_string(G));
+  if (group_) group_stats_.assign(cfg_.n_layers, {});
   check(static_cast<int64_t>(w_.layers.size()) == cfg_.n_layers, "Decoder: the weights have " +
                                                                       std::to_string(w_.layers.size()) +
                                                                       " layers, the config " +
@@ -199,9 +210,14 @@ void Decoder::moe_block(int64_t l, int64_t R, DecoderScratch& sc, std::vector<Te
   const MoeConfig& mc = layers_[l].config();
   MoeForwardState& st = sc.moe;
   moe_route(st, sc.xn.ptr(), mc.uses_residual() ? sc.z[l - 1].ptr() : nullptr, w.moe_small, mc, R);
-  MatrixFfnExperts experts(w.up, w.down, sc.ffn_x, sc.ffn_h, sc.ffn_a);
+  MatrixFfnExperts experts(w.up, w.down, sc.ffn_x, sc.ffn_h, sc.ffn_a, w.ffn_first, w.ffn_end);
   ensure_shape(sc.y, {R, D});
-  moe_block_combine(sc.y.ptr(), st, experts, w.moe_small, mc);
+  if (group_) {
+    ExpertGroupFfn group_experts(experts, w.ffn_first, w.ffn_end, *group_, group_stats_[l]);
+    moe_block_combine(sc.y.ptr(), st, group_experts, w.moe_small, mc);
+  } else {
+    moe_block_combine(sc.y.ptr(), st, experts, w.moe_small, mc);
+  }
   sc.z[l].shape = st.z.shape;
   sc.z[l].data.assign(st.z.data.begin(), st.z.data.end());
   if (router_logits) (*router_logits)[l] = sc.z[l];
@@ -225,6 +241,31 @@ void Decoder::final_head(Tensor& logits, const std::vector<int64_t>& out_rows, D
 void Decoder::forward(Tensor& logits, KvCache& cache, const std::vector<DecodeChunk>& batch, DecoderScratch& sc,
                       std::vector<Tensor>* router_logits) const {
   check_batch(cache, batch);  // everything is validated before the cache is touched
+  if (!group_) {
+    run(logits, cache, batch, sc, router_logits);
+    return;
+  }
+  if (group_->rank() == 0) announce_forward(*group_, cache, batch, router_logits != nullptr);
+  try {
+    run(logits, cache, batch, sc, router_logits);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "moepp: error (rank %d of an expert group of %d): decoder pass failed: %s; ending the job\n",
+                 group_->rank(), group_->size(), e.what());
+    std::fflush(stderr);
+    group_->abort(1);
+  }
+}
+
+void Decoder::copy_cache_slot(KvCache& cache, int64_t dst, int64_t src) const {
+  check(src >= 0 && src < cache.n_slots() && dst >= 0 && dst < cache.n_slots(),
+        "Decoder::copy_cache_slot: slot " + std::to_string(src) + " or " + std::to_string(dst) + " outside [0, " +
+            std::to_string(cache.n_slots()) + ")");
+  if (group_ && group_->rank() == 0) announce_copy(*group_, cache, dst, src);
+  cache.copy_slot(dst, src);
+}
+
+void Decoder::run(Tensor& logits, KvCache& cache, const std::vector<DecodeChunk>& batch, DecoderScratch& sc,
+                  std::vector<Tensor>* router_logits) const {
   const RowPlan plan = plan_rows(cache, batch, sc.pos);
   embed_rows(plan, sc);
   if (router_logits) router_logits->resize(cfg_.n_layers);

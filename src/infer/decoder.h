@@ -3,12 +3,21 @@
 // continuous batching). Rows of all sequences go through the projections and MoE++ layers together;
 // attention reads each sequence's own cache slot. The gating residual is per token within a pass
 // (spec §1), so decoding token by token gives the logits of recomputing the whole sequence.
+//
+// Expert-parallel inference: a Decoder may be given an expert group (a Comm of G ranks, each holding
+// FFN expert shard g of G: InferWeights::shard). Every rank then runs the dense part on the same
+// tokens and its own experts' FFN rows, and one allreduce per MoE block gives every rank every row
+// (expert_group_ffn.h): the logits equal one process's bit for bit. Rank 0 of the group leads: each
+// forward() there first describes the call to the others (decoder_followers.h), which run the same
+// forward in follow_decoder(). Under a group, forward() is called by one thread at a time.
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
+#include "comm/comm.h"
 #include "core/tensor.h"
+#include "infer/expert_group_ffn.h"
 #include "infer/infer_weights.h"
 #include "infer/kv_cache.h"
 #include "model/model_config.h"
@@ -38,9 +47,15 @@ struct DecoderScratch {
 
 class Decoder {
  public:
-  Decoder(ModelConfig cfg, InferWeights w);
+  // expert_group: null for one process; else every rank of it holds shard group->rank() of
+  // group->size() of the FFN experts (w.shard; checked) and the group must outlive the decoder.
+  Decoder(ModelConfig cfg, InferWeights w, Comm* expert_group = nullptr);
   const ModelConfig& config() const { return cfg_; }
   const InferWeights& weights() const { return w_; }
+  Comm* expert_group() const { return group_; }
+  // Under an expert group: what each layer's FFN allreduce exchanged so far ([n_layers]; empty
+  // without a group).
+  const std::vector<ExpertGroupStats>& expert_group_stats() const { return group_stats_; }
 
   // A cache sized for this model.
   KvCache make_cache(int64_t n_slots, int64_t max_len) const;
@@ -54,8 +69,15 @@ class Decoder {
   // anywhere) since an id outside the vocabulary would read outside the embedding table.
   // Throws moepp::Error (cache unchanged) on an empty chunk, a token id outside the vocabulary, a
   // slot out of range or used twice, or a chunk that would overflow the slot's max_len.
+  // Under an expert group: on rank 0 a valid call is first announced to the other ranks; the others
+  // call forward only from follow_decoder(). A failure after the checks (the ranks are then inside
+  // the pass's collectives) prints the error and aborts the job, so that no rank waits forever.
   void forward(Tensor& logits, KvCache& cache, const std::vector<DecodeChunk>& batch, DecoderScratch& scratch,
                std::vector<Tensor>* router_logits = nullptr) const;
+
+  // cache.copy_slot(dst, src) (kv_cache.h); under an expert group rank 0 first announces it, so that
+  // the followers' caches stay the same. The one way to write a cache other than forward().
+  void copy_cache_slot(KvCache& cache, int64_t dst, int64_t src) const;
 
  private:
   struct RowPlan;  // tokens, output rows and attention work items of one pass (decoder.cpp)
@@ -72,11 +94,15 @@ class Decoder {
                        DecoderScratch& sc) const;
   void moe_block(int64_t l, int64_t R, DecoderScratch& sc, std::vector<Tensor>* router_logits) const;
   void final_head(Tensor& logits, const std::vector<int64_t>& out_rows, DecoderScratch& sc) const;
+  void run(Tensor& logits, KvCache& cache, const std::vector<DecodeChunk>& batch, DecoderScratch& sc,
+           std::vector<Tensor>* router_logits) const;  // the pass, after check_batch
 
   ModelConfig cfg_;
   InferWeights w_;
   std::vector<MoeLayer> layers_;  // inference-mode layer configs (router, dispatch, combine)
   RopeTable rope_;                // cos/sin for positions [0, max_position_embeddings)
+  Comm* group_ = nullptr;         // expert group (not owned), or null
+  mutable std::vector<ExpertGroupStats> group_stats_;  // [n_layers] under a group
 };
 
 }  // namespace moepp

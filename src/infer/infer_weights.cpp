@@ -4,8 +4,10 @@
 
 #include <map>
 #include <set>
+#include <tuple>
 
 #include "core/error.h"
+#include "core/fnv1a.h"
 #include "io/weight_source.h"
 #include "model/ignored_buffers.h"
 
@@ -19,14 +21,17 @@ struct Slot {
   Tensor* dense = nullptr;         // kept fp32
   WeightMatrix* matrix = nullptr;  // converted to the weight dtype
   bool optional = false;           // layer 0's gate_map (never used)
+  // Neither dense nor matrix: an FFN expert outside the shard (checked, not read).
 };
 
 // Every tensor of cfg's model (param_specs), in checkpoint order, bound to its place in w: the large
 // matrices to WeightMatrix, the small tensors (allocated here) kept fp32.
-std::vector<Slot> plan(InferWeights& w, const ModelConfig& c) {
+std::vector<Slot> plan(InferWeights& w, const ModelConfig& c, ExpertShard shard) {
+  w.shard = shard;
   w.layers.assign(c.n_layers, {});
   for (int64_t i = 0; i < c.n_layers; ++i) {
     const MoeConfig mc = c.layer_moe(static_cast<int>(i), false);
+    std::tie(w.layers[i].ffn_first, w.layers[i].ffn_end) = shard.range(mc.n_ffn());
     w.layers[i].up.assign(mc.n_ffn(), {});
     w.layers[i].down.assign(mc.n_ffn(), {});
     w.layers[i].moe_small.const_wg.resize(mc.n_constant);
@@ -45,9 +50,10 @@ std::vector<Slot> plan(InferWeights& w, const ModelConfig& c) {
       case ParamKind::kWo: s.matrix = &l->wo; break;
       case ParamKind::kMlpNorm: s.dense = &l->mlp_norm; break;
       case ParamKind::kMoe:
-        if (p.moe.kind == MoeParamKind::kUp) s.matrix = &l->up[p.moe.index];
-        else if (p.moe.kind == MoeParamKind::kDown) s.matrix = &l->down[p.moe.index];
-        else s.dense = l->moe_small.slot(p.moe.kind, p.moe.index);  // router, gate_map, constant experts
+        if (p.moe.kind == MoeParamKind::kUp || p.moe.kind == MoeParamKind::kDown) {
+          if (p.moe.index >= l->ffn_first && p.moe.index < l->ffn_end)
+            s.matrix = p.moe.kind == MoeParamKind::kUp ? &l->up[p.moe.index] : &l->down[p.moe.index];
+        } else s.dense = l->moe_small.slot(p.moe.kind, p.moe.index);  // router, gate_map, constant experts
         break;
       case ParamKind::kFinalNorm: s.dense = &w.final_norm; break;
       case ParamKind::kLmHead: s.matrix = &w.lm_head; break;
@@ -58,15 +64,23 @@ std::vector<Slot> plan(InferWeights& w, const ModelConfig& c) {
   return slots;
 }
 
+void hash_tensor(Fnv1a64& h, const Tensor& t) {
+  const int64_t rank = static_cast<int64_t>(t.shape.size());
+  h.add(&rank, sizeof rank);
+  h.add(t.shape.data(), sizeof(int64_t) * t.shape.size());
+  h.add(t.data.data(), sizeof(float) * t.data.size());
+}
+
 }  // namespace
 
-InferWeights InferWeights::from_params(const ModelConfig& cfg, const ModelParams& p, WeightDType d) {
+InferWeights InferWeights::from_params(const ModelConfig& cfg, const ModelParams& p, WeightDType d, ExpertShard shard) {
   InferWeights w;
   w.dtype = d;
-  std::vector<Slot> slots = plan(w, cfg);
+  std::vector<Slot> slots = plan(w, cfg, shard);
   const auto named = p.named(cfg);
   std::map<std::string, const Tensor*> have(named.begin(), named.end());
   for (const Slot& s : slots) {
+    if (!s.dense && !s.matrix) continue;  // an FFN expert outside the shard
     auto it = have.find(s.name);
     if (it == have.end() || it->second->empty()) {
       if (s.optional) continue;
@@ -81,21 +95,23 @@ InferWeights InferWeights::from_params(const ModelConfig& cfg, const ModelParams
   return w;
 }
 
-InferWeights InferWeights::load(const ModelConfig& cfg, const io::WeightSource& src, WeightDType d) {
-  return load_impl(cfg, src, d, nullptr);
+InferWeights InferWeights::load(const ModelConfig& cfg, const io::WeightSource& src, WeightDType d,
+                                ExpertShard shard) {
+  return load_impl(cfg, src, d, nullptr, shard);
 }
 
-InferWeights InferWeights::load(const ModelConfig& cfg, std::shared_ptr<const io::WeightSource> src, WeightDType d) {
+InferWeights InferWeights::load(const ModelConfig& cfg, std::shared_ptr<const io::WeightSource> src, WeightDType d,
+                                ExpertShard shard) {
   check(src != nullptr, "InferWeights::load: no weight source");
   const io::WeightSource& ref = *src;
-  return load_impl(cfg, ref, d, std::move(src));
+  return load_impl(cfg, ref, d, std::move(src), shard);
 }
 
 InferWeights InferWeights::load_impl(const ModelConfig& cfg, const io::WeightSource& src, WeightDType d,
-                                     std::shared_ptr<const io::WeightSource> owner) {
+                                     std::shared_ptr<const io::WeightSource> owner, ExpertShard shard) {
   InferWeights w;
   w.dtype = d;
-  std::vector<Slot> slots = plan(w, cfg);
+  std::vector<Slot> slots = plan(w, cfg, shard);
   std::set<std::string> expected;
   std::vector<float> buf;
   for (const Slot& s : slots) {
@@ -108,6 +124,7 @@ InferWeights InferWeights::load_impl(const ModelConfig& cfg, const io::WeightSou
     if (info.shape != s.shape)
       throw Error(src.source() + ": tensor '" + s.name + "' has shape " + shape_str(info.shape) + ", expected " +
                   shape_str(s.shape));
+    if (!s.dense && !s.matrix) continue;  // an FFN expert outside the shard: never read
     if (s.dense) {
       src.read_f32(s.name, s.dense->ptr());
       continue;
@@ -125,6 +142,23 @@ InferWeights InferWeights::load_impl(const ModelConfig& cfg, const io::WeightSou
   }
   check_no_unexpected_tensors(src.names(), expected, src.source());
   return w;
+}
+
+uint64_t InferWeights::dense_hash() const {
+  Fnv1a64 h;
+  hash_tensor(h, embed);
+  for (const Layer& l : layers) {
+    hash_tensor(h, l.attn_norm);
+    hash_tensor(h, l.mlp_norm);
+    for (const WeightMatrix* m : {&l.wq, &l.wk, &l.wv, &l.wo}) m->add_to_hash(h);
+    const MoeParams& p = l.moe_small;
+    for (const Tensor* t : {&p.wg, &p.wg0, &p.wg2, &p.gate_map}) hash_tensor(h, *t);
+    for (const auto* v : {&p.const_wg, &p.const_v})
+      for (const Tensor& t : *v) hash_tensor(h, t);
+  }
+  hash_tensor(h, final_norm);
+  lm_head.add_to_hash(h);
+  return h.value();
 }
 
 size_t InferWeights::mapped_bytes() const {

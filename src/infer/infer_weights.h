@@ -1,15 +1,19 @@
 // InferWeights: the weights of a decoder as inference uses them. The large matrices (attention
 // projections, FFN experts, lm_head) are WeightMatrix in F32, BF16 or INT8; the small ones (norms,
-// router, gating-residual map, constant experts) and the embedding table stay fp32 tensors.
+// router, gating-residual map, constant experts) and the embedding table stay fp32 tensors. In
+// expert-parallel inference a process holds only its shard of each layer's FFN experts (ExpertShard):
+// the others are never read from the checkpoint and stay empty.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/tensor.h"
 #include "infer/weight_matrix.h"
+#include "moe/expert_shard.h"
 #include "model/model_config.h"
 #include "model/model_params.h"
 #include "moe/moe_params.h"
@@ -22,32 +26,39 @@ class WeightSource;
 
 struct InferWeights {
   WeightDType dtype = WeightDType::kF32;
+  ExpertShard shard;  // which FFN experts are held
   Tensor embed;  // [V, D]
   struct Layer {
     Tensor attn_norm, mlp_norm;  // [D]
     WeightMatrix wq, wk, wv, wo;
     MoeParams moe_small;  // router (wg or wg0/wg2), gate_map, constant experts; up/down left empty
-    std::vector<WeightMatrix> up, down;  // per FFN expert: [2I, D], [D, I]
+    std::vector<WeightMatrix> up, down;  // per FFN expert: [2I, D], [D, I]; empty outside the shard
+    int64_t ffn_first = 0, ffn_end = 0;  // the FFN experts held: [ffn_first, ffn_end)
   };
   std::vector<Layer> layers;
   Tensor final_norm;  // [D]
   WeightMatrix lm_head;
 
-  // From fp32 training parameters (checked against cfg).
-  static InferWeights from_params(const ModelConfig& cfg, const ModelParams& p, WeightDType d);
-  // Streams a checkpoint tensor by tensor (never more than one fp32 tensor at a time). Missing,
-  // unexpected or mis-shaped tensors throw moepp::Error naming src.source() and the tensor.
-  static InferWeights load(const ModelConfig& cfg, const io::WeightSource& src, WeightDType d);
+  // From fp32 training parameters (checked against cfg); only the shard's FFN experts are converted.
+  static InferWeights from_params(const ModelConfig& cfg, const ModelParams& p, WeightDType d, ExpertShard shard = {});
+  // Streams a checkpoint tensor by tensor (never more than one fp32 tensor at a time); the FFN experts
+  // outside the shard are checked (present, shape) but never read. Missing, unexpected or mis-shaped
+  // tensors throw moepp::Error naming src.source() and the tensor.
+  static InferWeights load(const ModelConfig& cfg, const io::WeightSource& src, WeightDType d, ExpertShard shard = {});
   // The same, and with d == kBF16 the large BF16 matrices of a memory-mapped source (safetensors) are
   // read in place through the mapping, which the weights then keep alive (no copy, no conversion).
-  static InferWeights load(const ModelConfig& cfg, std::shared_ptr<const io::WeightSource> src, WeightDType d);
+  static InferWeights load(const ModelConfig& cfg, std::shared_ptr<const io::WeightSource> src, WeightDType d,
+                           ExpertShard shard = {});
 
   size_t bytes() const;         // memory held (views into a mapping not included)
   size_t mapped_bytes() const;  // matrices read in place from a mapping
+  // FNV-1a 64 of everything but the FFN experts (shapes, dtypes and stored values), in a fixed order:
+  // equal on every rank of an expert group that loaded the same checkpoint in the same dtype.
+  uint64_t dense_hash() const;
 
  private:
   static InferWeights load_impl(const ModelConfig& cfg, const io::WeightSource& src, WeightDType d,
-                                std::shared_ptr<const io::WeightSource> owner);
+                                std::shared_ptr<const io::WeightSource> owner, ExpertShard shard);
 };
 
 }  // namespace moepp

@@ -1,6 +1,7 @@
 // KvCache allocation and slot lengths (see kv_cache.h).
 #include "infer/kv_cache.h"
 
+#include <cstring>
 #include <string>
 
 #include "core/error.h"
@@ -22,6 +23,20 @@ void KvCache::set_length(int64_t slot, int64_t n) {
   check(slot >= 0 && slot < S_, "KvCache: slot " + std::to_string(slot) + " outside [0, " + std::to_string(S_) + ")");
   check(n >= 0 && n <= max_len_, "KvCache: length " + std::to_string(n) + " outside [0, " + std::to_string(max_len_) + "]");
   len_[slot] = n;
+}
+
+void KvCache::copy_slot(int64_t dst, int64_t src) {
+  check(src >= 0 && src < S_ && dst >= 0 && dst < S_,
+        "KvCache::copy_slot: slot " + std::to_string(src) + " or " + std::to_string(dst) + " outside [0, " +
+            std::to_string(S_) + ")");
+  const int64_t len = len_[src];
+  if (dst != src) {
+    for (int64_t l = 0; l < L_; ++l) {
+      std::memcpy(k(l, dst), k(l, src), static_cast<size_t>(len * kv_dim_) * sizeof(float));
+      std::memcpy(v(l, dst), v(l, src), static_cast<size_t>(len * kv_dim_) * sizeof(float));
+    }
+  }
+  len_[dst] = len;
 }
 
 }  // namespace moepp

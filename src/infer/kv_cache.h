@@ -24,6 +24,9 @@ class KvCache {
   int64_t length(int64_t slot) const { return len_.at(slot); }
   void set_length(int64_t slot, int64_t n);  // 0 <= n <= max_len; throws otherwise
   void clear(int64_t slot) { set_length(slot, 0); }
+  // Copies slot src's filled positions (every layer) into slot dst, whose length becomes src's
+  // (a shared prefix scored with several continuations). Throws on a slot out of range.
+  void copy_slot(int64_t dst, int64_t src);
 
   // [max_len, kv_dim] rows of one (layer, slot); row p = position p.
   float* k(int64_t layer, int64_t slot) { return k_.data() + offset(layer, slot); }

@@ -2,6 +2,7 @@
 #include "infer/matrix_experts.h"
 
 #include <cstring>
+#include <string>
 
 #include "core/error.h"
 #include "moe/ffn_experts.h"
@@ -9,8 +10,12 @@
 namespace moepp {
 
 void MatrixFfnExperts::forward(float* o, MoeForwardState& st, const MoeConfig& cfg) {
-  const int64_t D = cfg.hidden, I = cfg.intermediate;
-  for (int64_t e = 0; e < cfg.n_ffn(); ++e) {
+  const int64_t D = cfg.hidden, I = cfg.intermediate, end = end_ < 0 ? cfg.n_ffn() : end_;
+  check(first_ >= 0 && first_ <= end && end <= cfg.n_ffn() && end <= static_cast<int64_t>(up_.size()) &&
+            end <= static_cast<int64_t>(down_.size()),
+        "MatrixFfnExperts: expert range [" + std::to_string(first_) + ", " + std::to_string(end) +
+            ") outside the layer's " + std::to_string(cfg.n_ffn()) + " FFN experts");
+  for (int64_t e = first_; e < end; ++e) {
     const int64_t r0 = st.ffn_offset[e], n = st.ffn_offset[e + 1] - r0;
     if (n == 0) continue;
     ensure_shape(x_, {n, D});

@@ -4,9 +4,12 @@
 #include <filesystem>
 #include <memory>
 
+#include "comm/agreement.h"
 #include "core/error.h"
+#include "core/fnv1a.h"
 #include "infer/infer_weights.h"
 #include "model/checkpoint.h"
+#include "io/file.h"
 #include "io/weight_source.h"
 
 namespace moepp {
@@ -29,9 +32,29 @@ ModelDir open_model_dir(const std::string& path, const std::string& tokenizer, c
   return m;
 }
 
-Decoder load_decoder(const ModelDir& m, WeightDType dtype) {
+Decoder load_decoder(const ModelDir& m, WeightDType dtype, Comm* expert_group) {
+  ExpertShard shard;
+  if (expert_group) {
+    const std::string config_path = (std::filesystem::path(m.dir) / "config.json").string();
+    Fnv1a64 config_hash;
+    config_hash.add(io::read_file(config_path, "the model's config.json"));
+    check_same_on_every_rank(*expert_group, config_hash.value(), m.dir + "/config.json (FNV-1a 64 of its bytes)");
+    shard = {expert_group->rank(), expert_group->size()};
+    for (int64_t l = 0; l < m.cfg.n_layers; ++l) {
+      const int64_t n_ffn = m.cfg.layer_moe(static_cast<int>(l), false).n_ffn();
+      if (n_ffn % shard.count != 0)
+        throw JobWideError("--ep-size " + std::to_string(shard.count) + " does not divide layer " + std::to_string(l) +
+                           "'s " + std::to_string(n_ffn) + " FFN experts (" + m.dir +
+                           "): each rank must hold the same number of experts");
+    }
+  }
   std::shared_ptr<const io::WeightSource> src = io::open_weights(m.dir);
-  return Decoder(m.cfg, InferWeights::load(m.cfg, std::move(src), dtype));
+  InferWeights w = InferWeights::load(m.cfg, std::move(src), dtype, shard);
+  if (expert_group)
+    check_same_on_every_rank(*expert_group, w.dense_hash(),
+                             "the dense weights (all but the FFN experts) of " + m.dir + " as " +
+                                 weight_dtype_name(dtype));
+  return Decoder(m.cfg, std::move(w), expert_group);
 }
 
 }  // namespace moepp

@@ -6,6 +6,7 @@
 
 #include <string>
 
+#include "comm/comm.h"
 #include "infer/decoder.h"
 #include "infer/weight_matrix.h"
 #include "model/model_config.h"
@@ -28,6 +29,10 @@ ModelDir open_model_dir(const std::string& path, const std::string& tokenizer, c
 
 // The KV-cache decoder with m's weights (model.safetensors, its shards or pytorch_model.bin) in dtype.
 // BF16 safetensors loaded as bf16 are used in place through the file's memory mapping.
-Decoder load_decoder(const ModelDir& m, WeightDType dtype);
+// expert_group (not null): expert-parallel inference over its ranks (decoder.h). Collective: every
+// rank loads the dense weights and only its shard of the FFN experts, and the ranks compare an FNV-1a
+// hash of config.json and of the dense weights. JobWideError (on every rank) when the group's size
+// does not divide a layer's FFN expert count or when the hashes differ (naming the ranks).
+Decoder load_decoder(const ModelDir& m, WeightDType dtype, Comm* expert_group = nullptr);
 
 }  // namespace moepp

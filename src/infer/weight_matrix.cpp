@@ -15,6 +15,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "core/fnv1a.h"
 #include "core/gemm.h"
 #include "core/half_float.h"
 #include "core/q4_blocks.h"
@@ -299,6 +300,24 @@ void WeightMatrix::matmul(float* out, const float* x, int64_t M, bool accumulate
         for (int64_t r = 0; r < nb; ++r) row_f32(o0 + r, wbuf.data() + r * I_);
       sgemm(false, true, M, nb, I_, 1.0f, x, I_, wbuf.data(), I_, beta, out + o0, O_);
     }
+  }
+}
+
+void WeightMatrix::add_to_hash(Fnv1a64& h) const {
+  const int64_t head[3] = {static_cast<int64_t>(dtype_), O_, I_};
+  h.add(head, sizeof head);
+  const size_t n = static_cast<size_t>(O_ * I_);
+  switch (dtype_) {
+    case WeightDType::kF32: h.add(f32_.data(), sizeof(float) * n); break;
+    case WeightDType::kBF16: h.add(bf16(), sizeof(uint16_t) * n); break;
+    case WeightDType::kInt8:
+      h.add(i8_.data(), n);
+      h.add(scale_.data(), sizeof(float) * scale_.size());
+      break;
+    case WeightDType::kQ4:
+      h.add(q4_codes_.data(), q4_codes_.size());
+      h.add(q4_scales_.data(), sizeof(uint16_t) * q4_scales_.size());
+      break;
   }
 }
 

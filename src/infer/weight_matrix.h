@@ -13,6 +13,8 @@
 
 namespace moepp {
 
+class Fnv1a64;
+
 enum class WeightDType { kF32, kBF16, kInt8, kQ4 };
 
 const char* weight_dtype_name(WeightDType d);          // "f32", "bf16", "int8", "q4"
@@ -40,6 +42,9 @@ class WeightMatrix {
 
   // Row r of W as fp32 (dequantised) into out [I].
   void row_f32(int64_t r, float* out) const;
+
+  // Adds the dtype, the shape and the stored values (scales included) to h.
+  void add_to_hash(Fnv1a64& h) const;
 
  private:
   WeightDType dtype_ = WeightDType::kF32;

@@ -16,7 +16,6 @@
 #include "io/safetensors.h"
 #include "io/weight_source.h"
 #include "model/ignored_buffers.h"
-#include "moe/expert_parallel.h"
 
 namespace moepp {
 namespace fs = std::filesystem;
@@ -27,8 +26,8 @@ bool is_ffn_expert(const ParamSpec& spec) {
 
 int shard_of(const ModelConfig& cfg, const ParamSpec& spec, int count) {
   if (!is_ffn_expert(spec) || count == 1) return 0;
-  const int64_t per = ExpertParallelFfn::experts_per_rank(cfg.layer_moe(static_cast<int>(spec.layer), false), count);
-  return static_cast<int>(spec.moe.index / per);
+  const int64_t n_ffn = cfg.layer_moe(static_cast<int>(spec.layer), false).n_ffn();
+  return static_cast<int>(spec.moe.index / (ExpertShard{0, count}.range(n_ffn).second));
 }
 
 bool shard_holds(const ModelConfig& cfg, const ParamSpec& spec, ExpertShard shard) {
@@ -83,10 +82,8 @@ std::pair<ModelConfig, ModelParams> load_model(const std::string& dir, ExpertSha
   ModelConfig cfg = load_model_config(dir);
   const std::unique_ptr<io::WeightSource> m = io::open_weights(dir);
   const std::string& source = m->source();
-  if (shard.count > 1) {
-    for (int64_t l = 0; l < cfg.n_layers; ++l)  // a clear error for a count that cannot split the experts
-      ExpertParallelFfn::experts_per_rank(cfg.layer_moe(static_cast<int>(l), false), shard.count);
-  }
+  for (int64_t l = 0; l < cfg.n_layers; ++l)  // a clear error for a shard that cannot split the experts
+    shard.range(cfg.layer_moe(static_cast<int>(l), false).n_ffn());
   ModelParams params = ModelParams::zeros(cfg);
   keep_shard(params, cfg, shard);
   std::set<std::string> known;  // tensors of the model, read or (other shards' experts) not

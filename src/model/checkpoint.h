@@ -9,6 +9,7 @@
 
 #include "model/model_config.h"
 #include "model/model_params.h"
+#include "moe/expert_shard.h"
 
 namespace moepp {
 
@@ -16,14 +17,9 @@ namespace moepp {
 // Creates dir if needed.
 void save_model(const std::string& dir, const ModelConfig& cfg, const ModelParams& params);
 
-// A part of the model for expert parallelism: shard `index` of `count` has the FFN experts that
-// ExpertParallelFfn gives group rank `index` of `count` (a contiguous block of every layer's experts;
-// count must divide each layer's FFN expert count). Dense tensors (everything but FFN experts) belong to
-// shard 0's file and are held by every shard in memory. count 1: the whole model.
-struct ExpertShard {
-  int index = 0;
-  int count = 1;
-};
+// Expert-parallel parts of a model (moe/expert_shard.h): shard `index` of `count` has the FFN experts
+// ExpertShard gives it (count must divide each layer's FFN expert count). Dense tensors (everything but
+// FFN experts) belong to shard 0's file and are held by every shard in memory. count 1: the whole model.
 
 // Whether the tensor is an FFN expert's (up_proj or down_proj): the tensors expert parallelism splits.
 bool is_ffn_expert(const ParamSpec& spec);

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "moe/expert_shard.h"
 #include "moe/ffn_experts.h"
 
 namespace moepp {
@@ -59,10 +60,7 @@ double to_homes(float* home_rows, const float* expert_major, ExpertExchange& x, 
 }  // namespace
 
 int64_t ExpertParallelFfn::experts_per_rank(const MoeConfig& cfg, int group_size) {
-  check(group_size > 0 && cfg.n_ffn() % group_size == 0,
-        "expert parallelism: " + std::to_string(cfg.n_ffn()) + " FFN experts cannot be split evenly over " +
-            std::to_string(group_size) + " ranks (--ep-size must divide the FFN expert count)");
-  return cfg.n_ffn() / group_size;
+  return ExpertShard{0, group_size}.range(cfg.n_ffn()).second;  // the one rule (and its errors)
 }
 
 void ExpertParallelFfn::forward(float* o, MoeForwardState& st, const MoeConfig& cfg) {

@@ -3,8 +3,9 @@
 // rows, grouped by expert (st.rows(), inputs st.x_in), into the experts' unweighted outputs, and in
 // training turns the outputs' gradients back into the rows' input gradients and the experts' parameter
 // gradients. Implementations: LocalFfnExperts (fp32 parameters in this process; training and tests),
-// the inference decoder's weight-matrix experts (infer/), and ExpertParallelFfn (experts spread over
-// the ranks of a Comm group). An executor may keep what its backward needs in st (ffn_h, ffn_a, the
+// the inference decoder's weight-matrix experts and their expert-parallel wrapper (infer/:
+// MatrixFfnExperts, ExpertGroupFfn), and ExpertParallelFfn (experts spread over the ranks of a Comm
+// group). An executor may keep what its backward needs in st (ffn_h, ffn_a, the
 // expert-parallel exchange record); it is used by one thread at a time.
 #pragma once
 

@@ -7,7 +7,7 @@
 
 #include "comm/agreement.h"
 #include "core/error.h"
-#include "core/hash.h"
+#include "core/fnv1a.h"
 #include "moe/expert_parallel.h"
 
 namespace moepp {
@@ -81,17 +81,17 @@ float TrainParallel::grad_norm(const std::vector<ParamRef>& params, const std::v
 
 void TrainParallel::check_same_weights(const std::vector<ParamRef>& params, const std::vector<bool>& expert) {
   if (world_.size() == 1) return;
-  uint64_t dense = kFnv1aStart, mine = kFnv1aStart;
+  Fnv1a64 dense, experts;
   for (size_t i = 0; i < params.size(); ++i) {
     const Tensor& t = *params[i].value;
-    uint64_t& h = expert[i] ? mine : dense;
-    h = fnv1a(params[i].name.data(), params[i].name.size(), h);
-    h = fnv1a(t.ptr(), sizeof(float) * t.numel(), h);
+    Fnv1a64& h = expert[i] ? experts : dense;
+    h.add(params[i].name);
+    h.add(t.ptr(), sizeof(float) * t.numel());
   }
-  check_same_on_all_ranks(world_, dense, "the model's dense weights");
+  check_same_on_every_rank(world_, dense.value(), "the model's dense weights");
   // Experts: every rank compares every rank's with its first replica's (rank r % E), so that all agree.
   std::vector<int64_t> all(world_.size());
-  const int64_t h = static_cast<int64_t>(mine);
+  const int64_t h = static_cast<int64_t>(experts.value());
   world_.allgather(all.data(), &h, 1);
   std::string differ;
   for (int r = ep_size_; r < world_.size(); ++r)

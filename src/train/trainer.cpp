@@ -18,7 +18,7 @@
 #include "comm/agreement.h"
 #include "comm/local_comm.h"
 #include "core/error.h"
-#include "core/hash.h"
+#include "core/fnv1a.h"
 #include "core/fault_point.h"
 #include "data/token_shards.h"
 #include "io/file.h"
@@ -571,7 +571,9 @@ TrainResult train(const TrainConfig& cfg, const TrainOptions& opt) {
   // Every rank must run the same run: the config and the options, as each rank read them.
   const std::string args = cfg.to_json().dump() + "\n" + opt.out_dir + "\n" + std::to_string(opt.resume) + " " +
                            std::to_string(opt.stop_after) + " " + std::to_string(opt.ep_size);
-  check_same_on_all_ranks(world, fnv1a(args.data(), args.size()), "the training config or command line");
+  Fnv1a64 args_hash;
+  args_hash.add(args);
+  check_same_on_every_rank(world, args_hash.value(), "the training config or command line");
   const std::string log_path = (fs::path(opt.out_dir) / "log.jsonl").string();
   if (lead) {
     fs::create_directories(opt.out_dir);

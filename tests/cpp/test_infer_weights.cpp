@@ -1,7 +1,9 @@
 // Unit tests of InferWeights (src/infer/infer_weights) loading BF16 weights in place from a
 // memory-mapped safetensors file (InferWeights::load over a shared WeightSource): no copy is made, the
 // decoder gives bit for bit the logits of the copying load, the mapping outlives the source handle,
-// and F32-stored tensors or other dtypes are converted instead.
+// and F32-stored tensors or other dtypes are converted instead. A shard of the FFN experts
+// (expert-parallel inference) loads only its experts, the same values as the whole load, and the
+// dense-weight hash is the same for every shard and changes with any dense value.
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -9,7 +11,9 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
+#include "core/error.h"
 #include "infer/decoder.h"
+#include "infer/kv_cache.h"
 #include "infer/infer_weights.h"
 #include "model/checkpoint.h"
 #include "io/safetensors.h"
@@ -86,6 +90,57 @@ TEST(InferWeights, F32CheckpointAndOtherDtypesAreConverted) {
   EXPECT_EQ(InferWeights::load(cfg, src, WeightDType::kBF16).mapped_bytes(), 0u);  // F32 stored: converted
   EXPECT_EQ(InferWeights::load(cfg, src, WeightDType::kF32).mapped_bytes(), 0u);
   EXPECT_EQ(InferWeights::load(cfg, src, WeightDType::kInt8).mapped_bytes(), 0u);
+}
+
+TEST(InferWeights, ShardLoadsOnlyItsExpertsAndTheDenseHashIgnoresThem) {
+  const test::ScratchDir tmp("weight_shard");
+  const ModelConfig cfg = small_config();  // 4 FFN experts per layer
+  write_checkpoint(tmp.dir().string(), cfg, io::DType::kF32);
+  std::shared_ptr<const io::WeightSource> src = io::open_weights(tmp.dir().string());
+  const InferWeights all = InferWeights::load(cfg, *src, WeightDType::kInt8);
+  const InferWeights s1 = InferWeights::load(cfg, *src, WeightDType::kInt8, {1, 2});
+  const InferWeights s0 = InferWeights::load(cfg, src, WeightDType::kInt8, {0, 2});
+  for (size_t l = 0; l < all.layers.size(); ++l) {
+    EXPECT_EQ(s1.layers[l].ffn_first, 2);
+    EXPECT_EQ(s1.layers[l].ffn_end, 4);
+    for (int64_t e = 0; e < 4; ++e) {
+      const bool mine = e >= 2;
+      EXPECT_EQ(s1.layers[l].up[e].rows() != 0, mine);
+      EXPECT_EQ(s1.layers[l].down[e].rows() != 0, mine);
+      if (!mine) continue;
+      std::vector<float> a(s1.layers[l].up[e].cols()), b(a.size());
+      s1.layers[l].up[e].row_f32(3, a.data());
+      all.layers[l].up[e].row_f32(3, b.data());
+      EXPECT_EQ(a, b);
+    }
+  }
+  EXPECT_LT(s1.bytes(), all.bytes());
+  EXPECT_EQ(s0.dense_hash(), all.dense_hash());
+  EXPECT_EQ(s1.dense_hash(), all.dense_hash());
+  EXPECT_NE(InferWeights::load(cfg, *src, WeightDType::kF32).dense_hash(), all.dense_hash());  // dtype counts
+  InferWeights changed = InferWeights::load(cfg, *src, WeightDType::kInt8);
+  changed.layers[1].moe_small.const_v[0].data[5] += 1e-3f;
+  EXPECT_NE(changed.dense_hash(), all.dense_hash());
+  EXPECT_THROW(InferWeights::load(cfg, *src, WeightDType::kF32, {0, 3}), Error);  // 3 does not divide 4
+}
+
+TEST(KvCacheCopySlot, CopiesTheFilledPositionsOfEveryLayer) {
+  KvCache c(2, 3, 8, 4);
+  for (int64_t l = 0; l < 2; ++l)
+    for (int64_t i = 0; i < 8 * 4; ++i) {
+      c.k(l, 1)[i] = static_cast<float>(l * 100 + i);
+      c.v(l, 1)[i] = -static_cast<float>(l * 100 + i);
+    }
+  c.set_length(1, 5);
+  c.copy_slot(2, 1);
+  EXPECT_EQ(c.length(2), 5);
+  for (int64_t l = 0; l < 2; ++l)
+    for (int64_t i = 0; i < 5 * 4; ++i) {
+      EXPECT_EQ(c.k(l, 2)[i], c.k(l, 1)[i]);
+      EXPECT_EQ(c.v(l, 2)[i], c.v(l, 1)[i]);
+    }
+  EXPECT_EQ(c.k(0, 2)[5 * 4], 0.0f);  // beyond the length: not copied
+  EXPECT_THROW(c.copy_slot(3, 1), Error);
 }
 
 }  // namespace

@@ -1,0 +1,55 @@
+// The inference commands' expert group (see inference_group.h).
+#include "cli/inference_group.h"
+
+#include <cstdio>
+
+#include "cli/commands.h"
+#include "core/error.h"
+
+namespace moepp::cli {
+
+void add_ep_size_option(CLI::App* sub, int64_t& ep_size) {
+  sub->add_option("--ep-size", ep_size,
+                  "ranks the FFN experts are split over; under mpirun it must equal the number of processes")
+      ->capture_default_str();
+}
+
+Comm* inference_expert_group(int64_t ep_size, const std::string& who) {
+  Comm& job = job_comm();
+  const int64_t P = job.size();
+  if (P == 1) {
+    if (ep_size != 1)
+      throw JobWideError(who + ": --ep-size " + std::to_string(ep_size) + " needs " + std::to_string(ep_size) +
+                         " processes: run it under mpirun -np " + std::to_string(ep_size) +
+                         " (this is one process; without mpirun --ep-size must be 1)");
+    return nullptr;
+  }
+  if (ep_size != P)
+    throw JobWideError(who + ": --ep-size " + std::to_string(ep_size) + " under mpirun with " + std::to_string(P) +
+                       " processes: inference splits the FFN experts over every rank (no data parallelism), so "
+                       "--ep-size must equal the number of processes, " + std::to_string(P));
+  return &job;
+}
+
+std::string expert_group_summary(const Decoder& dec) {
+  if (!dec.expert_group()) return "";
+  ExpertGroupStats t;
+  for (const ExpertGroupStats& s : dec.expert_group_stats()) {
+    t.calls += s.calls;
+    t.rows += s.rows;
+    t.bytes += s.bytes;
+    t.comm_seconds += s.comm_seconds;
+  }
+  const auto& layers = dec.weights().layers;
+  const long long first = layers.empty() ? 0 : layers[0].ffn_first, end = layers.empty() ? 0 : layers[0].ffn_end;
+  char buf[256];
+  std::snprintf(buf, sizeof buf,
+                "expert group of %d ranks (FFN experts [%lld, %lld) of each layer here): %llu FFN allreduces, "
+                "%llu rows, %.2f MB, %.3f s in allreduce on rank %d",
+                dec.expert_group()->size(), first, end,
+                static_cast<unsigned long long>(t.calls), static_cast<unsigned long long>(t.rows),
+                static_cast<double>(t.bytes) / 1e6, t.comm_seconds, dec.expert_group()->rank());
+  return buf;
+}
+
+}  // namespace moepp::cli
