@@ -6,8 +6,8 @@
    holds one FFN expert per rank);
 2. a repeat at the same np is bit-identical (every logged value but the timings);
 3. a checkpoint saved at np 4 (EP 4, four shards and the index) resumes at np 2 and in one process and
-   at np 4 again, each as the uninterrupted run (bit-identical at the same np); it loads whole in one
-   process (`moepp eval ppl`);
+   at np 4 again, each as the uninterrupted run (bit-identical at the same np); `moepp eval ppl` scores
+   it the same in one process and at np 2 (expert-parallel inference);
 4. the per-layer exchange counters in the log: bytes = rows x D x 4, rows sent = rows received;
 5. bad setups end every rank with a clear message and a non-zero exit: --ep-size not dividing the
    ranks, --ep-size not dividing the FFN experts (4 of the 8 experts are FFN), a config that differs
@@ -110,8 +110,13 @@ def main():
                     *(["--ep-size", str(e)] if n else []))
                 close(log(d(name)), ref, name)
             identical(log(d("to_np4")), log(d("np4_ep4")), "np 4 resume")
-            p = run(0, "eval", "ppl", "--model", d("stop4"), "--text", valid)
-            assert "ppl" in p.stdout.lower() or "perplexity" in p.stdout.lower(), p.stdout
+            # It loads whole in one process and split over 2 ranks (expert-parallel inference), with the
+            # same scores to the last digit.
+            ev = ["eval", "ppl", "--model", d("stop4"), "--text", valid, "--window", "64", "--quiet"]
+            one, two = run(0, *ev), run(2, *ev, "--ep-size", "2")
+            scores = [{k: v for k, v in json.loads(p.stdout).items() if "second" not in k and "per_s" not in k}
+                      for p in (one, two)]
+            assert scores[0] == scores[1] and scores[0]["tokens"] > 0, scores
 
         def bad_setups_fail_on_every_rank():
             cases = [(2, ["--ep-size", "3"], "does not divide the 2 ranks"),
