@@ -1,8 +1,9 @@
-// `moepp convert --model DIR --out DIR [--dtype f32|bf16]`: rewrites a checkpoint in any format that
-// io/weight_source.h reads (safetensors single/sharded, PyTorch .bin single/sharded) as
+// `moepp convert --model DIR --out DIR [--dtype f32|bf16|int8|q4]`: rewrites a checkpoint in any format
+// that io/weight_source.h reads (safetensors single/sharded, PyTorch .bin single/sharded) as
 // OUT/config.json + OUT/model.safetensors (+ OUT/tokenizer.model when DIR has one). Tensors are read
 // one at a time; floating tensors are written as F32 or BF16 (round to nearest even), integer tensors
-// unchanged. The output directory appears whole (written as OUT.partial-<pid>, then renamed) or not at
+// unchanged; with int8 or q4 the decoder's large matrices are quantised as inference holds them
+// (infer/infer_weights.h: used in place from the memory map at load) and the other tensors stay F32. The output directory appears whole (written as OUT.partial-<pid>, then renamed) or not at
 // all. See docs/checkpoints.md.
 #include <unistd.h>
 
@@ -11,6 +12,7 @@
 #include <fstream>
 #include <iterator>
 #include <memory>
+#include <set>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -24,6 +26,8 @@
 #include "io/weight_source.h"
 #include "model/ignored_buffers.h"
 #include "model/model_config.h"
+#include "model/model_params.h"
+#include "infer/infer_weights.h"
 
 namespace moepp::cli {
 namespace {
@@ -38,6 +42,11 @@ struct ConvertArgs {
 void write_converted(const fs::path& dir, const ConvertArgs& a, const io::WeightSource& src, nlohmann::json config,
                      const ModelConfig& cfg) {
   const bool bf16 = a.dtype == "bf16";
+  const bool quantise = a.dtype == "int8" || a.dtype == "q4";
+  std::set<std::string> matrices;  // the tensors quantised
+  if (quantise)
+    for (const ParamSpec& spec : param_specs(cfg))
+      if (is_weight_matrix(spec)) matrices.insert(spec.name);
   const fs::path in_dir(a.model);
   std::error_code ec;
   io::SafetensorsWriter w;
@@ -59,7 +68,12 @@ void write_converted(const fs::path& dir, const ConvertArgs& a, const io::Weight
     if (info.dtype == io::DType::kF32 || info.dtype == io::DType::kF16 || info.dtype == io::DType::kBF16) {
       Tensor t(info.shape);
       src.read_f32(name, t.ptr());
-      if (bf16) {
+      if (matrices.count(name) && t.shape.size() == 2) {
+        const WeightMatrix m = WeightMatrix::from_f32(t.ptr(), t.shape[0], t.shape[1], parse_weight_dtype(a.dtype));
+        add_stored_matrix(w, name, m);
+        const WeightMatrix::Stored st = m.stored();
+        bytes += st.data_bytes + st.scale_bytes;
+      } else if (bf16) {
         w.add_bf16(name, t);
         bytes += t.numel() * 2;
       } else {
@@ -77,6 +91,7 @@ void write_converted(const fs::path& dir, const ConvertArgs& a, const io::Weight
     }
   }
   w.set_metadata("format", "pt");
+  if (quantise) w.set_metadata("moepp_weight_dtype", a.dtype);
   const fs::path weights = dir / "model.safetensors";
   w.write(weights.string());
   fault_point("convert:weights");
@@ -86,7 +101,8 @@ void write_converted(const fs::path& dir, const ConvertArgs& a, const io::Weight
   const nlohmann::json full = cfg.to_json();
   for (auto it = full.begin(); it != full.end(); ++it)
     if (!config.contains(it.key())) config[it.key()] = it.value();
-  config["torch_dtype"] = bf16 ? "bfloat16" : "float32";  // what model.safetensors now holds
+  config["torch_dtype"] = bf16 ? "bfloat16" : "float32";  // what model.safetensors' floating tensors hold
+  if (quantise) config["moepp_weight_dtype"] = a.dtype;    // its large matrices (docs/checkpoints.md)
   const std::string text = config.dump(2) + "\n";
   io::write_file_atomic((dir / "config.json").string(), text);
   bool tokenizer = false;
@@ -96,12 +112,14 @@ void write_converted(const fs::path& dir, const ConvertArgs& a, const io::Weight
     tokenizer = true;
   }
   std::printf("converted %zu tensors (%.1f MB, %s) from %s to %s%s\n", names.size(), static_cast<double>(bytes) / 1e6,
-              bf16 ? "BF16" : "F32", src.source().c_str(), (fs::path(a.out) / "model.safetensors").string().c_str(),
+              quantise ? (a.dtype == "q4" ? "Q4 matrices, F32 rest" : "INT8 matrices, F32 rest") : bf16 ? "BF16" : "F32",
+              src.source().c_str(), (fs::path(a.out) / "model.safetensors").string().c_str(),
               tokenizer ? " (+ config.json, tokenizer.model)" : " (+ config.json)");
 }
 
 void run_convert(const ConvertArgs& a) {
-  check(a.dtype == "f32" || a.dtype == "bf16", "--dtype " + a.dtype + ": expected f32 or bf16");
+  check(a.dtype == "f32" || a.dtype == "bf16" || a.dtype == "int8" || a.dtype == "q4",
+        "--dtype " + a.dtype + ": expected f32, bf16, int8 or q4");
   const fs::path in_dir(a.model), out_dir(a.out);
   const std::string config_path = (in_dir / "config.json").string();
   nlohmann::json config = io::read_json_file(config_path, "the model config");
@@ -148,7 +166,7 @@ void register_convert_command(CLI::App& app) {
   sub->add_option("--model", args->model, "checkpoint directory (config.json + weights in any supported format)")
       ->required();
   sub->add_option("--out", args->out, "output directory (created if needed)")->required();
-  sub->add_option("--dtype", args->dtype, "dtype of the floating tensors written: f32 or bf16")->capture_default_str();
+  sub->add_option("--dtype", args->dtype, "dtype written: f32 or bf16 (every floating tensor), int8 or q4 (the large matrices, for inference)")->capture_default_str();
   sub->callback([args] { run_convert(*args); });
 }
 

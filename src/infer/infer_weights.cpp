@@ -8,6 +8,8 @@
 
 #include "core/error.h"
 #include "core/fnv1a.h"
+#include "core/q4_blocks.h"
+#include "io/safetensors.h"
 #include "io/weight_source.h"
 #include "model/ignored_buffers.h"
 
@@ -64,6 +66,48 @@ std::vector<Slot> plan(InferWeights& w, const ModelConfig& c, ExpertShard shard)
   return slots;
 }
 
+// The stored layout of a quantised matrix of shape [O, I] in dtype d: the data tensor's dtype and
+// shape, the scales' dtype and shape.
+struct QuantLayout {
+  io::DType data_dtype;
+  std::vector<int64_t> data_shape;
+  io::DType scale_dtype;
+  std::vector<int64_t> scale_shape;
+};
+
+QuantLayout quant_layout(WeightDType d, const std::vector<int64_t>& shape) {
+  const int64_t O = shape[0], I = shape[1];
+  if (d == WeightDType::kInt8) return {io::DType::kI8, {O, I}, io::DType::kF32, {O}};
+  return {io::DType::kU8, {O, q4_blocks(I) * 16}, io::DType::kF16, {O, q4_blocks(I)}};
+}
+
+// Reads the quantised matrix `name` (data + scales, validated against the layout of `stored`) into
+// *m when m is not null: in place when owner keeps the mapping alive, else copied.
+void load_quantised(WeightMatrix* m, const io::WeightSource& src, const std::string& name,
+                    const std::vector<int64_t>& shape, WeightDType wanted, const std::shared_ptr<const void>& owner) {
+  const std::string sname = name + kQuantScalesSuffix;
+  const io::WeightInfo info = src.info(name), sinfo = src.info(sname);
+  const WeightDType stored = info.dtype == io::DType::kI8 ? WeightDType::kInt8 : WeightDType::kQ4;
+  check(info.dtype == io::DType::kI8 || info.dtype == io::DType::kU8,
+        src.source() + ": tensor '" + name + "' has '" + sname + "' but dtype " + io::dtype_name(info.dtype) +
+            " (quantised matrices are I8 or U8)");
+  const QuantLayout ql = quant_layout(stored, shape);
+  check(info.shape == ql.data_shape && sinfo.dtype == ql.scale_dtype && sinfo.shape == ql.scale_shape,
+        src.source() + ": quantised tensor '" + name + "' (" + weight_dtype_name(stored) + ") has data " +
+            shape_str(info.shape) + " and scales " + io::dtype_name(sinfo.dtype) + " " + shape_str(sinfo.shape) +
+            "; a " + shape_str(shape) + " matrix needs " + shape_str(ql.data_shape) + " and " +
+            io::dtype_name(ql.scale_dtype) + " " + shape_str(ql.scale_shape));
+  check(stored == wanted, src.source() + ": the checkpoint's matrices are stored as " + weight_dtype_name(stored) +
+                              " (moepp convert --dtype " + weight_dtype_name(stored) + "); load it with --dtype " +
+                              weight_dtype_name(stored) + ", not " + weight_dtype_name(wanted));
+  if (m == nullptr) return;
+  const uint8_t* data = src.mapped(name);
+  const uint8_t* scales = src.mapped(sname);
+  check(data != nullptr && scales != nullptr, src.source() + ": quantised tensor '" + name + "' is not contiguous");
+  const WeightMatrix view = WeightMatrix::view(stored, data, scales, shape[0], shape[1], owner);
+  *m = owner ? view : view.owned_copy();
+}
+
 void hash_tensor(Fnv1a64& h, const Tensor& t) {
   const int64_t rank = static_cast<int64_t>(t.shape.size());
   h.add(&rank, sizeof rank);
@@ -72,6 +116,34 @@ void hash_tensor(Fnv1a64& h, const Tensor& t) {
 }
 
 }  // namespace
+
+bool is_weight_matrix(const ParamSpec& p) {
+  switch (p.kind) {
+    case ParamKind::kWq:
+    case ParamKind::kWk:
+    case ParamKind::kWv:
+    case ParamKind::kWo:
+    case ParamKind::kLmHead: return true;
+    case ParamKind::kMoe: return p.moe.kind == MoeParamKind::kUp || p.moe.kind == MoeParamKind::kDown;
+    default: return false;
+  }
+}
+
+void add_stored_matrix(io::SafetensorsWriter& w, const std::string& name, const WeightMatrix& m) {
+  const WeightMatrix::Stored st = m.stored();
+  const std::vector<int64_t> shape = {m.rows(), m.cols()};
+  switch (m.dtype()) {
+    case WeightDType::kF32: w.add(name, io::DType::kF32, shape, st.data, st.data_bytes); return;
+    case WeightDType::kBF16: w.add(name, io::DType::kBF16, shape, st.data, st.data_bytes); return;
+    case WeightDType::kInt8:
+    case WeightDType::kQ4: {
+      const QuantLayout ql = quant_layout(m.dtype(), shape);
+      w.add(name, ql.data_dtype, ql.data_shape, st.data, st.data_bytes);
+      w.add(name + kQuantScalesSuffix, ql.scale_dtype, ql.scale_shape, st.scales, st.scale_bytes);
+      return;
+    }
+  }
+}
 
 InferWeights InferWeights::from_params(const ModelConfig& cfg, const ModelParams& p, WeightDType d, ExpertShard shard) {
   InferWeights w;
@@ -120,7 +192,16 @@ InferWeights InferWeights::load_impl(const ModelConfig& cfg, const io::WeightSou
       if (s.optional) continue;
       throw Error(src.source() + ": missing tensor '" + s.name + "'");
     }
+    if (src.contains(s.name + kQuantScalesSuffix)) {  // a quantised matrix
+      expected.insert(s.name + kQuantScalesSuffix);
+      check(s.dense == nullptr, src.source() + ": tensor '" + s.name + "' is quantised but is not a weight matrix");
+      load_quantised(s.matrix, src, s.name, s.shape, d, owner);
+      continue;
+    }
     const io::WeightInfo info = src.info(s.name);
+    if (info.dtype == io::DType::kI8 || info.dtype == io::DType::kU8)
+      throw Error(src.source() + ": tensor '" + s.name + "' is " + io::dtype_name(info.dtype) + " but '" + s.name +
+                  kQuantScalesSuffix + "' is missing");
     if (info.shape != s.shape)
       throw Error(src.source() + ": tensor '" + s.name + "' has shape " + shape_str(info.shape) + ", expected " +
                   shape_str(s.shape));

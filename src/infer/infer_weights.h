@@ -22,7 +22,23 @@ namespace moepp {
 
 namespace io {
 class WeightSource;
+class SafetensorsWriter;
 }
+
+// Whether a checkpoint tensor is one of the decoder's large matrices (attention projections, FFN
+// experts' up and down, lm_head): the tensors held as WeightMatrix in the weight dtype. The rest
+// (embedding, norms, routers, gate_map, constant experts) stay fp32.
+bool is_weight_matrix(const ParamSpec& spec);
+
+// Quantised checkpoints (`moepp convert --dtype int8|q4`, docs/checkpoints.md): a matrix N stored as
+// INT8 is N: I8 [O, I] and N.scales: F32 [O]; as Q4, N: U8 [O, q4_blocks(I) x 16] (the codes) and
+// N.scales: F16 [O, q4_blocks(I)]. Loaded with the same --dtype, they are used in place from the
+// memory mapping.
+constexpr const char* kQuantScalesSuffix = ".scales";
+
+// Adds m's stored values to w under `name` (INT8 and Q4 as above with their scales; BF16 and F32 as
+// plain tensors).
+void add_stored_matrix(io::SafetensorsWriter& w, const std::string& name, const WeightMatrix& m);
 
 struct InferWeights {
   WeightDType dtype = WeightDType::kF32;
@@ -45,8 +61,10 @@ struct InferWeights {
   // outside the shard are checked (present, shape) but never read. Missing, unexpected or mis-shaped
   // tensors throw moepp::Error naming src.source() and the tensor.
   static InferWeights load(const ModelConfig& cfg, const io::WeightSource& src, WeightDType d, ExpertShard shard = {});
-  // The same, and with d == kBF16 the large BF16 matrices of a memory-mapped source (safetensors) are
-  // read in place through the mapping, which the weights then keep alive (no copy, no conversion).
+  // The same, and the large matrices of a memory-mapped source (safetensors) already stored in the
+  // dtype d (BF16 tensors, or a quantised checkpoint's INT8 / Q4 tensors with their scales) are read in
+  // place through the mapping, which the weights then keep alive (no copy, no conversion). A quantised
+  // checkpoint loads only with its own dtype (a clear error otherwise).
   static InferWeights load(const ModelConfig& cfg, std::shared_ptr<const io::WeightSource> src, WeightDType d,
                            ExpertShard shard = {});
 

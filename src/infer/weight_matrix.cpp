@@ -200,16 +200,62 @@ WeightMatrix WeightMatrix::from_f32(const float* w, int64_t O, int64_t I, Weight
   return m;
 }
 
-WeightMatrix WeightMatrix::bf16_view(const void* data, int64_t O, int64_t I, std::shared_ptr<const void> owner) {
+WeightMatrix WeightMatrix::view(WeightDType d, const void* data, const void* scales, int64_t O, int64_t I,
+                                 std::shared_ptr<const void> owner) {
   check(O > 0 && I > 0, "WeightMatrix: empty matrix");
-  check(data != nullptr && reinterpret_cast<uintptr_t>(data) % alignof(uint16_t) == 0,
-        "WeightMatrix::bf16_view: the data must be non-null and 2-byte aligned");
+  check(d != WeightDType::kF32, "WeightMatrix::view: F32 matrices are copied, not viewed");
+  auto aligned = [](const void* p, size_t a) { return p != nullptr && reinterpret_cast<uintptr_t>(p) % a == 0; };
+  check(aligned(data, d == WeightDType::kBF16 ? 2 : 1), "WeightMatrix::view: the data must be non-null and aligned");
+  if (d == WeightDType::kInt8 || d == WeightDType::kQ4)
+    check(aligned(scales, d == WeightDType::kInt8 ? 4 : 2), "WeightMatrix::view: the scales must be non-null and aligned");
   WeightMatrix m;
-  m.dtype_ = WeightDType::kBF16;
+  m.dtype_ = d;
   m.O_ = O;
   m.I_ = I;
-  m.bf16_view_ = static_cast<const uint16_t*>(data);
+  m.view_data_ = data;
+  m.view_scales_ = d == WeightDType::kBF16 ? nullptr : scales;
   m.owner_ = std::move(owner);
+  return m;
+}
+
+WeightMatrix::Stored WeightMatrix::stored() const {
+  const size_t n = static_cast<size_t>(O_ * I_);
+  switch (dtype_) {
+    case WeightDType::kF32: return {f32_.data(), n * 4, nullptr, 0};
+    case WeightDType::kBF16: return {bf16(), n * 2, nullptr, 0};
+    case WeightDType::kInt8: return {i8(), n, row_scales(), static_cast<size_t>(O_) * 4};
+    case WeightDType::kQ4: {
+      const size_t nb = static_cast<size_t>(O_ * q4_blocks(I_));
+      return {q4_codes(), nb * 16, q4_scales(), nb * 2};
+    }
+  }
+  return {nullptr, 0, nullptr, 0};
+}
+
+WeightMatrix WeightMatrix::owned_copy() const {
+  WeightMatrix m;
+  m.dtype_ = dtype_;
+  m.O_ = O_;
+  m.I_ = I_;
+  const Stored st = stored();
+  const auto* d = static_cast<const uint8_t*>(st.data);
+  const auto* s = static_cast<const uint8_t*>(st.scales);
+  auto copy = [](auto& vec, const uint8_t* p, size_t bytes) {
+    vec.resize(bytes / sizeof(vec[0]));
+    if (bytes) std::memcpy(vec.data(), p, bytes);
+  };
+  switch (dtype_) {
+    case WeightDType::kF32: copy(m.f32_, d, st.data_bytes); break;
+    case WeightDType::kBF16: copy(m.bf16_, d, st.data_bytes); break;
+    case WeightDType::kInt8:
+      copy(m.i8_, d, st.data_bytes);
+      copy(m.scale_, s, st.scale_bytes);
+      break;
+    case WeightDType::kQ4:
+      copy(m.q4_codes_, d, st.data_bytes);
+      copy(m.q4_scales_, s, st.scale_bytes);
+      break;
+  }
   return m;
 }
 
@@ -218,7 +264,11 @@ size_t WeightMatrix::bytes() const {
          q4_scales_.size() * 2;
 }
 
-size_t WeightMatrix::mapped_bytes() const { return bf16_view_ ? static_cast<size_t>(O_ * I_) * 2 : 0; }
+size_t WeightMatrix::mapped_bytes() const {
+  if (view_data_ == nullptr) return 0;
+  const Stored st = stored();
+  return st.data_bytes + st.scale_bytes;
+}
 
 void WeightMatrix::row_f32(int64_t r, float* out) const {
   const size_t off = static_cast<size_t>(r * I_);
@@ -228,11 +278,11 @@ void WeightMatrix::row_f32(int64_t r, float* out) const {
       for (int64_t j = 0; j < I_; ++j) out[j] = bf16_to_f32(bf16()[off + j]);
       break;
     case WeightDType::kInt8:
-      for (int64_t j = 0; j < I_; ++j) out[j] = scale_[r] * static_cast<float>(i8_[off + j]);
+      for (int64_t j = 0; j < I_; ++j) out[j] = row_scales()[r] * static_cast<float>(i8()[off + j]);
       break;
     case WeightDType::kQ4: {
       const int64_t nb = q4_blocks(I_);
-      q4_dequantize_row(out, &q4_codes_[r * nb * 16], &q4_scales_[r * nb], I_);
+      q4_dequantize_row(out, q4_codes() + r * nb * 16, q4_scales() + r * nb, I_);
       break;
     }
   }
@@ -260,7 +310,7 @@ void WeightMatrix::matmul(float* out, const float* x, int64_t M, bool accumulate
       const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
       const int64_t per = ((O_ + nt - 1) / nt + 7) / 8 * 8;
       const int64_t o0 = std::min(O_, t * per), o1 = std::min(O_, o0 + per);
-      if (o0 < o1) q4_dot_rows(out, O_, q4_codes_.data(), q4_scales_.data(), q, d, s, M, nb, o0, o1, accumulate);
+      if (o0 < o1) q4_dot_rows(out, O_, q4_codes(), q4_scales(), q, d, s, M, nb, o0, o1, accumulate);
     }
     return;
   }
@@ -275,7 +325,7 @@ void WeightMatrix::matmul(float* out, const float* x, int64_t M, bool accumulate
         switch (dtype_) {
           case WeightDType::kF32: stream_rows(out, O_, x, M, f32_.data(), nullptr, I_, o0, o1, accumulate); break;
           case WeightDType::kBF16: stream_rows(out, O_, x, M, bf16(), nullptr, I_, o0, o1, accumulate); break;
-          case WeightDType::kInt8: stream_rows(out, O_, x, M, i8_.data(), scale_.data(), I_, o0, o1, accumulate); break;
+          case WeightDType::kInt8: stream_rows(out, O_, x, M, i8(), row_scales(), I_, o0, o1, accumulate); break;
           case WeightDType::kQ4: break;  // above
         }
       }
@@ -295,7 +345,7 @@ void WeightMatrix::matmul(float* out, const float* x, int64_t M, bool accumulate
     for (int64_t b = 0; b < nblocks; ++b) {
       const int64_t o0 = b * kBlockRows, nb = std::min(kBlockRows, O_ - o0);
       if (dtype_ == WeightDType::kBF16) dequant_rows(wbuf.data(), bf16(), nullptr, I_, o0, nb);
-      else if (dtype_ == WeightDType::kInt8) dequant_rows(wbuf.data(), i8_.data(), scale_.data(), I_, o0, nb);
+      else if (dtype_ == WeightDType::kInt8) dequant_rows(wbuf.data(), i8(), row_scales(), I_, o0, nb);
       else
         for (int64_t r = 0; r < nb; ++r) row_f32(o0 + r, wbuf.data() + r * I_);
       sgemm(false, true, M, nb, I_, 1.0f, x, I_, wbuf.data(), I_, beta, out + o0, O_);
@@ -306,19 +356,9 @@ void WeightMatrix::matmul(float* out, const float* x, int64_t M, bool accumulate
 void WeightMatrix::add_to_hash(Fnv1a64& h) const {
   const int64_t head[3] = {static_cast<int64_t>(dtype_), O_, I_};
   h.add(head, sizeof head);
-  const size_t n = static_cast<size_t>(O_ * I_);
-  switch (dtype_) {
-    case WeightDType::kF32: h.add(f32_.data(), sizeof(float) * n); break;
-    case WeightDType::kBF16: h.add(bf16(), sizeof(uint16_t) * n); break;
-    case WeightDType::kInt8:
-      h.add(i8_.data(), n);
-      h.add(scale_.data(), sizeof(float) * scale_.size());
-      break;
-    case WeightDType::kQ4:
-      h.add(q4_codes_.data(), q4_codes_.size());
-      h.add(q4_scales_.data(), sizeof(uint16_t) * q4_scales_.size());
-      break;
-  }
+  const Stored st = stored();
+  h.add(st.data, st.data_bytes);
+  if (st.scale_bytes) h.add(st.scales, st.scale_bytes);
 }
 
 }  // namespace moepp

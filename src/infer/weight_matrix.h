@@ -26,9 +26,28 @@ class WeightMatrix {
   // Converts w [O, I] (row-major fp32) to dtype d (BF16: round to nearest even; INT8: per-row scale;
   // Q4: per 32-block fp16 scale, any I, the last block padded).
   static WeightMatrix from_f32(const float* w, int64_t O, int64_t I, WeightDType d);
-  // A BF16 matrix read in place from `data` ([O, I] row-major bfloat16, e.g. a tensor in a memory-mapped
-  // safetensors file; 2-byte aligned), which `owner` keeps alive (the mapping). Nothing is copied.
-  static WeightMatrix bf16_view(const void* data, int64_t O, int64_t I, std::shared_ptr<const void> owner);
+  // A matrix read in place from memory that `owner` keeps alive (e.g. tensors of a memory-mapped
+  // safetensors file), in the layout stored() describes: BF16 data [O, I]; INT8 data [O, I] int8 and
+  // scales [O] fp32; Q4 codes [O, q4_blocks(I), 16] and scales [O, q4_blocks(I)] fp16. Nothing is
+  // copied. Throws moepp::Error for F32, null or misaligned data or scales (each aligned to its element).
+  static WeightMatrix view(WeightDType d, const void* data, const void* scales, int64_t O, int64_t I,
+                           std::shared_ptr<const void> owner);
+  static WeightMatrix bf16_view(const void* data, int64_t O, int64_t I, std::shared_ptr<const void> owner) {
+    return view(WeightDType::kBF16, data, nullptr, O, I, std::move(owner));
+  }
+
+  // The stored values, as view() reads them: data (F32 / BF16 / INT8 elements, or Q4 codes) and scales
+  // (INT8 fp32 per row, Q4 fp16 per block; none for F32 and BF16). Valid while the matrix lives.
+  struct Stored {
+    const void* data;
+    size_t data_bytes;
+    const void* scales;
+    size_t scale_bytes;
+  };
+  Stored stored() const;
+
+  // The same matrix holding its own copy of the stored values (a view's no longer needs its owner).
+  WeightMatrix owned_copy() const;
 
   int64_t rows() const { return O_; }
   int64_t cols() const { return I_; }
@@ -49,15 +68,23 @@ class WeightMatrix {
  private:
   WeightDType dtype_ = WeightDType::kF32;
   int64_t O_ = 0, I_ = 0;
+  // Owned storage (from_f32), or for views none: the view pointers below say where the values are.
   std::vector<float> f32_;
   std::vector<uint16_t> bf16_;
-  const uint16_t* bf16_view_ = nullptr;  // set for views (then bf16_ is empty)
-  std::shared_ptr<const void> owner_;    // keeps a view's memory alive
-  const uint16_t* bf16() const { return bf16_view_ ? bf16_view_ : bf16_.data(); }
   std::vector<int8_t> i8_;
-  std::vector<float> scale_;  // [O] INT8 only
+  std::vector<float> scale_;         // [O] INT8 only
   std::vector<uint8_t> q4_codes_;    // [O, q4_blocks(I), 16] Q4 only
   std::vector<uint16_t> q4_scales_;  // [O, q4_blocks(I)] fp16, Q4 only
+  const void* view_data_ = nullptr;    // set for views (then the vectors are empty)
+  const void* view_scales_ = nullptr;
+  std::shared_ptr<const void> owner_;  // keeps a view's memory alive
+  const uint16_t* bf16() const { return view_data_ ? static_cast<const uint16_t*>(view_data_) : bf16_.data(); }
+  const int8_t* i8() const { return view_data_ ? static_cast<const int8_t*>(view_data_) : i8_.data(); }
+  const float* row_scales() const { return view_data_ ? static_cast<const float*>(view_scales_) : scale_.data(); }
+  const uint8_t* q4_codes() const { return view_data_ ? static_cast<const uint8_t*>(view_data_) : q4_codes_.data(); }
+  const uint16_t* q4_scales() const {
+    return view_data_ ? static_cast<const uint16_t*>(view_scales_) : q4_scales_.data();
+  }
 };
 
 }  // namespace moepp

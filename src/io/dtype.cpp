@@ -20,6 +20,8 @@ const char* dtype_name(DType d) {
     case DType::kBF16: return "BF16";
     case DType::kI32: return "I32";
     case DType::kI64: return "I64";
+    case DType::kI8: return "I8";
+    case DType::kU8: return "U8";
   }
   return "?";
 }
@@ -31,6 +33,8 @@ size_t dtype_size(DType d) {
     case DType::kBF16: return 2;
     case DType::kI32: return 4;
     case DType::kI64: return 8;
+    case DType::kI8: return 1;
+    case DType::kU8: return 1;
   }
   return 0;
 }
@@ -41,6 +45,8 @@ bool parse_dtype(const std::string& name, DType* d) {
   else if (name == "BF16") *d = DType::kBF16;
   else if (name == "I32") *d = DType::kI32;
   else if (name == "I64") *d = DType::kI64;
+  else if (name == "I8") *d = DType::kI8;
+  else if (name == "U8") *d = DType::kU8;
   else return false;
   return true;
 }

@@ -9,9 +9,10 @@
 
 namespace moepp::io {
 
-enum class DType { kF32, kF16, kBF16, kI32, kI64 };
+// I8 and U8 hold quantised weights (moepp convert --dtype int8|q4: docs/checkpoints.md).
+enum class DType { kF32, kF16, kBF16, kI32, kI64, kI8, kU8 };
 
-const char* dtype_name(DType d);          // "F32", "F16", "BF16", "I32", "I64"
+const char* dtype_name(DType d);          // "F32", "F16", "BF16", "I32", "I64", "I8", "U8"
 size_t dtype_size(DType d);               // bytes per element
 // The DType named `name` (as dtype_name writes it) into *d; false for any other name.
 bool parse_dtype(const std::string& name, DType* d);

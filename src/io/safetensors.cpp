@@ -129,7 +129,7 @@ TensorInfo parse_entry(const std::string& name, const json& e, uint64_t data_siz
   if (!dt.is_string()) fail(source, where + ": field 'dtype' is not a string");
   const std::string& dts = dt.get_ref<const std::string&>();
   if (!parse_dtype(dts, &info.dtype))
-    fail(source, where + ": unsupported dtype " + q(dts) + " (supported: F32, F16, BF16, I32, I64)");
+    fail(source, where + ": unsupported dtype " + q(dts) + " (supported: F32, F16, BF16, I32, I64, I8, U8)");
 
   const json& sh = e["shape"];
   if (!sh.is_array()) fail(source, where + ": field 'shape' is not a list");

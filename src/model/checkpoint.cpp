@@ -97,6 +97,9 @@ std::pair<ModelConfig, ModelParams> load_model(const std::string& dir, ExpertSha
       throw Error(source + ": missing tensor '" + name + "'");
     }
     const io::WeightInfo info = m->info(name);
+    if (info.dtype == io::DType::kI8 || info.dtype == io::DType::kU8)
+      throw Error(source + ": tensor '" + name + "' is quantised (" + io::dtype_name(info.dtype) +
+                  ", from moepp convert --dtype int8|q4): only generate, eval and serve load quantised checkpoints");
     if (info.shape != t->shape)
       throw Error(source + ": tensor '" + name + "' has shape " + shape_str(info.shape) + ", expected " +
                   shape_str(t->shape));

@@ -3,7 +3,8 @@
 // decoder gives bit for bit the logits of the copying load, the mapping outlives the source handle,
 // and F32-stored tensors or other dtypes are converted instead. A shard of the FFN experts
 // (expert-parallel inference) loads only its experts, the same values as the whole load, and the
-// dense-weight hash is the same for every shard and changes with any dense value.
+// dense-weight hash is the same for every shard and changes with any dense value. Quantised checkpoints
+// (INT8, Q4) load in place too.
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -90,6 +91,48 @@ TEST(InferWeights, F32CheckpointAndOtherDtypesAreConverted) {
   EXPECT_EQ(InferWeights::load(cfg, src, WeightDType::kBF16).mapped_bytes(), 0u);  // F32 stored: converted
   EXPECT_EQ(InferWeights::load(cfg, src, WeightDType::kF32).mapped_bytes(), 0u);
   EXPECT_EQ(InferWeights::load(cfg, src, WeightDType::kInt8).mapped_bytes(), 0u);
+}
+
+// A quantised checkpoint (what moepp convert --dtype int8|q4 writes: add_stored_matrix for the large
+// matrices, F32 for the rest) loads in place with its dtype, with the logits of quantising the F32
+// weights at load; with another dtype it is refused naming the stored one, and the fp32 loader refuses
+// it as quantised.
+TEST(InferWeights, QuantisedCheckpointIsReadInPlaceWithTheSameLogits) {
+  const ModelConfig cfg = small_config();
+  ModelParams p = ModelParams::zeros(cfg);
+  p.init_random(cfg, 5, 0.2f);
+  const std::vector<int32_t> tok = test::random_tokens(20, cfg.vocab, 3);
+  for (const WeightDType d : {WeightDType::kInt8, WeightDType::kQ4}) {
+    const test::ScratchDir tmp("quantised");
+    save_model(tmp.dir().string(), cfg, p);
+    io::SafetensorsWriter w;
+    size_t want = 0;
+    for (const ParamSpec& spec : param_specs(cfg)) {
+      const Tensor& t = *p.slot(spec);
+      if (!is_weight_matrix(spec)) {
+        w.add_f32(spec.name, t);
+        continue;
+      }
+      const WeightMatrix m = WeightMatrix::from_f32(t.ptr(), t.shape[0], t.shape[1], d);
+      add_stored_matrix(w, spec.name, m);
+      want += m.bytes();
+    }
+    w.write((tmp.dir() / "model.safetensors").string());
+    std::shared_ptr<const io::WeightSource> src = io::open_weights(tmp.dir().string());
+    InferWeights mapped = InferWeights::load(cfg, src, d);
+    EXPECT_EQ(mapped.mapped_bytes(), want) << weight_dtype_name(d);
+    const InferWeights copied = InferWeights::load(cfg, *src, d);  // no owner: copied
+    EXPECT_EQ(copied.mapped_bytes(), 0u);
+    src.reset();
+    const std::vector<float> a = logits_of(cfg, std::move(mapped), tok);
+    EXPECT_EQ(a, logits_of(cfg, InferWeights(copied), tok)) << weight_dtype_name(d);
+    EXPECT_EQ(a, logits_of(cfg, InferWeights::from_params(cfg, p, d), tok)) << weight_dtype_name(d);
+    std::shared_ptr<const io::WeightSource> again = io::open_weights(tmp.dir().string());
+    const std::string e = test::error_message([&] { InferWeights::load(cfg, again, WeightDType::kF32); });
+    EXPECT_NE(e.find(std::string("stored as ") + weight_dtype_name(d)), std::string::npos) << e;
+    const std::string f = test::error_message([&] { load_model(tmp.dir().string()); });
+    EXPECT_NE(f.find("is quantised"), std::string::npos) << f;
+  }
 }
 
 TEST(InferWeights, ShardLoadsOnlyItsExpertsAndTheDenseHashIgnoresThem) {
