@@ -15,6 +15,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "cli/commands.h"
 #include "core/error.h"
@@ -33,6 +34,7 @@ struct ServeArgs {
   std::string model, host = "127.0.0.1", dtype = "f32", model_name;
   std::string port = "8000", slots = "8", max_queue = "64", ctx = "0", prefill_chunk = "256", max_body = "1048576";
   std::string api_key, api_key_file, read_timeout = "10", write_timeout = "10", max_pending = "64";
+  std::vector<std::string> served_names;
 };
 
 volatile std::sig_atomic_t g_stop_signal = 0;
@@ -120,6 +122,7 @@ void run_serve(const ServeArgs& a) {
   so.model_name = a.model_name.empty() ? fs::path(a.model).lexically_normal().filename().string() : a.model_name;
   if (so.model_name.empty()) so.model_name = fs::path(a.model).lexically_normal().parent_path().filename().string();
   if (so.model_name.empty()) so.model_name = "moepp";
+  so.aliases = a.served_names;
   so.max_body_bytes = static_cast<size_t>(max_body);
   so.api_key = key;
   so.read_timeout_s = read_timeout;
@@ -170,6 +173,9 @@ void register_serve_command(CLI::App& app) {
       ->capture_default_str();
   sub->add_option("--dtype", a->dtype, "weight storage: f32, bf16 or int8")->capture_default_str();
   sub->add_option("--model-name", a->model_name, "model id in responses (default: the --model directory's name)");
+  sub->add_option("--served-model-name", a->served_names,
+                  "another name the model answers to (repeatable; requests naming no served name get 404)")
+      ->check([](const std::string& v) { return v.empty() ? std::string("a model name must not be empty") : std::string(); });
   sub->add_option("--prefill-chunk", a->prefill_chunk, "most prompt tokens of one request per step")
       ->capture_default_str();
   sub->add_option("--max-body", a->max_body, "largest request body in bytes (413 beyond)")->capture_default_str();
