@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -23,6 +24,7 @@
 #include "infer/engine.h"
 #include "infer/model_dir.h"
 #include "serve/server.h"
+#include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
 
 namespace moepp::cli {
@@ -93,6 +95,7 @@ void run_serve(const ServeArgs& a) {
   const ModelDir md = open_model_dir(a.model, "", "serve");
   const ModelConfig& cfg = md.cfg;
   const Tokenizer& tok = md.tok;
+  std::optional<ChatTemplateConfig> chat_template = load_chat_template(md.dir);
   check(ctx <= cfg.max_pos, "serve: --ctx " + a.ctx + " exceeds the model's max_position_embeddings " +
                                 std::to_string(cfg.max_pos));
 
@@ -123,6 +126,7 @@ void run_serve(const ServeArgs& a) {
   if (so.model_name.empty()) so.model_name = fs::path(a.model).lexically_normal().parent_path().filename().string();
   if (so.model_name.empty()) so.model_name = "moepp";
   so.aliases = a.served_names;
+  so.chat_template = std::move(chat_template);
   so.max_body_bytes = static_cast<size_t>(max_body);
   so.api_key = key;
   so.read_timeout_s = read_timeout;

@@ -12,6 +12,7 @@
 
 #include "core/error.h"
 #include "infer/sampler.h"
+#include "tokenizer/chat_template.h"
 
 namespace moepp::serve {
 
@@ -24,11 +25,6 @@ class ApiError : public Error {
   int status;
   std::string type, param, code;
   nlohmann::json to_json() const;
-};
-
-struct ChatMessage {
-  std::string role;  // system | user | assistant
-  std::string content;
 };
 
 // A parsed, validated request of either endpoint.
@@ -59,8 +55,9 @@ inline constexpr int64_t kMaxChoices = 16;
 // unknown or unsupported parameter, a wrong type, or an out-of-range value; param names the field.
 CompletionRequest parse_completion_request(const std::string& body, bool chat);
 
-// The chat template (the model has none of its own): one line per message, "System: ...",
-// "User: ...", "Assistant: ...", then "Assistant:" for the reply. The engine stops at kChatStop.
+// The default chat format, for a model without a chat template of its own (tokenizer/chat_template.h):
+// one line per message, "System: ...", "User: ...", "Assistant: ...", then "Assistant:" for the reply.
+// The engine stops at kChatStop.
 std::string chat_prompt(const std::vector<ChatMessage>& messages);
 inline constexpr const char* kChatStop = "\nUser:";
 

@@ -93,6 +93,7 @@ struct Server::Impl {
   Metrics metrics;
   std::atomic<uint64_t> next_id{1};
   int64_t started = std::time(nullptr);
+  std::string bos_text, eos_text;  // bos_token / eos_token of the chat template
 
   Impl(Engine& e, const Tokenizer& t, ServerOptions o)
       : engine(e),
@@ -101,7 +102,13 @@ struct Server::Impl {
         http(connection_limits(opt),
              dump(ApiError(503, "The server has too many connections waiting; retry later", "", "server_overloaded")
                       .to_json()),
-             [this] { metrics.connection_rejected(); }) {}
+             [this] { metrics.connection_rejected(); }) {
+    if (opt.chat_template) {
+      const ModelConfig& cfg = engine.decoder().config();
+      bos_text = !opt.chat_template->bos_token.empty() ? opt.chat_template->bos_token : tok.id_to_piece(cfg.bos);
+      eos_text = !opt.chat_template->eos_token.empty() ? opt.chat_template->eos_token : tok.id_to_piece(cfg.eos);
+    }
+  }
 
   bool authorized(const httplib::Request& q) const {
     return opt.api_key.empty() || bearer_matches(q.get_header_value("Authorization"), opt.api_key);
@@ -161,6 +168,15 @@ struct Server::Impl {
     const char* prompt_param = r.chat ? "messages" : "prompt";
     if (!r.chat && !r.prompt_ids.empty()) {
       ids = r.prompt_ids;  // range-checked once, by Engine::submit (400 naming 'prompt', see submit())
+    } else if (r.chat && opt.chat_template) {
+      // The checkpoint's template: bos only where it writes bos_token; its special strings are ids.
+      std::string text;
+      try {
+        text = opt.chat_template->tmpl.render(r.messages, true, bos_text, eos_text);
+      } catch (const ChatTemplateError& e) {
+        throw ApiError(400, std::string("The chat template refused the messages: ") + e.what(), "messages");
+      }
+      ids = encode_with_specials(tok, text, {{bos_text, cfg.bos}, {eos_text, cfg.eos}});
     } else {
       ids.push_back(cfg.bos);
       for (int32_t t : tok.encode(r.chat ? chat_prompt(r.messages) : r.prompt)) ids.push_back(t);
@@ -184,7 +200,12 @@ struct Server::Impl {
     }
     gen.sampling = r.sampling;
     gen.stop = r.stop;
-    if (r.chat) gen.stop.push_back(kChatStop);
+    if (r.chat) {
+      if (!opt.chat_template)
+        gen.stop.push_back(kChatStop);
+      else if (!eos_text.empty())
+        gen.stop.push_back(eos_text);  // the end of a turn written out as text
+    }
     gen.stop_at_eos = !r.ignore_eos;
     gen.logprobs = r.logprobs;
     // Choice i draws with seed + i (reproducible per choice for a given seed), or a random seed.

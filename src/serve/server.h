@@ -14,10 +14,12 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "infer/engine.h"
+#include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
 
 namespace moepp::serve {
@@ -33,6 +35,8 @@ struct ServerOptions {
   double read_timeout_s = 10;            // a whole request (headers and body) must arrive within this
   double write_timeout_s = 10;           // a write that cannot proceed for this long ends the connection
   size_t max_pending_connections = 64;   // accepted connections waiting for a worker; beyond: 503
+  // The checkpoint's chat template (load_chat_template); none: the fixed format of chat_prompt().
+  std::optional<ChatTemplateConfig> chat_template;
 };
 
 class Server {

@@ -794,8 +794,28 @@ def run_cases(case, srv, exe, model):
     case("generate_cli", generate_cli)
 
 
+LLAMA2_TEMPLATE = (
+    "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}"
+    "{% set system_message = messages[0]['content'] %}{% else %}{% set loop_messages = messages %}"
+    "{% set system_message = false %}{% endif %}{% for message in loop_messages %}"
+    "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if loop.index0 == 0 and system_message != false %}"
+    "{% set content = '<<SYS>>\\n' + system_message + '\\n<</SYS>>\\n\\n' + message['content'] %}"
+    "{% else %}{% set content = message['content'] %}{% endif %}"
+    "{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}"
+    "{% elif message['role'] == 'assistant' %}{{ ' ' + content.strip() + ' ' + eos_token }}{% endif %}{% endfor %}")
+CHATML_TEMPLATE = """{%- for message in messages %}
+    {{- '<|im_start|>' + message.role + '\\n' + message.content | trim + '<|im_end|>\\n' }}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|im_start|>assistant\\n' }}
+{%- endif %}
+"""
+
+
 def run_api_cases(case, srv, exe, model, cfg):
-    """The OpenAI API as clients use it: served names, logprobs, n choices, penalties."""
+    """The OpenAI API as clients use it: served names, logprobs, n choices, penalties, chat templates."""
     user = [{"role": "user", "content": "Where did the ship sail?"}]
 
     def model_names():
@@ -975,12 +995,87 @@ def run_api_cases(case, srv, exe, model, cfg):
         text, _, _ = stream_text(events, False)
         expect(text == pen["choices"][0]["text"], "penalties: stream == non-stream")
 
+    def template_model(name, tmpl, **tokens):
+        d = model + "_" + name
+        if not os.path.exists(d):
+            os.makedirs(d)
+            for f in ("config.json", "model.safetensors", "tokenizer.model"):
+                os.link(os.path.join(model, f), os.path.join(d, f))
+        with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
+            json.dump(dict({"chat_template": tmpl}, **tokens), f)
+        return d
+
+    def chat_template_llama2():
+        tsrv = Server(exe, template_model("llama2", LLAMA2_TEMPLATE, bos_token="<s>", eos_token="</s>"))
+        try:
+            msgs = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": " Where did it sail? "}]
+            chat_req = {"messages": msgs, "max_tokens": 8, "temperature": 0, "ignore_eos": True}
+            status, _, chat = tsrv.call("POST", "/v1/chat/completions", chat_req)
+            expect(status == 200, f"{status} {chat}")
+            # The same prompt written out by hand from Llama-2's format: <s> is the bos id, which a text
+            # completion adds itself.
+            rendered = "[INST] <<SYS>>\nYou are terse.\n<</SYS>>\n\n Where did it sail? [/INST]"
+            status, _, comp = tsrv.call("POST", "/v1/completions", {"prompt": rendered, "max_tokens": 8,
+                                                                    "temperature": 0, "ignore_eos": True})
+            expect(chat["usage"]["prompt_tokens"] == comp["usage"]["prompt_tokens"],
+                   f"prompt tokens {chat['usage']} vs {comp['usage']}")
+            want = comp["choices"][0]["text"].lstrip()
+            if "</s>" in want:
+                want = want[:want.find("</s>")]
+            expect(chat["choices"][0]["message"]["content"] == want, f"{chat['choices'][0]} vs {want!r}")
+            _, _, events = tsrv.stream("/v1/chat/completions", dict(chat_req, stream=True))
+            text, _, _ = stream_text(events, True)
+            expect(text == want, f"stream {text!r}")
+            # Two turns: the prompt grows by the assistant's turn, its </s> and the next <s>[INST] ... [/INST].
+            more = msgs + [{"role": "assistant", "content": "Far."}, {"role": "user", "content": "Why?"}]
+            _, _, chat2 = tsrv.call("POST", "/v1/chat/completions", dict(chat_req, messages=more))
+            rendered2 = rendered + " Far. "
+            _, _, c2 = tsrv.call("POST", "/v1/completions", {"prompt": rendered2, "max_tokens": 1})
+            _, _, c3 = tsrv.call("POST", "/v1/completions", {"prompt": "[INST] Why? [/INST]", "max_tokens": 1})
+            # [bos] "... Far. " [eos] [bos] "[INST] Why? [/INST]": the two completions' prompts (each with its
+            # bos) and the eos between them.
+            expect(chat2["usage"]["prompt_tokens"] == c2["usage"]["prompt_tokens"] + 1 + c3["usage"]["prompt_tokens"],
+                   f"two turns: {chat2['usage']} vs {c2['usage']} + {c3['usage']}")
+            # The template's raise_exception: 400 naming messages.
+            status, ctype, body = tsrv.call("POST", "/v1/chat/completions",
+                                            {"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]})
+            check_error(status, ctype, body, 400, "messages")
+            expect("roles must alternate" in body["error"]["message"], f"{body}")
+        finally:
+            tsrv.stop()
+
+    def chat_template_chatml():
+        tsrv = Server(exe, template_model("chatml", CHATML_TEMPLATE))
+        try:
+            msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi there "}]
+            status, _, chat = tsrv.call("POST", "/v1/chat/completions", {"messages": msgs, "max_tokens": 4,
+                                                                         "temperature": 0})
+            expect(status == 200, f"{status} {chat}")
+            rendered = ("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi there<|im_end|>\n"
+                        "<|im_start|>assistant\n")
+            _, _, comp = tsrv.call("POST", "/v1/completions", {"prompt": rendered, "max_tokens": 1})
+            # No bos in ChatML: the template's text only (the completion adds bos).
+            expect(chat["usage"]["prompt_tokens"] == comp["usage"]["prompt_tokens"] - 1,
+                   f"{chat['usage']} vs {comp['usage']}")
+        finally:
+            tsrv.stop()
+
+    def chat_template_outside_subset_refused():
+        d = template_model("bad", "{% for m in messages %}{{ m.content | tojson }}{% endfor %}")
+        p = subprocess.run([exe, "serve", "--model", d, "--port", "0"], capture_output=True, timeout=60)
+        err = p.stderr.decode(errors="replace")
+        expect(p.returncode == 1 and "tokenizer_config.json" in err and "tojson" in err and "line 1" in err,
+               f"exit {p.returncode}: {err!r}")
+
     case("served_names_and_model_not_found", model_names)
     case("logprobs_completions_vs_pytorch_reference", logprobs_completions_vs_reference)
     case("logprobs_chat_shape_and_stream", logprobs_chat)
     case("n_choices_seeded_and_streamed", n_choices)
     case("n_choices_take_slots_429", n_choices_take_slots)
     case("presence_frequency_penalties", penalties)
+    case("chat_template_llama2", chat_template_llama2)
+    case("chat_template_chatml", chat_template_chatml)
+    case("chat_template_outside_subset_refused", chat_template_outside_subset_refused)
 
 
 if __name__ == "__main__":
