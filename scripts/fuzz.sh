@@ -2,7 +2,7 @@
 # Builds every libFuzzer target of fuzz/ (one per parser of outside input; see fuzz/CMakeLists.txt) with
 # clang under ASan+UBSan (separate build dir build-fuzz: -DMOEPP_FUZZ=ON -DMOEPP_TESTS=OFF) and runs
 # each for a bounded time, one after the other.
-# Usage: scripts/fuzz.sh [seconds per target=30] [target...]  (default: all targets; 7 x 30 s = 3.5 min).
+# Usage: scripts/fuzz.sh [seconds per target=30] [target...]  (default: all targets; 8 x 30 s = 4 min).
 # Exits non-zero when a fuzzer finds a crash, a sanitizer report, an unexpected exception, a timeout
 # (> 10 s for one input) or an out-of-memory (> 2 GiB); the reproducer is written to
 # build-fuzz/fuzz-artifacts/<target>/. Seeds: fuzz/corpus/<target>/ (read-only); new inputs go to
@@ -19,7 +19,7 @@ shift || true
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="$root/build-fuzz"
 all_targets=(safetensors_header_fuzz zip_archive_fuzz unpickler_fuzz config_fuzz openai_request_fuzz
-             token_shard_fuzz tokenizer_model_fuzz)
+             token_shard_fuzz tokenizer_model_fuzz chat_template_fuzz)
 targets=("$@")
 if [ "$#" -eq 0 ]; then targets=("${all_targets[@]}"); fi
 

@@ -60,7 +60,7 @@ LoadedModel load(const ModelArgs& a, const char* cmd) {
 
 void add_model_options(CLI::App* sub, ModelArgs& a) {
   sub->add_option("--model", a.model, "checkpoint directory, or a run directory (its latest checkpoint)")->required();
-  sub->add_option("--dtype", a.dtype, "weights of the large matrices: f32, bf16 or int8")->capture_default_str();
+  sub->add_option("--dtype", a.dtype, "weights of the large matrices: f32, bf16, int8 or q4")->capture_default_str();
   sub->add_option("--tokenizer", a.tokenizer, "SentencePiece model (default: the checkpoint's tokenizer.model)");
   sub->add_option("--batch-tokens", a.batch_tokens,
                   "tokens per forward pass (bounds memory; results do not depend on it)")

@@ -166,7 +166,7 @@ void register_generate_command(CLI::App& app) {
   gen->add_option("--stop", a->stop, "stop string (repeatable); the text ends before it")
       ->allow_extra_args(false);
   gen->add_flag("--ignore-eos", a->ignore_eos, "keep generating after the EOS token");
-  gen->add_option("--dtype", a->dtype, "weight storage: f32, bf16 or int8")->capture_default_str();
+  gen->add_option("--dtype", a->dtype, "weight storage: f32, bf16, int8 or q4")->capture_default_str();
   gen->add_option("--ctx", a->ctx, "context length (0 = the model's max_position_embeddings)")->capture_default_str();
   gen->add_flag("--no-stream", a->no_stream, "print the text once, at the end");
   add_ep_size_option(gen, a->ep_size);

@@ -15,8 +15,10 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "cli/commands.h"
 #include "cli/inference_group.h"
@@ -26,6 +28,7 @@
 #include "infer/engine.h"
 #include "infer/model_dir.h"
 #include "serve/server.h"
+#include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
 
 namespace moepp::cli {
@@ -38,6 +41,7 @@ struct ServeArgs {
   std::string port = "8000", slots = "8", max_queue = "64", ctx = "0", prefill_chunk = "256", max_body = "1048576";
   std::string api_key, api_key_file, read_timeout = "10", write_timeout = "10", max_pending = "64";
   std::string ep_size = "1";
+  std::vector<std::string> served_names;
 };
 
 volatile std::sig_atomic_t g_stop_signal = 0;
@@ -97,6 +101,7 @@ void run_serve(const ServeArgs& a) {
   const ModelDir md = open_model_dir(a.model, "", "serve");
   const ModelConfig& cfg = md.cfg;
   const Tokenizer& tok = md.tok;
+  std::optional<ChatTemplateConfig> chat_template = load_chat_template(md.dir);
   check(ctx <= cfg.max_pos, "serve: --ctx " + a.ctx + " exceeds the model's max_position_embeddings " +
                                 std::to_string(cfg.max_pos));
 
@@ -131,6 +136,8 @@ void run_serve(const ServeArgs& a) {
   so.model_name = a.model_name.empty() ? fs::path(a.model).lexically_normal().filename().string() : a.model_name;
   if (so.model_name.empty()) so.model_name = fs::path(a.model).lexically_normal().parent_path().filename().string();
   if (so.model_name.empty()) so.model_name = "moepp";
+  so.aliases = a.served_names;
+  so.chat_template = std::move(chat_template);
   so.max_body_bytes = static_cast<size_t>(max_body);
   so.api_key = key;
   so.read_timeout_s = read_timeout;
@@ -181,8 +188,11 @@ void register_serve_command(CLI::App& app) {
   sub->add_option("--max-queue", a->max_queue, "requests waiting for a slot before 429")->capture_default_str();
   sub->add_option("--ctx", a->ctx, "positions per slot, prompt + completion (0 = max_position_embeddings)")
       ->capture_default_str();
-  sub->add_option("--dtype", a->dtype, "weight storage: f32, bf16 or int8")->capture_default_str();
+  sub->add_option("--dtype", a->dtype, "weight storage: f32, bf16, int8 or q4")->capture_default_str();
   sub->add_option("--model-name", a->model_name, "model id in responses (default: the --model directory's name)");
+  sub->add_option("--served-model-name", a->served_names,
+                  "another name the model answers to (repeatable; requests naming no served name get 404)")
+      ->check([](const std::string& v) { return v.empty() ? std::string("a model name must not be empty") : std::string(); });
   sub->add_option("--prefill-chunk", a->prefill_chunk, "most prompt tokens of one request per step")
       ->capture_default_str();
   sub->add_option("--max-body", a->max_body, "largest request body in bytes (413 beyond)")->capture_default_str();

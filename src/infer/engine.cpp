@@ -72,7 +72,7 @@ Engine::Engine(const Decoder& decoder, const Tokenizer* tokenizer, EngineOptions
 
 Engine::~Engine() { stop(); }
 
-uint64_t Engine::submit(GenerationRequest req, GenerationCallbacks cb) {
+std::shared_ptr<Engine::Seq> Engine::make_seq(GenerationRequest req, GenerationCallbacks cb) const {
   const int64_t P = static_cast<int64_t>(req.prompt.size());
   require(P >= 1, "prompt", "prompt: empty (at least one token is needed)");
   require(P < opt_.max_len, "prompt",
@@ -85,6 +85,8 @@ uint64_t Engine::submit(GenerationRequest req, GenerationCallbacks cb) {
                 " is outside the vocabulary [0, " + std::to_string(V) + ")");
   require(req.max_new_tokens >= 0, "max_new_tokens",
           "max_new_tokens: must be >= 0 (got " + std::to_string(req.max_new_tokens) + ")");
+  require(req.logprobs >= -1 && req.logprobs <= 20, "logprobs",
+          "logprobs: must be -1 (off) or in [0, 20] (got " + std::to_string(req.logprobs) + ")");
   req.sampling.validate();
   for (const std::string& s : req.stop) require(!s.empty(), "stop", "stop: empty stop string");
   require(req.stop.empty() || tok_ != nullptr, "stop", "stop: stop strings need a tokenizer");
@@ -95,20 +97,42 @@ uint64_t Engine::submit(GenerationRequest req, GenerationCallbacks cb) {
   s->tokens = req.prompt;
   s->req = std::move(req);
   s->cb = std::move(cb);
-  s->t_submit = Clock::now();
+  return s;
+}
+
+uint64_t Engine::submit(GenerationRequest req, GenerationCallbacks cb) {
+  std::vector<GenerationRequest> reqs;
+  std::vector<GenerationCallbacks> cbs;
+  reqs.push_back(std::move(req));
+  cbs.push_back(std::move(cb));
+  return submit_all(std::move(reqs), std::move(cbs)).front();
+}
+
+std::vector<uint64_t> Engine::submit_all(std::vector<GenerationRequest> reqs, std::vector<GenerationCallbacks> cbs) {
+  check(!reqs.empty() && reqs.size() == cbs.size(), "engine: submit_all needs one callback set per request");
+  std::vector<std::shared_ptr<Seq>> seqs;
+  for (size_t i = 0; i < reqs.size(); ++i) seqs.push_back(make_seq(std::move(reqs[i]), std::move(cbs[i])));
+  std::vector<uint64_t> ids;
   {
     std::lock_guard<std::mutex> lk(mu_);
     if (stopped_) throw EngineStoppedError("engine: stopped");
-    if (static_cast<int64_t>(live_.size()) >= opt_.n_slots + opt_.max_queue)
+    const int64_t n = static_cast<int64_t>(seqs.size());
+    if (static_cast<int64_t>(live_.size()) + n > opt_.n_slots + opt_.max_queue)
       throw EngineFullError("engine: full (" + std::to_string(n_active_) + " running, " +
                             std::to_string(waiting_.size()) + " queued; the queue holds " +
-                            std::to_string(opt_.max_queue) + ")");
-    s->id = next_id_++;
-    live_.insert(s->id);
-    waiting_.push_back(s);
+                            std::to_string(opt_.max_queue) + (n > 1 ? "; " + std::to_string(n) + " asked for" : "") +
+                            ")");
+    const auto now = Clock::now();
+    for (auto& s : seqs) {
+      s->t_submit = now;
+      s->id = next_id_++;
+      live_.insert(s->id);
+      waiting_.push_back(s);
+      ids.push_back(s->id);
+    }
   }
   cv_.notify_all();
-  return s->id;
+  return ids;
 }
 
 bool Engine::cancel(uint64_t id) {
@@ -218,11 +242,14 @@ Engine::StepTokens Engine::sample_and_deliver(const std::vector<DecodeChunk>& ba
     s.fed += batch[i].n;
     if (prefill) n.prompt_fed += static_cast<uint64_t>(batch[i].n);
     if (s.fed < static_cast<int64_t>(s.tokens.size())) continue;  // prompt not complete yet
-    const int32_t t = s.sampler->sample(logits_.ptr() + i * V, V, s.tokens);
+    float* row = logits_.ptr() + i * V;
+    if (s.req.logprobs >= 0) raw_.assign(row, row + V);  // the sampler's penalties change the row
+    const int32_t t = s.sampler->sample(row, V, s.tokens, s.req.prompt.size());
     s.tokens.push_back(t);
     ++s.generated;
     ++n.sampled;
     if (s.generated == 1) s.t_first = Clock::now();
+    if (s.req.logprobs >= 0) call(s.cb.on_logprobs, token_logprobs(raw_.data(), V, t, s.req.logprobs));
     call(s.cb.on_token, t);
     if (s.req.stop_at_eos && t == eos) {
       finish(sp, "stop", done);

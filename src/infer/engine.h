@@ -52,7 +52,7 @@ class EngineStoppedError : public Error {
   using Error::Error;
 };
 // submit() for an invalid request; field() is the GenerationRequest field at fault ("prompt",
-// "max_new_tokens" or "stop"), so that a front end can name its own parameter (serve: HTTP 400).
+// "max_new_tokens", "logprobs" or "stop"), so that a front end can name its own parameter (serve: HTTP 400).
 class InvalidRequestError : public Error {
  public:
   InvalidRequestError(std::string field, const std::string& message) : Error(message), field_(std::move(field)) {}
@@ -77,6 +77,10 @@ struct GenerationRequest {
   SamplingParams sampling;
   std::vector<std::string> stop;  // stop strings (need a tokenizer); the text is cut before them
   bool stop_at_eos = true;        // EOS ends the request ("stop"); the EOS id is counted, not printed
+  // >= 0: on_logprobs reports every sampled token's log-probability and this many most likely
+  // alternatives (at most 20), from the model's own distribution: the log-softmax of the raw logits,
+  // before any penalty, temperature or truncation (vLLM's default). -1: off.
+  int64_t logprobs = -1;
 };
 
 struct FinishEvent {
@@ -92,6 +96,7 @@ struct FinishEvent {
 
 struct GenerationCallbacks {
   std::function<void(int32_t token)> on_token;            // every sampled token, in order
+  std::function<void(const TokenLogprobs& lp)> on_logprobs;  // with logprobs >= 0: before on_token
   std::function<void(const std::string& text)> on_text;   // non-empty pieces of new text
   std::function<void(const FinishEvent& finish)> on_finish;  // exactly once per accepted request
 };
@@ -127,6 +132,10 @@ class Engine {
   // parameter for bad sampling parameters, EngineFullError when full, and EngineStoppedError after
   // stop().
   uint64_t submit(GenerationRequest req, GenerationCallbacks cb);
+  // Several requests at once, all or none: each is validated as by submit(), and EngineFullError is
+  // thrown unless the engine can queue all of them (for n choices of one API request). Returns their
+  // ids in order; each takes its own slot when admitted.
+  std::vector<uint64_t> submit_all(std::vector<GenerationRequest> reqs, std::vector<GenerationCallbacks> cbs);
 
   // Asks to end a request (its on_finish reports "cancelled" at the next step, unless it finished
   // first). Returns false when the id is unknown or already finished.
@@ -148,6 +157,8 @@ class Engine {
   // Ends s: frees its slot and queues its finish event (callbacks run later, outside the lock).
   void finish(const std::shared_ptr<Seq>& s, const std::string& reason, std::vector<Finished>& done);
   void loop();
+  // Validates req and builds its sequence (submit's checks); throws as submit() does.
+  std::shared_ptr<Seq> make_seq(GenerationRequest req, GenerationCallbacks cb) const;
 
   // The phases of step(), in order; `done` collects the requests that end in this step.
   struct StepTokens {
@@ -175,6 +186,7 @@ class Engine {
   KvCache cache_;
   DecoderScratch scratch_;
   Tensor logits_;
+  std::vector<float> raw_;  // a row of logits before sampling (for logprobs)
 
   // Owned by the stepping thread.
   std::vector<std::shared_ptr<Seq>> active_;

@@ -17,11 +17,15 @@ void SamplingParams::validate() const {
   check(std::isfinite(min_p) && min_p >= 0.0f && min_p <= 1.0f, "min_p must be in [0, 1], got " + std::to_string(min_p));
   check(std::isfinite(repetition_penalty) && repetition_penalty > 0.0f,
         "repetition_penalty must be > 0, got " + std::to_string(repetition_penalty));
+  check(std::isfinite(presence_penalty) && presence_penalty >= -2.0f && presence_penalty <= 2.0f,
+        "presence_penalty must be in [-2, 2], got " + std::to_string(presence_penalty));
+  check(std::isfinite(frequency_penalty) && frequency_penalty >= -2.0f && frequency_penalty <= 2.0f,
+        "frequency_penalty must be in [-2, 2], got " + std::to_string(frequency_penalty));
 }
 
 Sampler::Sampler(SamplingParams p) : p_(p), rng_(p.seed) { p_.validate(); }
 
-int32_t Sampler::sample(float* logits, int64_t V, const std::vector<int32_t>& history) {
+int32_t Sampler::sample(float* logits, int64_t V, const std::vector<int32_t>& history, size_t n_prompt) {
   check(V > 0, "Sampler: empty vocabulary");
   if (p_.repetition_penalty != 1.0f) {
     std::unordered_set<int32_t> seen;
@@ -29,6 +33,17 @@ int32_t Sampler::sample(float* logits, int64_t V, const std::vector<int32_t>& hi
       if (t < 0 || t >= V || !seen.insert(t).second) continue;
       float& x = logits[t];
       x = x > 0.0f ? x / p_.repetition_penalty : x * p_.repetition_penalty;
+    }
+  }
+  if ((p_.presence_penalty != 0.0f || p_.frequency_penalty != 0.0f) && history.size() > n_prompt) {
+    count_.assign(static_cast<size_t>(V), 0);
+    for (size_t i = n_prompt; i < history.size(); ++i)
+      if (history[i] >= 0 && history[i] < V) ++count_[history[i]];
+    for (size_t i = n_prompt; i < history.size(); ++i) {
+      const int32_t t = history[i];
+      if (t < 0 || t >= V || count_[t] == 0) continue;
+      logits[t] -= static_cast<float>(count_[t]) * p_.frequency_penalty + p_.presence_penalty;
+      count_[t] = 0;  // once per distinct token
     }
   }
   if (p_.temperature == 0.0f) return static_cast<int32_t>(std::max_element(logits, logits + V) - logits);
@@ -75,6 +90,29 @@ int32_t Sampler::sample(float* logits, int64_t V, const std::vector<int32_t>& hi
     if (u < acc) return cand_[i].second;
   }
   return cand_[n - 1].second;
+}
+
+}  // namespace moepp
+
+namespace moepp {
+
+TokenLogprobs token_logprobs(const float* logits, int64_t V, int32_t token, int64_t k) {
+  check(V > 0 && token >= 0 && token < V, "token_logprobs: token " + std::to_string(token) + " outside [0, " +
+                                              std::to_string(V) + ")");
+  const float mx = *std::max_element(logits, logits + V);
+  double sum = 0.0;
+  for (int64_t v = 0; v < V; ++v) sum += std::exp(static_cast<double>(logits[v]) - mx);
+  const double lse = mx + std::log(sum);
+  TokenLogprobs r;
+  r.chosen = {token, static_cast<float>(logits[token] - lse)};
+  k = std::clamp<int64_t>(k, 0, V);
+  if (k == 0) return r;
+  std::vector<int32_t> ids(static_cast<size_t>(V));
+  for (int64_t v = 0; v < V; ++v) ids[v] = static_cast<int32_t>(v);
+  std::partial_sort(ids.begin(), ids.begin() + k, ids.end(),
+                    [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); });
+  for (int64_t i = 0; i < k; ++i) r.top.push_back({ids[i], static_cast<float>(logits[ids[i]] - lse)});
+  return r;
 }
 
 }  // namespace moepp

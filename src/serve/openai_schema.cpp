@@ -235,21 +235,36 @@ CompletionRequest parse_completion_request(const std::string& body, bool chat) {
   if (const json* v = get(j, "ignore_eos")) r.ignore_eos = boolean(*v, "ignore_eos");
   if (const json* v = get(j, "user")) string(*v, "user");
 
-  // Accepted only at the value that means "off" (the engine does not implement them).
-  if (const json* v = get(j, "n"); v && integer(*v, "n") != 1) throw bad("n", "'n' must be 1 (one choice per request)");
-  if (const json* v = get(j, "best_of"); v && integer(*v, "best_of") != 1) throw bad("best_of", "'best_of' must be 1");
+  if (const json* v = get(j, "n")) {
+    r.n = integer(*v, "n");
+    if (r.n < 1 || r.n > kMaxChoices)
+      throw bad("n", "'n' must be in [1, " + std::to_string(kMaxChoices) + "] (got " + std::to_string(r.n) + ")");
+  }
+  r.sampling.presence_penalty = static_cast<float>(in_range(j, "presence_penalty", -2.0, 2.0, false, 0.0));
+  r.sampling.frequency_penalty = static_cast<float>(in_range(j, "frequency_penalty", -2.0, 2.0, false, 0.0));
+  if (chat) {
+    const json* lp = get(j, "logprobs");
+    const bool on = lp && boolean(*lp, "logprobs");
+    if (const json* v = get(j, "top_logprobs")) {
+      const int64_t k = integer(*v, "top_logprobs");
+      if (k < 0 || k > 20) throw bad("top_logprobs", "'top_logprobs' must be in [0, 20] (got " + std::to_string(k) + ")");
+      if (!on && k > 0) throw bad("top_logprobs", "'top_logprobs' needs 'logprobs': true");
+      if (on) r.logprobs = k;
+    } else if (on) {
+      r.logprobs = 0;
+    }
+  } else if (const json* v = get(j, "logprobs"); v && !(v->is_boolean() && !v->get<bool>())) {  // false: off
+    const int64_t k = integer(*v, "logprobs");
+    if (k < 0 || k > 5) throw bad("logprobs", "'logprobs' must be in [0, 5] (got " + std::to_string(k) + ")");
+    r.logprobs = k;
+  }
+
+  // Accepted only at the value that means "off" (or, best_of, the one that changes nothing).
+  if (const json* v = get(j, "best_of"); v && integer(*v, "best_of") != r.n)
+    throw bad("best_of", "'best_of' must equal 'n' (the server does not rank choices)");
   if (const json* v = get(j, "echo"); v && boolean(*v, "echo")) throw bad("echo", "'echo' is not supported");
   if (const json* v = get(j, "suffix"); v && !(v->is_string() && v->get<std::string>().empty()))
     throw bad("suffix", "'suffix' is not supported");
-  for (const char* key : {"presence_penalty", "frequency_penalty"}) {
-    if (const json* v = get(j, key); v && number(*v, key) != 0.0)
-      throw bad(key, std::string("'") + key + "' is not supported (use repetition_penalty)");
-  }
-  for (const char* key : {"logprobs", "top_logprobs"}) {
-    const json* v = get(j, key);
-    if (v && !(v->is_boolean() && !v->get<bool>()) && !(v->is_number_integer() && v->get<int64_t>() == 0))
-      throw bad(key, std::string("'") + key + "' is not supported");
-  }
   if (const json* v = get(j, "logit_bias"); v && !(v->is_object() && v->empty()))
     throw bad("logit_bias", "'logit_bias' is not supported");
   return r;
@@ -276,35 +291,39 @@ json usage_json(const Usage& u) {
 static json reason_json(const std::string& r) { return r.empty() ? json(nullptr) : json(r); }
 
 json completion_json(const std::string& id, int64_t created, const std::string& model, bool chat,
-                     const std::string& text, const std::string& finish_reason, const Usage& usage) {
-  json choice = {{"index", 0}};
-  if (chat)
-    choice["message"] = {{"role", "assistant"}, {"content", text}};
-  else
-    choice["text"] = text;
-  choice["logprobs"] = nullptr;
-  choice["finish_reason"] = reason_json(finish_reason);
+                     const std::vector<Choice>& choices, const Usage& usage) {
+  json out = json::array();
+  for (const Choice& c : choices) {
+    json choice = {{"index", c.index}};
+    if (chat)
+      choice["message"] = {{"role", "assistant"}, {"content", c.text}};
+    else
+      choice["text"] = c.text;
+    choice["logprobs"] = c.logprobs;
+    choice["finish_reason"] = reason_json(c.finish_reason);
+    out.push_back(std::move(choice));
+  }
   return json{{"id", id},
               {"object", chat ? "chat.completion" : "text_completion"},
               {"created", created},
               {"model", model},
-              {"choices", json::array({choice})},
+              {"choices", std::move(out)},
               {"usage", usage_json(usage)}};
 }
 
-json chunk_json(const std::string& id, int64_t created, const std::string& model, bool chat, const std::string& text,
-                const std::string& finish_reason, bool role_chunk) {
-  json choice = {{"index", 0}};
+json chunk_json(const std::string& id, int64_t created, const std::string& model, bool chat, const Choice& c,
+                bool role_chunk) {
+  json choice = {{"index", c.index}};
   if (chat) {
     json delta = json::object();
     if (role_chunk) delta["role"] = "assistant";
-    if (role_chunk || !text.empty()) delta["content"] = text;
+    if (role_chunk || !c.text.empty()) delta["content"] = c.text;
     choice["delta"] = delta;
   } else {
-    choice["text"] = text;
+    choice["text"] = c.text;
   }
-  choice["logprobs"] = nullptr;
-  choice["finish_reason"] = reason_json(finish_reason);
+  choice["logprobs"] = c.logprobs;
+  choice["finish_reason"] = reason_json(c.finish_reason);
   return json{{"id", id},
               {"object", chat ? "chat.completion.chunk" : "text_completion"},
               {"created", created},
@@ -320,6 +339,37 @@ json usage_chunk_json(const std::string& id, int64_t created, const std::string&
               {"model", model},
               {"choices", json::array()},
               {"usage", usage_json(usage)}};
+}
+
+static json token_json(const TokenLogprobJson& t) {
+  return json{{"token", t.token}, {"logprob", t.logprob}, {"bytes", t.bytes}};
+}
+
+json chat_logprobs_json(const std::vector<TokenLogprobsJson>& tokens) {
+  json content = json::array();
+  for (const TokenLogprobsJson& t : tokens) {
+    json e = token_json(t.chosen);
+    e["top_logprobs"] = json::array();
+    for (const TokenLogprobJson& a : t.top) e["top_logprobs"].push_back(token_json(a));
+    content.push_back(std::move(e));
+  }
+  return json{{"content", std::move(content)}};
+}
+
+json completion_logprobs_json(const std::vector<TokenLogprobsJson>& tokens, int64_t offset) {
+  json toks = json::array(), lps = json::array(), tops = json::array(), offs = json::array();
+  for (const TokenLogprobsJson& t : tokens) {
+    toks.push_back(t.chosen.token);
+    lps.push_back(t.chosen.logprob);
+    json top = json::object();
+    for (const TokenLogprobJson& a : t.top)
+      if (!top.contains(a.token)) top[a.token] = a.logprob;  // two tokens of the same text: the likelier
+    tops.push_back(std::move(top));
+    offs.push_back(offset);
+    offset += static_cast<int64_t>(t.chosen.bytes.size());
+  }
+  return json{{"tokens", std::move(toks)}, {"token_logprobs", std::move(lps)}, {"top_logprobs", std::move(tops)},
+              {"text_offset", std::move(offs)}};
 }
 
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }

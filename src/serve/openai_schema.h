@@ -12,6 +12,7 @@
 
 #include "core/error.h"
 #include "infer/sampler.h"
+#include "tokenizer/chat_template.h"
 
 namespace moepp::serve {
 
@@ -26,15 +27,10 @@ class ApiError : public Error {
   nlohmann::json to_json() const;
 };
 
-struct ChatMessage {
-  std::string role;  // system | user | assistant
-  std::string content;
-};
-
 // A parsed, validated request of either endpoint.
 struct CompletionRequest {
   bool chat = false;
-  std::string model;  // as sent (any name is accepted: the server has one model)
+  std::string model;  // as sent ("" when absent: the server's main name); the server checks it is served
   // /v1/completions: the prompt as text, or as token ids (prompt_ids non-empty; any 32-bit integers:
   // Engine::submit checks their range, once, and the server answers 400 naming 'prompt').
   std::string prompt;
@@ -48,14 +44,20 @@ struct CompletionRequest {
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
   bool ignore_eos = false;     // extension (as in vLLM): do not stop at the EOS token
+  int64_t n = 1;               // choices, 1..kMaxChoices
+  // -1: no logprobs; else how many alternatives per token (chat: top_logprobs 0..20 with logprobs
+  // true; completions: logprobs 0..5).
+  int64_t logprobs = -1;
 };
+inline constexpr int64_t kMaxChoices = 16;
 
 // Parses a request body. Throws ApiError (400) for malformed JSON, a body that is not an object, an
 // unknown or unsupported parameter, a wrong type, or an out-of-range value; param names the field.
 CompletionRequest parse_completion_request(const std::string& body, bool chat);
 
-// The chat template (the model has none of its own): one line per message, "System: ...",
-// "User: ...", "Assistant: ...", then "Assistant:" for the reply. The engine stops at kChatStop.
+// The default chat format, for a model without a chat template of its own (tokenizer/chat_template.h):
+// one line per message, "System: ...", "User: ...", "Assistant: ...", then "Assistant:" for the reply.
+// The engine stops at kChatStop.
 std::string chat_prompt(const std::vector<ChatMessage>& messages);
 inline constexpr const char* kChatStop = "\nUser:";
 
@@ -64,14 +66,38 @@ struct Usage {
   int64_t prompt_tokens = 0, completion_tokens = 0;
 };
 nlohmann::json usage_json(const Usage& u);
+// One choice of a response or a stream chunk; logprobs null when not asked for.
+struct Choice {
+  int64_t index = 0;
+  std::string text;
+  std::string finish_reason;
+  nlohmann::json logprobs;
+};
 nlohmann::json completion_json(const std::string& id, int64_t created, const std::string& model, bool chat,
-                               const std::string& text, const std::string& finish_reason, const Usage& usage);
-// One stream chunk: chat chunks carry {"delta": {...}}; role_chunk adds "role": "assistant".
+                               const std::vector<Choice>& choices, const Usage& usage);
+// One stream chunk of one choice: chat chunks carry {"delta": {...}}; role_chunk adds "role": "assistant".
 nlohmann::json chunk_json(const std::string& id, int64_t created, const std::string& model, bool chat,
-                          const std::string& text, const std::string& finish_reason, bool role_chunk = false);
+                          const Choice& choice, bool role_chunk = false);
 // The last stream chunk when stream_options.include_usage: "choices": [] and "usage".
 nlohmann::json usage_chunk_json(const std::string& id, int64_t created, const std::string& model, bool chat,
                                 const Usage& usage);
+
+// A generated token as logprobs show it: its text (UTF-8; a byte that is not a whole character alone
+// is written "bytes:\\xNN", as OpenAI does), its bytes, its log-probability and its top alternatives.
+struct TokenLogprobJson {
+  std::string token;
+  std::vector<uint8_t> bytes;
+  float logprob = 0.0f;
+};
+struct TokenLogprobsJson {
+  TokenLogprobJson chosen;
+  std::vector<TokenLogprobJson> top;
+};
+// Chat: {"content": [{token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}]}.
+nlohmann::json chat_logprobs_json(const std::vector<TokenLogprobsJson>& tokens);
+// Completions (legacy): {tokens, token_logprobs, top_logprobs: [{token: logprob}], text_offset}; offsets
+// are byte offsets into the completion's text, the first token at `offset`.
+nlohmann::json completion_logprobs_json(const std::vector<TokenLogprobsJson>& tokens, int64_t offset);
 
 // JSON text (invalid UTF-8, which the tokenizer never produces, would be replaced by U+FFFD).
 std::string dump(const nlohmann::json& j);

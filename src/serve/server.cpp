@@ -9,7 +9,10 @@
 #include <condition_variable>
 #include <ctime>
 #include <mutex>
+#include <cstdio>
 #include <random>
+#include <string>
+#include <vector>
 
 #include "serve/auth.h"
 #include "serve/connection.h"
@@ -23,20 +26,28 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-// What the engine reports for one request, read by the HTTP thread that serves it.
-struct Channel {
-  std::mutex mu;
-  std::condition_variable cv;
-  std::string pending;  // text not yet sent
-  bool finished = false;
+// What the engine reports for one choice of a request.
+struct ChoiceState {
+  std::string pending;                      // text not yet sent
+  std::vector<TokenLogprobs> logprobs;      // tokens' logprobs not yet sent (with logprobs on)
+  bool finished = false, reported = false;  // reported: its last chunk was sent (streaming)
   FinishEvent fin;
 };
 
-// A request ready for the engine, with what its response needs.
+// The choices of one request, read by the HTTP thread that serves it.
+struct Channel {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<ChoiceState> choices;
+  size_t n_finished = 0;
+};
+
+// A request ready for the engine (one GenerationRequest per choice), with what its response needs.
 struct Job {
-  GenerationRequest gen;
+  std::vector<GenerationRequest> gens;
   bool chat = false, stream = false, include_usage = false;
-  std::string id;
+  int64_t logprobs = -1;
+  std::string id, model;
   int64_t created = 0;
 };
 
@@ -50,6 +61,7 @@ std::string request_param(const std::string& field, bool chat) {
   if (field == "prompt") return chat ? "messages" : "prompt";
   if (field == "max_new_tokens") return "max_tokens";
   if (field == "stop") return "stop";
+  if (field == "logprobs") return chat ? "top_logprobs" : "logprobs";
   return "";
 }
 
@@ -81,6 +93,7 @@ struct Server::Impl {
   Metrics metrics;
   std::atomic<uint64_t> next_id{1};
   int64_t started = std::time(nullptr);
+  std::string bos_text, eos_text;  // bos_token / eos_token of the chat template
 
   Impl(Engine& e, const Tokenizer& t, ServerOptions o)
       : engine(e),
@@ -89,7 +102,13 @@ struct Server::Impl {
         http(connection_limits(opt),
              dump(ApiError(503, "The server has too many connections waiting; retry later", "", "server_overloaded")
                       .to_json()),
-             [this] { metrics.connection_rejected(); }) {}
+             [this] { metrics.connection_rejected(); }) {
+    if (opt.chat_template) {
+      const ModelConfig& cfg = engine.decoder().config();
+      bos_text = !opt.chat_template->bos_token.empty() ? opt.chat_template->bos_token : tok.id_to_piece(cfg.bos);
+      eos_text = !opt.chat_template->eos_token.empty() ? opt.chat_template->eos_token : tok.id_to_piece(cfg.eos);
+    }
+  }
 
   bool authorized(const httplib::Request& q) const {
     return opt.api_key.empty() || bearer_matches(q.get_header_value("Authorization"), opt.api_key);
@@ -113,19 +132,51 @@ struct Server::Impl {
     };
   }
 
+  // The name a request asked for, or its main name when it named none; 404 model_not_found for a name
+  // that is not served.
+  std::string served_name(const std::string& asked) const {
+    if (asked.empty()) return opt.model_name;
+    if (asked == opt.model_name) return asked;
+    for (const std::string& a : opt.aliases)
+      if (asked == a) return asked;
+    throw ApiError(404, "The model '" + asked + "' does not exist (served: " + names_list() + ")", "model",
+                   "model_not_found");
+  }
+  std::string names_list() const {
+    std::string s = opt.model_name;
+    for (const std::string& a : opt.aliases) s += ", " + a;
+    return s;
+  }
+  json model_json(const std::string& name) const {
+    return json{{"id", name}, {"object", "model"}, {"created", started}, {"owned_by", "moepp"},
+                {"max_model_len", engine.max_len()}};
+  }
+
   // Tokenises and checks a parsed request against the context; throws ApiError.
   Job prepare(const CompletionRequest& r) {
     Job job;
+    job.model = served_name(r.model);
     job.chat = r.chat;
     job.stream = r.stream;
     job.include_usage = r.include_usage;
+    job.logprobs = r.logprobs;
     job.created = std::time(nullptr);
     job.id = std::string(r.chat ? "chatcmpl-" : "cmpl-") + std::to_string(next_id++);
     const ModelConfig& cfg = engine.decoder().config();
-    std::vector<int32_t>& ids = job.gen.prompt;
+    GenerationRequest gen;
+    std::vector<int32_t>& ids = gen.prompt;
     const char* prompt_param = r.chat ? "messages" : "prompt";
     if (!r.chat && !r.prompt_ids.empty()) {
       ids = r.prompt_ids;  // range-checked once, by Engine::submit (400 naming 'prompt', see submit())
+    } else if (r.chat && opt.chat_template) {
+      // The checkpoint's template: bos only where it writes bos_token; its special strings are ids.
+      std::string text;
+      try {
+        text = opt.chat_template->tmpl.render(r.messages, true, bos_text, eos_text);
+      } catch (const ChatTemplateError& e) {
+        throw ApiError(400, std::string("The chat template refused the messages: ") + e.what(), "messages");
+      }
+      ids = encode_with_specials(tok, text, {{bos_text, cfg.bos}, {eos_text, cfg.eos}});
     } else {
       ids.push_back(cfg.bos);
       for (int32_t t : tok.encode(r.chat ? chat_prompt(r.messages) : r.prompt)) ids.push_back(t);
@@ -143,41 +194,68 @@ struct Server::Impl {
                            std::to_string(P + *r.max_tokens) + " were requested (" + std::to_string(P) +
                            " in the prompt, " + std::to_string(*r.max_tokens) + " for the completion)",
                        "max_tokens", "context_length_exceeded");
-      job.gen.max_new_tokens = *r.max_tokens;
+      gen.max_new_tokens = *r.max_tokens;
     } else {
-      job.gen.max_new_tokens = r.chat ? ctx - P : std::min<int64_t>(16, ctx - P);
+      gen.max_new_tokens = r.chat ? ctx - P : std::min<int64_t>(16, ctx - P);
     }
-    job.gen.sampling = r.sampling;
-    if (!r.seed_given) job.gen.sampling.seed = (static_cast<uint64_t>(std::random_device{}()) << 32) ^ std::random_device{}();
-    job.gen.stop = r.stop;
-    if (r.chat) job.gen.stop.push_back(kChatStop);
-    job.gen.stop_at_eos = !r.ignore_eos;
+    gen.sampling = r.sampling;
+    gen.stop = r.stop;
+    if (r.chat) {
+      if (!opt.chat_template)
+        gen.stop.push_back(kChatStop);
+      else if (!eos_text.empty())
+        gen.stop.push_back(eos_text);  // the end of a turn written out as text
+    }
+    gen.stop_at_eos = !r.ignore_eos;
+    gen.logprobs = r.logprobs;
+    // Choice i draws with seed + i (reproducible per choice for a given seed), or a random seed.
+    for (int64_t i = 0; i < r.n; ++i) {
+      job.gens.push_back(gen);
+      job.gens.back().sampling.seed =
+          r.seed_given ? r.sampling.seed + static_cast<uint64_t>(i)
+                       : (static_cast<uint64_t>(std::random_device{}()) << 32) ^ std::random_device{}();
+    }
     return job;
   }
 
-  // Submits a job whose events go to ch; throws ApiError (429 when the engine is full).
-  uint64_t submit(Job& job, const std::shared_ptr<Channel>& ch) {
-    GenerationCallbacks cb;
-    cb.on_text = [ch](const std::string& text) {
-      {
-        std::lock_guard<std::mutex> lk(ch->mu);
-        ch->pending += text;
+  // Submits a job's choices, all or none, their events going to ch; returns their engine ids. Throws
+  // ApiError (429 when the engine cannot queue all of them).
+  std::vector<uint64_t> submit(Job& job, const std::shared_ptr<Channel>& ch) {
+    const int32_t eos = engine.decoder().config().eos;
+    ch->choices.resize(job.gens.size());
+    std::vector<GenerationCallbacks> cbs(job.gens.size());
+    for (size_t i = 0; i < cbs.size(); ++i) {
+      GenerationCallbacks& cb = cbs[i];
+      cb.on_text = [ch, i](const std::string& text) {
+        {
+          std::lock_guard<std::mutex> lk(ch->mu);
+          ch->choices[i].pending += text;
+        }
+        ch->cv.notify_all();
+      };
+      if (job.logprobs >= 0) {
+        const bool skip_eos = job.gens[i].stop_at_eos;  // the EOS that ends a reply is not part of it
+        cb.on_logprobs = [ch, i, eos, skip_eos](const TokenLogprobs& lp) {
+          if (skip_eos && lp.chosen.token == eos) return;
+          std::lock_guard<std::mutex> lk(ch->mu);
+          ch->choices[i].logprobs.push_back(lp);
+        };
       }
-      ch->cv.notify_all();
-    };
-    cb.on_finish = [this, ch](const FinishEvent& ev) {
-      metrics.request_finished(ev.reason, ev.prompt_tokens, ev.completion_tokens,
-                               ev.queue_s + ev.prefill_s + ev.decode_s, ev.queue_s + ev.prefill_s,
-                               ev.completion_tokens > 0);
-      {
-        std::lock_guard<std::mutex> lk(ch->mu);
-        ch->finished = true;
-        ch->fin = ev;
-      }
-      ch->cv.notify_all();
-    };
+      cb.on_finish = [this, ch, i](const FinishEvent& ev) {
+        metrics.request_finished(ev.reason, ev.prompt_tokens, ev.completion_tokens,
+                                 ev.queue_s + ev.prefill_s + ev.decode_s, ev.queue_s + ev.prefill_s,
+                                 ev.completion_tokens > 0);
+        {
+          std::lock_guard<std::mutex> lk(ch->mu);
+          ch->choices[i].finished = true;
+          ch->choices[i].fin = ev;
+          ++ch->n_finished;
+        }
+        ch->cv.notify_all();
+      };
+    }
     try {
-      return engine.submit(std::move(job.gen), std::move(cb));
+      return engine.submit_all(std::move(job.gens), std::move(cbs));
     } catch (const EngineFullError& e) {
       throw ApiError(429, std::string("The server is busy (") + e.what() + "); retry later", "", "queue_full");
     } catch (const EngineStoppedError&) {
@@ -189,60 +267,121 @@ struct Server::Impl {
     }
   }
 
+  void cancel_all(const std::vector<uint64_t>& rids) {
+    for (uint64_t rid : rids) engine.cancel(rid);
+  }
+
   void completions(const httplib::Request& req, httplib::Response& res, bool chat) {
     try {
       const CompletionRequest r = parse_completion_request(req.body, chat);
       Job job = prepare(r);
       auto ch = std::make_shared<Channel>();
-      const uint64_t rid = submit(job, ch);
+      const std::vector<uint64_t> rids = submit(job, ch);
       if (job.stream)
-        stream(res, job, rid, ch);
+        stream(res, job, rids, ch);
       else
-        respond(res, job, rid, ch);
+        respond(res, job, rids, ch);
     } catch (const ApiError& e) {
       set_error(res, e);
     }
   }
 
-  // Waits for the end of a non-streaming request; a client that goes away meanwhile (queued or
-  // running) cancels it, which frees its slot.
-  void respond(httplib::Response& res, const Job& job, uint64_t rid, const std::shared_ptr<Channel>& ch) {
-    FinishEvent ev;
+  // A token as logprobs show it: its piece with SentencePiece's U+2581 read as a space; a byte piece is
+  // that byte, written "bytes:\xNN" when it is not a character alone.
+  TokenLogprobJson token_json(const TokenLogprob& t) const {
+    TokenLogprobJson out;
+    out.logprob = t.logprob;
+    if (tok.is_byte(t.token)) {
+      const unsigned byte = static_cast<unsigned>(std::stoul(tok.id_to_piece(t.token).substr(3, 2), nullptr, 16));
+      out.bytes = {static_cast<uint8_t>(byte)};
+      if (byte < 0x80) {
+        out.token = std::string(1, static_cast<char>(byte));
+      } else {
+        char hex[32];
+        std::snprintf(hex, sizeof hex, "bytes:\\x%02x", byte);
+        out.token = hex;
+      }
+      return out;
+    }
+    std::string piece = tok.id_to_piece(t.token);
+    static const std::string kSpace = "\xE2\x96\x81";  // U+2581
+    for (size_t p = piece.find(kSpace); p != std::string::npos; p = piece.find(kSpace, p + 1)) piece.replace(p, 3, " ");
+    out.token = piece;
+    out.bytes.assign(piece.begin(), piece.end());
+    return out;
+  }
+
+  // The logprobs JSON of a choice's tokens (null when not asked for); offset: the completion's text
+  // already sent before these tokens (legacy text_offset).
+  json logprobs_json(const Job& job, const std::vector<TokenLogprobs>& lps, int64_t& offset) const {
+    if (job.logprobs < 0) return nullptr;
+    std::vector<TokenLogprobsJson> toks;
+    for (const TokenLogprobs& lp : lps) {
+      TokenLogprobsJson t;
+      t.chosen = token_json(lp.chosen);
+      for (const TokenLogprob& a : lp.top) t.top.push_back(token_json(a));
+      toks.push_back(std::move(t));
+    }
+    if (job.chat) return chat_logprobs_json(toks);
+    const json j = completion_logprobs_json(toks, offset);
+    for (const TokenLogprobsJson& t : toks) offset += static_cast<int64_t>(t.chosen.bytes.size());
+    return j;
+  }
+
+  // Waits for the end of every choice of a non-streaming request; a client that goes away meanwhile
+  // (queued or running) cancels them, which frees their slots.
+  void respond(httplib::Response& res, const Job& job, const std::vector<uint64_t>& rids,
+               const std::shared_ptr<Channel>& ch) {
     bool gone = false;
+    std::vector<ChoiceState> done;
     {
       std::unique_lock<std::mutex> lk(ch->mu);
-      while (!ch->cv.wait_for(lk, kDisconnectPoll, [&] { return ch->finished; })) {
+      while (!ch->cv.wait_for(lk, kDisconnectPoll, [&] { return ch->n_finished == ch->choices.size(); })) {
         if (gone || !HttpServer::client_gone()) continue;
         gone = true;
         lk.unlock();
-        engine.cancel(rid);
+        cancel_all(rids);
         metrics.client_disconnected();
         lk.lock();
       }
-      ev = ch->fin;
+      done = ch->choices;
     }
     if (gone) throw ApiError(499, "The client closed the connection; the request was cancelled", "", "client_closed");
-    if (ev.reason == "error") throw ApiError(500, "Generation failed: " + ev.error, "", "internal_error");
-    if (ev.reason == "cancelled") throw ApiError(503, "The server is shutting down", "", "shutting_down");
-    const std::string text = job.chat ? lstrip(ev.text) : ev.text;
-    res.set_content(dump(completion_json(job.id, job.created, opt.model_name, job.chat, text, ev.reason,
-                                         {ev.prompt_tokens, ev.completion_tokens})),
+    std::vector<Choice> choices;
+    Usage usage;
+    for (size_t i = 0; i < done.size(); ++i) {
+      const FinishEvent& ev = done[i].fin;
+      if (ev.reason == "error") throw ApiError(500, "Generation failed: " + ev.error, "", "internal_error");
+      if (ev.reason == "cancelled") throw ApiError(503, "The server is shutting down", "", "shutting_down");
+      int64_t offset = 0;
+      choices.push_back({static_cast<int64_t>(i), job.chat ? lstrip(ev.text) : ev.text, ev.reason,
+                         logprobs_json(job, done[i].logprobs, offset)});
+      usage.prompt_tokens = ev.prompt_tokens;
+      usage.completion_tokens += ev.completion_tokens;
+    }
+    res.set_content(dump(completion_json(job.id, job.created, job.model, job.chat, choices, usage)),
                     "application/json");
   }
 
-  // Server-sent events: "data: {chunk}\n\n" per piece of text, a final chunk with finish_reason, an
-  // optional usage chunk, then "data: [DONE]\n\n". A failed write ends the stream and cancels.
-  void stream(httplib::Response& res, const Job& job, uint64_t rid, const std::shared_ptr<Channel>& ch) {
+  // Server-sent events: "data: {chunk}\n\n" per piece of text of a choice (chunks of the n choices
+  // interleave, each tagged with its index), a chunk with each choice's finish_reason, an optional usage
+  // chunk, then "data: [DONE]\n\n". A failed write ends the stream and cancels every choice.
+  void stream(httplib::Response& res, const Job& job, const std::vector<uint64_t>& rids,
+              const std::shared_ptr<Channel>& ch) {
     struct State {
-      bool role_sent = false, content_started = false, done = false;
+      bool role_sent = false, done = false;
+      std::vector<bool> content_started;
+      std::vector<int64_t> offset;  // legacy text_offset per choice
       Clock::time_point last_write = Clock::now();
     };
     auto st = std::make_shared<State>();
+    st->content_started.assign(rids.size(), false);
+    st->offset.assign(rids.size(), 0);
     res.set_header("Cache-Control", "no-cache");
     res.set_header("X-Accel-Buffering", "no");
     res.set_chunked_content_provider(
         "text/event-stream",
-        [this, job, rid, ch, st](size_t, httplib::DataSink& sink) -> bool {
+        [this, job, rids, ch, st](size_t, httplib::DataSink& sink) -> bool {
           auto write = [&](const std::string& s) {
             if (!sink.write(s.data(), s.size())) return false;
             st->last_write = Clock::now();
@@ -250,45 +389,78 @@ struct Server::Impl {
           };
           auto event = [&](const json& j) { return write("data: " + dump(j) + "\n\n"); };
           auto gone = [&] {
-            engine.cancel(rid);
+            cancel_all(rids);
             metrics.client_disconnected();
             return false;
           };
           if (st->done) return false;
           if (job.chat && !st->role_sent) {
             st->role_sent = true;
-            if (!event(chunk_json(job.id, job.created, opt.model_name, true, "", "", true))) return gone();
+            for (size_t i = 0; i < rids.size(); ++i)
+              if (!event(chunk_json(job.id, job.created, job.model, true, Choice{static_cast<int64_t>(i), "", "", nullptr},
+                                    true)))
+                return gone();
           }
-          std::string text;
-          bool finished = false;
-          FinishEvent ev;
+          // What every choice has new: text, logprobs, and whether it ended (reported once).
+          struct New {
+            std::string text;
+            std::vector<TokenLogprobs> logprobs;
+          };
+          std::vector<New> fresh(rids.size());
+          std::vector<FinishEvent> ended;
+          bool all_done = false;
           {
             std::unique_lock<std::mutex> lk(ch->mu);
-            ch->cv.wait_for(lk, std::chrono::milliseconds(250), [&] { return !ch->pending.empty() || ch->finished; });
-            text.swap(ch->pending);
-            finished = ch->finished;
-            if (finished) ev = ch->fin;
+            const auto has_news = [&] {
+              for (const ChoiceState& c : ch->choices)
+                if (!c.pending.empty() || !c.logprobs.empty() || (c.finished && !c.reported)) return true;
+              return false;
+            };
+            ch->cv.wait_for(lk, std::chrono::milliseconds(250), has_news);
+            for (size_t i = 0; i < rids.size(); ++i) {
+              ChoiceState& c = ch->choices[i];
+              fresh[i].text.swap(c.pending);
+              fresh[i].logprobs.swap(c.logprobs);
+              c.reported = c.finished;
+            }
+            all_done = ch->n_finished == ch->choices.size();
+            if (all_done)
+              for (const ChoiceState& c : ch->choices) ended.push_back(c.fin);
           }
-          if (job.chat && !st->content_started) {
-            text = lstrip(text);
-            st->content_started = !text.empty();
+          for (size_t i = 0; i < rids.size(); ++i) {
+            New& f = fresh[i];
+            if (job.chat && !st->content_started[i]) {
+              f.text = lstrip(f.text);
+              st->content_started[i] = !f.text.empty();
+            }
+            const int64_t index = static_cast<int64_t>(i);
+            if (!f.text.empty() || !f.logprobs.empty()) {
+              if (!event(chunk_json(job.id, job.created, job.model, job.chat,
+                                    Choice{index, f.text, "", logprobs_json(job, f.logprobs, st->offset[i])})))
+                return gone();
+            }
           }
-          if (!text.empty() && !event(chunk_json(job.id, job.created, opt.model_name, job.chat, text, "")))
-            return gone();
-          if (finished) {
+          if (all_done) {
             st->done = true;
             bool ok = true;
-            if (ev.reason == "error" || ev.reason == "cancelled") {
-              const ApiError e = ev.reason == "error"
-                                     ? ApiError(500, "Generation failed: " + ev.error, "", "internal_error")
-                                     : ApiError(503, "The server is shutting down", "", "shutting_down");
-              ok = event(e.to_json());
-            } else {
-              ok = event(chunk_json(job.id, job.created, opt.model_name, job.chat, "", ev.reason));
-              if (ok && job.include_usage)
-                ok = event(usage_chunk_json(job.id, job.created, opt.model_name, job.chat,
-                                            {ev.prompt_tokens, ev.completion_tokens}));
+            Usage usage;
+            for (const FinishEvent& ev : ended) {
+              if (ev.reason == "error" || ev.reason == "cancelled") {
+                const ApiError e = ev.reason == "error"
+                                       ? ApiError(500, "Generation failed: " + ev.error, "", "internal_error")
+                                       : ApiError(503, "The server is shutting down", "", "shutting_down");
+                ok = event(e.to_json()) && write("data: [DONE]\n\n");
+                if (!ok) return false;
+                sink.done();
+                return true;
+              }
+              usage.prompt_tokens = ev.prompt_tokens;
+              usage.completion_tokens += ev.completion_tokens;
             }
+            for (size_t i = 0; ok && i < ended.size(); ++i)
+              ok = event(chunk_json(job.id, job.created, job.model, job.chat,
+                                    Choice{static_cast<int64_t>(i), "", ended[i].reason, nullptr}));
+            if (ok && job.include_usage) ok = event(usage_chunk_json(job.id, job.created, job.model, job.chat, usage));
             if (ok) ok = write("data: [DONE]\n\n");
             if (!ok) return false;
             sink.done();
@@ -300,7 +472,7 @@ struct Server::Impl {
           if (!sink.is_writable()) return gone();
           return true;
         },
-        [this, rid](bool) { engine.cancel(rid); });
+        [this, rids](bool) { cancel_all(rids); });
   }
 
   void setup() {
@@ -311,9 +483,16 @@ struct Server::Impl {
     http.Post("/v1/chat/completions",
               guarded([this](const httplib::Request& q, httplib::Response& s) { completions(q, s, true); }));
     http.Get("/v1/models", guarded([this](const httplib::Request&, httplib::Response& res) {
-      json m = {{"id", opt.model_name},  {"object", "model"},   {"created", started},
-                {"owned_by", "moepp"},   {"max_model_len", engine.max_len()}};
-      res.set_content(dump(json{{"object", "list"}, {"data", json::array({m})}}), "application/json");
+      json data = json::array({model_json(opt.model_name)});
+      for (const std::string& a : opt.aliases) data.push_back(model_json(a));
+      res.set_content(dump(json{{"object", "list"}, {"data", data}}), "application/json");
+    }));
+    http.Get(R"(/v1/models/(.+))", guarded([this](const httplib::Request& q, httplib::Response& res) {
+      try {
+        res.set_content(dump(model_json(served_name(q.matches[1].str()))), "application/json");
+      } catch (const ApiError& e) {
+        set_error(res, e);
+      }
     }));
     http.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
       const EngineStats s = engine.stats();
@@ -332,7 +511,7 @@ struct Server::Impl {
         set_error(res, ApiError(405, "Method GET is not allowed for " + q.path + " (use POST)", "", "method_not_allowed"));
       }));
     }
-    for (const char* path : {"/v1/models", "/health", "/metrics"}) {
+    for (const char* path : {"/v1/models", R"(/v1/models/(.+))", "/health", "/metrics"}) {
       http.Post(path, guarded([](const httplib::Request& q, httplib::Response& res) {
         set_error(res, ApiError(405, "Method POST is not allowed for " + q.path + " (use GET)", "", "method_not_allowed"));
       }));
@@ -370,6 +549,7 @@ struct Server::Impl {
       std::string path = "other";
       for (const char* k : known)
         if (q.path == k) path = k;
+      if (q.path.rfind("/v1/models/", 0) == 0) path = "/v1/models/{id}";
       metrics.http_response(path, res.status);
     });
   }

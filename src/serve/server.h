@@ -1,9 +1,9 @@
 // Server: the OpenAI-compatible HTTP server of `moepp serve` (docs/serve.md), on cpp-httplib, in front
 // of an Engine (continuous batching). Routes:
 //   POST /v1/completions, POST /v1/chat/completions   (JSON, or SSE with "stream": true)
-//   GET  /v1/models, GET /health, GET /metrics (Prometheus text)
+//   GET  /v1/models, GET /v1/models/{id}, GET /health, GET /metrics (Prometheus text)
 // Every error is a JSON body {"error": {"message", "type", "param", "code"}} with a 4xx/5xx status
-// (400 invalid request, 401 missing or wrong API key, 404 unknown route, 405 wrong method, 408 request
+// (400 invalid request, 401 missing or wrong API key, 404 unknown route or model, 405 wrong method, 408 request
 // not received in time, 413 body too large, 429 engine queue full, 500 internal, 503 shutting down or
 // too many connections waiting). With an API key every route but /health needs "Authorization: Bearer
 // <key>". A client that goes away, streaming or not, cancels its request (its slot is freed). Memory
@@ -14,9 +14,12 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "infer/engine.h"
+#include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
 
 namespace moepp::serve {
@@ -24,13 +27,16 @@ namespace moepp::serve {
 struct ServerOptions {
   std::string host = "127.0.0.1";
   int port = 8000;                       // 0: any free port (bind() returns it)
-  std::string model_name = "moepp";      // "model" of responses and /v1/models
+  std::string model_name = "moepp";      // the main served name: "model" of requests that name none
+  std::vector<std::string> aliases;      // more served names (requests naming another one get 404)
   int64_t http_threads = 0;              // worker threads; 0: engine slots + queue + 4
   size_t max_body_bytes = 1 << 20;       // larger request bodies get 413
   std::string api_key;                   // non-empty: required as "Authorization: Bearer <key>"
   double read_timeout_s = 10;            // a whole request (headers and body) must arrive within this
   double write_timeout_s = 10;           // a write that cannot proceed for this long ends the connection
   size_t max_pending_connections = 64;   // accepted connections waiting for a worker; beyond: 503
+  // The checkpoint's chat template (load_chat_template); none: the fixed format of chat_prompt().
+  std::optional<ChatTemplateConfig> chat_template;
 };
 
 class Server {

@@ -86,6 +86,16 @@ EngineOptions opts(int64_t slots, int64_t queue, int64_t chunk = 256, int64_t bu
   return o;
 }
 
+// A greedy request of a random prompt that ignores EOS (it runs for max_new tokens).
+GenerationRequest greedy_request(int64_t prompt_len, uint64_t seed, int64_t max_new) {
+  GenerationRequest req;
+  req.prompt = random_prompt(prompt_len, seed);
+  req.max_new_tokens = max_new;
+  req.sampling.temperature = 0.0f;
+  req.stop_at_eos = false;
+  return req;
+}
+
 Result run_alone(const Decoder& dec, const GenerationRequest& req, const Tokenizer* tok = nullptr) {
   Engine e(dec, tok, opts(1, 0));
   Result r;
@@ -196,11 +206,7 @@ TEST(Engine, SubmitFromManyThreadsWithTheBackgroundLoop) {
 TEST(Engine, CancelFreesTheSlotAndTheQueueIsBounded) {
   const Decoder& dec = test_decoder();
   Engine e(dec, nullptr, opts(1, 1));
-  GenerationRequest req;
-  req.prompt = random_prompt(10, 1);
-  req.max_new_tokens = 50;
-  req.sampling.temperature = 0.0f;
-  req.stop_at_eos = false;
+  const GenerationRequest req = greedy_request(10, 1, 50);
   Result a, b, c, d;
   const uint64_t ida = e.submit(req, collect(a));
   e.step();
@@ -236,6 +242,62 @@ TEST(Engine, CancelFreesTheSlotAndTheQueueIsBounded) {
   EXPECT_EQ(b.tokens, run_alone(dec, req).tokens);  // the slot a used was reset
   EXPECT_FALSE(e.cancel(idb));
   EXPECT_EQ(e.stats().active, 0);
+}
+
+TEST(Engine, SubmitAllTakesAllOrNone) {
+  const Decoder& dec = test_decoder();
+  Engine e(dec, nullptr, opts(2, 1));
+  const GenerationRequest req = greedy_request(6, 3, 4);
+  Result a, b, c, d;
+  EXPECT_THROW(e.submit_all({req, req, req, req}, {collect(a), collect(b), collect(c), collect(d)}),
+               EngineFullError);  // 2 slots + 1 queued < 4
+  EXPECT_EQ(e.stats().waiting, 0);
+  GenerationRequest bad = req;
+  bad.max_new_tokens = -1;
+  EXPECT_THROW(e.submit_all({req, bad}, {collect(a), collect(b)}), InvalidRequestError);
+  EXPECT_EQ(e.stats().waiting, 0);  // nothing of a refused group is queued
+  const std::vector<uint64_t> ids = e.submit_all({req, req, req}, {collect(a), collect(b), collect(c)});
+  ASSERT_EQ(ids.size(), 3u);
+  EXPECT_TRUE(ids[0] < ids[1] && ids[1] < ids[2]);
+  while (e.step()) {
+  }
+  const Result alone = run_alone(dec, req);
+  for (const Result* r : {&a, &b, &c}) EXPECT_EQ(r->tokens, alone.tokens);
+}
+
+TEST(Engine, LogprobsOfTheRawDistribution) {
+  const Decoder& dec = test_decoder();
+  GenerationRequest req = greedy_request(7, 4, 5);
+  req.sampling.repetition_penalty = 1.5f;  // changes the sampled row, not the reported logprobs
+  req.logprobs = 3;
+  Engine e(dec, nullptr, opts(1, 0));
+  Result r;
+  std::vector<TokenLogprobs> lps;
+  GenerationCallbacks cb = collect(r);
+  cb.on_logprobs = [&](const TokenLogprobs& lp) { lps.push_back(lp); };
+  e.submit(req, cb);
+  while (e.step()) {
+  }
+  ASSERT_EQ(lps.size(), r.tokens.size());
+  // The reference: the decoder's logits over the whole sequence, token by token.
+  std::vector<int32_t> seq = req.prompt;
+  for (size_t i = 0; i < lps.size(); ++i) {
+    KvCache cache = dec.make_cache(1, kCtx);
+    DecoderScratch scratch;
+    Tensor logits;
+    dec.forward(logits, cache, {{0, seq.data(), static_cast<int64_t>(seq.size()), false}}, scratch);
+    const TokenLogprobs want = token_logprobs(logits.ptr(), kVocab, r.tokens[i], 3);
+    EXPECT_EQ(lps[i].chosen.token, r.tokens[i]);
+    EXPECT_NEAR(lps[i].chosen.logprob, want.chosen.logprob, 1e-4);
+    ASSERT_EQ(lps[i].top.size(), 3u);
+    for (size_t k = 0; k < 3; ++k) {
+      EXPECT_EQ(lps[i].top[k].token, want.top[k].token);
+      EXPECT_NEAR(lps[i].top[k].logprob, want.top[k].logprob, 1e-4);
+    }
+    seq.push_back(r.tokens[i]);
+  }
+  req.logprobs = 21;
+  EXPECT_THROW(e.submit(req, {}), InvalidRequestError);
 }
 
 TEST(Engine, EndsAtEosMaxTokensAndFullContext) {

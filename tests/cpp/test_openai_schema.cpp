@@ -1,6 +1,6 @@
 // Unit tests of the OpenAI request and response schema of `moepp serve` (src/serve/openai_schema): the
-// defaults of completion and chat requests, every prompt and message form, every parameter read, the
-// values that mean "off" for the unsupported ones, and one case per refused body (malformed JSON,
+// defaults of completion and chat requests, every prompt and message form, every parameter read (n,
+// logprobs, the penalties included), the values that mean "off" for the unsupported ones, and one case per refused body (malformed JSON,
 // unknown parameter, wrong type, out-of-range value) as a 400 ApiError whose param names the field;
 // the error object, the chat template, and the response and stream-chunk JSON. The same rules over
 // HTTP are tests/python/test_serve.py.
@@ -164,11 +164,50 @@ TEST(ParseCompletionRequest, AcceptsUnsupportedParametersAtTheirOffValue) {
                               {"best_of", 1},
                               {"echo", false},
                               {"suffix", ""},
-                              {"presence_penalty", 0},
-                              {"frequency_penalty", 0.0},
-                              {"logprobs", 0},
                               {"logit_bias", json::object()}}));
-  EXPECT_NO_THROW(chat({{"messages", kUserHello}, {"logprobs", false}, {"top_logprobs", 0}, {"n", 1}}));
+  const CompletionRequest c = chat({{"messages", kUserHello}, {"logprobs", false}, {"top_logprobs", 0}, {"n", 1}});
+  EXPECT_EQ(c.logprobs, -1);
+  EXPECT_EQ(completion({{"prompt", "a"}, {"logprobs", false}}).logprobs, -1);
+}
+
+TEST(ParseCompletionRequest, ChoicesLogprobsAndPenalties) {
+  const CompletionRequest d = completion({{"prompt", "a"}});
+  EXPECT_EQ(d.n, 1);
+  EXPECT_EQ(d.logprobs, -1);
+  EXPECT_EQ(d.sampling.presence_penalty, 0.0f);
+  EXPECT_EQ(d.sampling.frequency_penalty, 0.0f);
+  const CompletionRequest r = completion({{"prompt", "a"}, {"n", 16}, {"best_of", 16}, {"logprobs", 5},
+                                          {"presence_penalty", -2}, {"frequency_penalty", 1.5}});
+  EXPECT_EQ(r.n, 16);
+  EXPECT_EQ(r.logprobs, 5);
+  EXPECT_FLOAT_EQ(r.sampling.presence_penalty, -2.0f);
+  EXPECT_FLOAT_EQ(r.sampling.frequency_penalty, 1.5f);
+  EXPECT_EQ(completion({{"prompt", "a"}, {"logprobs", 0}}).logprobs, 0);
+  EXPECT_EQ(chat({{"messages", kUserHello}, {"logprobs", true}}).logprobs, 0);
+  EXPECT_EQ(chat({{"messages", kUserHello}, {"logprobs", true}, {"top_logprobs", 20}, {"n", 3}}).logprobs, 20);
+  const struct {
+    bool is_chat;
+    json body;
+    std::string param;
+  } bad[] = {{false, {{"prompt", "a"}, {"n", 0}}, "n"},
+             {false, {{"prompt", "a"}, {"n", 17}}, "n"},
+             {true, {{"messages", kUserHello}, {"n", 1.5}}, "n"},
+             {false, {{"prompt", "a"}, {"n", 2}, {"best_of", 3}}, "best_of"},
+             {false, {{"prompt", "a"}, {"logprobs", 6}}, "logprobs"},
+             {false, {{"prompt", "a"}, {"logprobs", -1}}, "logprobs"},
+             {false, {{"prompt", "a"}, {"logprobs", true}}, "logprobs"},
+             {true, {{"messages", kUserHello}, {"logprobs", 1}}, "logprobs"},
+             {true, {{"messages", kUserHello}, {"logprobs", true}, {"top_logprobs", 21}}, "top_logprobs"},
+             {true, {{"messages", kUserHello}, {"logprobs", true}, {"top_logprobs", -1}}, "top_logprobs"},
+             {true, {{"messages", kUserHello}, {"top_logprobs", 2}}, "top_logprobs"},
+             {false, {{"prompt", "a"}, {"presence_penalty", 2.5}}, "presence_penalty"},
+             {true, {{"messages", kUserHello}, {"frequency_penalty", -2.01}}, "frequency_penalty"},
+             {true, {{"messages", kUserHello}, {"frequency_penalty", "1"}}, "frequency_penalty"}};
+  for (const auto& b : bad) {
+    const ApiError e = parse_error(b.body.dump(), b.is_chat);
+    EXPECT_EQ(e.status, 400) << b.body;
+    EXPECT_EQ(e.param, b.param) << b.body;
+  }
 }
 
 TEST(ParseCompletionRequest, MalformedBodiesAndUnknownParameters) {
@@ -275,17 +314,16 @@ TEST(ParseCompletionRequest, RejectsWrongTypesAndOutOfRangeValuesNamingTheField)
       {false, {{"prompt", p}, {"stream", true}, {"stream_options", {{"continuous_usage_stats", true}}}},
        "stream_options", "'stream_options': unsupported field 'continuous_usage_stats'"},
       // Unsupported parameters at a value other than "off".
-      {false, {{"prompt", p}, {"n", 2}}, "n", "'n' must be 1"},
+      {false, {{"prompt", p}, {"n", 17}}, "n", "'n' must be in [1, 16] (got 17)"},
       {false, {{"prompt", p}, {"n", "1"}}, "n", "'n' must be an integer"},
-      {false, {{"prompt", p}, {"best_of", 3}}, "best_of", "'best_of' must be 1"},
+      {false, {{"prompt", p}, {"best_of", 3}}, "best_of", "'best_of' must equal 'n'"},
       {false, {{"prompt", p}, {"echo", true}}, "echo", "'echo' is not supported"},
       {false, {{"prompt", p}, {"suffix", "end"}}, "suffix", "'suffix' is not supported"},
-      {false, {{"prompt", p}, {"presence_penalty", 0.5}}, "presence_penalty",
-       "'presence_penalty' is not supported (use repetition_penalty)"},
-      {false, {{"prompt", p}, {"frequency_penalty", -1}}, "frequency_penalty", "'frequency_penalty' is not supported"},
-      {false, {{"prompt", p}, {"logprobs", 5}}, "logprobs", "'logprobs' is not supported"},
-      {true, {{"messages", kUserHello}, {"logprobs", true}}, "logprobs", "'logprobs' is not supported"},
-      {true, {{"messages", kUserHello}, {"top_logprobs", 2}}, "top_logprobs", "'top_logprobs' is not supported"},
+      {false, {{"prompt", p}, {"presence_penalty", 2.5}}, "presence_penalty",
+       "'presence_penalty' is 2.5, outside [-2.0, 2.0]"},
+      {false, {{"prompt", p}, {"logprobs", 6}}, "logprobs", "'logprobs' must be in [0, 5] (got 6)"},
+      {true, {{"messages", kUserHello}, {"logprobs", 1}}, "logprobs", "'logprobs' must be a boolean"},
+      {true, {{"messages", kUserHello}, {"top_logprobs", 2}}, "top_logprobs", "'top_logprobs' needs 'logprobs': true"},
       {false, {{"prompt", p}, {"logit_bias", {{"50256", -100}}}}, "logit_bias", "'logit_bias' is not supported"},
   };
   for (const Case& c : cases) {
@@ -320,30 +358,50 @@ TEST(ChatPrompt, OneLinePerMessageThenTheAssistantTurn) {
 TEST(OpenaiSchema, ResponseBodies) {
   const Usage u{3, 2};
   EXPECT_EQ(usage_json(u), json::parse(R"({"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5})"));
-  EXPECT_EQ(completion_json("cmpl-1", 7, "m", false, " sailed", "length", u),
+  EXPECT_EQ(completion_json("cmpl-1", 7, "m", false, {Choice{0, " sailed", "length", nullptr}}, u),
             json::parse(R"({"id": "cmpl-1", "object": "text_completion", "created": 7, "model": "m",
                             "choices": [{"index": 0, "text": " sailed", "logprobs": null, "finish_reason": "length"}],
                             "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}})"));
-  const json c = completion_json("chatcmpl-2", 7, "m", true, "Hi", "", u);
+  const json c = completion_json("chatcmpl-2", 7, "m", true, {Choice{0, "Hi", "", nullptr}, Choice{1, "Yo", "stop", nullptr}}, u);
   EXPECT_EQ(c["object"], "chat.completion");
   EXPECT_EQ(c["choices"][0]["message"], json::parse(R"({"role": "assistant", "content": "Hi"})"));
   EXPECT_TRUE(c["choices"][0]["finish_reason"].is_null());  // "" is null
   EXPECT_FALSE(c["choices"][0].contains("text"));
+  EXPECT_EQ(c["choices"][1]["index"], 1);
+  EXPECT_EQ(c["choices"][1]["message"]["content"], "Yo");
+}
+
+TEST(OpenaiSchema, LogprobsShapes) {
+  TokenLogprobsJson a;
+  a.chosen = {" sea", {' ', 's', 'e', 'a'}, -0.5f};
+  a.top = {{" sea", {' ', 's', 'e', 'a'}, -0.5f}, {" ship", {' ', 's', 'h', 'i', 'p'}, -1.25f}};
+  TokenLogprobsJson b;
+  b.chosen = {"bytes:\\xe2", {0xE2}, -2.0f};
+  EXPECT_EQ(chat_logprobs_json({a, b}), json::parse(R"({"content": [
+      {"token": " sea", "logprob": -0.5, "bytes": [32, 115, 101, 97],
+       "top_logprobs": [{"token": " sea", "logprob": -0.5, "bytes": [32, 115, 101, 97]},
+                        {"token": " ship", "logprob": -1.25, "bytes": [32, 115, 104, 105, 112]}]},
+      {"token": "bytes:\\xe2", "logprob": -2.0, "bytes": [226], "top_logprobs": []}]})"));
+  EXPECT_EQ(completion_logprobs_json({a, b}, 10), json::parse(R"({"tokens": [" sea", "bytes:\\xe2"],
+      "token_logprobs": [-0.5, -2.0], "top_logprobs": [{" sea": -0.5, " ship": -1.25}, {}],
+      "text_offset": [10, 14]})"));
 }
 
 TEST(OpenaiSchema, StreamChunks) {
   // Chat: the role chunk, text chunks, the last chunk's empty delta.
-  const json role = chunk_json("c", 1, "m", true, "", "", /*role_chunk=*/true);
+  const json role = chunk_json("c", 1, "m", true, Choice{}, /*role_chunk=*/true);
   EXPECT_EQ(role["object"], "chat.completion.chunk");
   EXPECT_EQ(role["choices"][0]["delta"], json::parse(R"({"role": "assistant", "content": ""})"));
   EXPECT_TRUE(role["choices"][0]["finish_reason"].is_null());
-  EXPECT_EQ(chunk_json("c", 1, "m", true, "Hel", "")["choices"][0]["delta"], json::parse(R"({"content": "Hel"})"));
-  const json last = chunk_json("c", 1, "m", true, "", "stop");
+  EXPECT_EQ(chunk_json("c", 1, "m", true, Choice{0, "Hel", "", nullptr})["choices"][0]["delta"],
+            json::parse(R"({"content": "Hel"})"));
+  const json last = chunk_json("c", 1, "m", true, Choice{2, "", "stop", nullptr});
   EXPECT_EQ(last["choices"][0]["delta"], json::object());
   EXPECT_EQ(last["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(last["choices"][0]["index"], 2);
   EXPECT_FALSE(last.contains("usage"));
   // Completions: text.
-  EXPECT_EQ(chunk_json("t", 1, "m", false, " x", ""),
+  EXPECT_EQ(chunk_json("t", 1, "m", false, Choice{0, " x", "", nullptr}),
             json::parse(R"({"id": "t", "object": "text_completion", "created": 1, "model": "m",
                             "choices": [{"index": 0, "text": " x", "logprobs": null, "finish_reason": null}]})"));
   // The usage chunk: no choices.

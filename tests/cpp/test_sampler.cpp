@@ -1,5 +1,6 @@
 // Unit tests of the sampler (src/infer/sampler): greedy and degenerate settings pick the argmax,
 // seeded draws are reproducible and follow the distribution (top-k included), the repetition penalty,
+// the presence and frequency penalties, token_logprobs,
 // and the rejection of out-of-range parameters.
 #include <gtest/gtest.h>
 
@@ -70,6 +71,46 @@ TEST(Sampler, RepetitionPenaltyDemotesSeenTokens) {
   EXPECT_EQ(s.sample(y.data(), 2, {0}), 1);  // -0.1 * 2 < -0.15
 }
 
+TEST(Sampler, PresenceAndFrequencyPenaltiesCountGeneratedTokensOnly) {
+  SamplingParams p;
+  p.temperature = 0.0f;
+  p.presence_penalty = 0.5f;
+  p.frequency_penalty = 0.25f;
+  Sampler s(p);
+  // history: prompt {0, 0, 0} (not counted), generated {1, 1, 2}: OpenAI's formula
+  // logit[t] -= c[t] * frequency + (c[t] > 0) * presence.
+  std::vector<float> x = {1.0f, 1.0f, 1.0f, 0.9f};
+  EXPECT_EQ(s.sample(x.data(), 4, {0, 0, 0, 1, 1, 2}, 3), 0);
+  EXPECT_FLOAT_EQ(x[0], 1.0f);
+  EXPECT_FLOAT_EQ(x[1], 1.0f - 2 * 0.25f - 0.5f);
+  EXPECT_FLOAT_EQ(x[2], 1.0f - 0.25f - 0.5f);
+  EXPECT_FLOAT_EQ(x[3], 0.9f);
+  // Negative values favour repeats.
+  p.presence_penalty = -2.0f;
+  p.frequency_penalty = 0.0f;
+  Sampler r(p);
+  std::vector<float> y = {1.0f, 0.0f};
+  EXPECT_EQ(r.sample(y.data(), 2, {0, 1}, 1), 1);
+  EXPECT_FLOAT_EQ(y[1], 2.0f);
+}
+
+TEST(Sampler, TokenLogprobsAreTheLogSoftmax) {
+  const std::vector<float> l = {0.5f, 2.0f, -1.0f, 2.0f, 0.0f};
+  double z = 0.0;
+  for (float x : l) z += std::exp(static_cast<double>(x));
+  const TokenLogprobs r = token_logprobs(l.data(), 5, 4, 3);
+  EXPECT_EQ(r.chosen.token, 4);
+  EXPECT_NEAR(r.chosen.logprob, 0.0 - std::log(z), 1e-6);
+  ASSERT_EQ(r.top.size(), 3u);
+  EXPECT_EQ(r.top[0].token, 1);  // ties by id
+  EXPECT_EQ(r.top[1].token, 3);
+  EXPECT_EQ(r.top[2].token, 0);
+  EXPECT_NEAR(r.top[2].logprob, 0.5 - std::log(z), 1e-6);
+  EXPECT_EQ(token_logprobs(l.data(), 5, 0, 0).top.size(), 0u);
+  EXPECT_EQ(token_logprobs(l.data(), 5, 0, 20).top.size(), 5u);  // k clamped to V
+  EXPECT_THROW(token_logprobs(l.data(), 5, 5, 1), Error);
+}
+
 TEST(Sampler, RejectsOutOfRangeParameters) {
   auto bad = [](auto set) {
     SamplingParams p;
@@ -83,6 +124,9 @@ TEST(Sampler, RejectsOutOfRangeParameters) {
   bad([](SamplingParams& p) { p.min_p = -0.1f; });
   bad([](SamplingParams& p) { p.repetition_penalty = 0.0f; });
   bad([](SamplingParams& p) { p.temperature = NAN; });
+  bad([](SamplingParams& p) { p.presence_penalty = 2.5f; });
+  bad([](SamplingParams& p) { p.frequency_penalty = -2.5f; });
+  bad([](SamplingParams& p) { p.frequency_penalty = NAN; });
 }
 
 }  // namespace

@@ -30,6 +30,7 @@ Prints `N passed, M failed`; exit 1 on failure.
 import argparse
 import http.client
 import json
+import math
 import os
 import re
 import select
@@ -70,6 +71,24 @@ def make_model(exe, d):
     st.save(os.path.join(d, "model.safetensors"), M.make_weights(cfg, 3))
     with open(os.path.join(d, "config.json"), "w") as f:
         json.dump(cfg, f)
+    return cfg
+
+
+class RefModel:
+    """The tiny model in float64 through the independent PyTorch reference (model_ref.py)."""
+
+    def __init__(self, cfg):
+        import model_ref as M  # noqa: E402
+        import torch  # noqa: E402
+        self.M, self.torch, self.cfg = M, torch, cfg
+        self.W = {k: torch.tensor(v, dtype=torch.float64) for k, v in M.make_weights(cfg, 3).items()}
+
+    def logprobs(self, tokens):
+        """log_softmax of the next-token logits after `tokens` (a list of ids), as a list of floats."""
+        import numpy as np  # noqa: E402
+        with self.torch.no_grad():
+            f = self.M.forward(self.cfg, self.W, np.asarray(tokens, dtype=np.int64), None, 1, False)
+        return self.torch.log_softmax(f["logits"][-1], dim=-1).tolist()
 
 
 class Server:
@@ -252,10 +271,12 @@ def main():
     t_start = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         model = os.path.join(tmp, "tiny")
-        make_model(exe, model)
-        srv = Server(exe, model, "--slots", "4", "--max-queue", "64", "--model-name", "tiny")
+        cfg = make_model(exe, model)
+        srv = Server(exe, model, "--slots", "4", "--max-queue", "64", "--model-name", "tiny",
+                     "--served-model-name", "alias1", "--served-model-name", "org/alias-2")
         try:
             run_cases(case, srv, exe, model)
+            run_api_cases(case, srv, exe, model, cfg)
         finally:
             rc = srv.stop()
             case("sigterm_exits_cleanly", lambda: expect(rc == 0 and any("stopped" in l for l in srv.log),
@@ -273,7 +294,7 @@ def run_cases(case, srv, exe, model):
 
     def models():
         status, _, body = srv.call("GET", "/v1/models")
-        expect(status == 200 and body["object"] == "list" and len(body["data"]) == 1, f"{status} {body}")
+        expect(status == 200 and body["object"] == "list" and len(body["data"]) == 3, f"{status} {body}")
         m = body["data"][0]
         expect(m["id"] == "tiny" and m["object"] == "model" and isinstance(m["created"], int) and m["owned_by"],
                f"model {m}")
@@ -386,7 +407,21 @@ def run_cases(case, srv, exe, model):
         ("max_tokens_zero", "/v1/completions", {"prompt": "a", "max_tokens": 0}, None, 400, "max_tokens"),
         ("max_tokens_string", "/v1/completions", {"prompt": "a", "max_tokens": "ten"}, None, 400, "max_tokens"),
         ("seed_string", "/v1/completions", {"prompt": "a", "seed": "x"}, None, 400, "seed"),
-        ("n_2", "/v1/completions", {"prompt": "a", "n": 2}, None, 400, "n"),
+        ("n_0", "/v1/completions", {"prompt": "a", "n": 0}, None, 400, "n"),
+        ("n_17", "/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "n": 17}, None, 400, "n"),
+        ("best_of_not_n", "/v1/completions", {"prompt": "a", "n": 2, "best_of": 3}, None, 400, "best_of"),
+        ("logprobs_6", "/v1/completions", {"prompt": "a", "logprobs": 6}, None, 400, "logprobs"),
+        ("chat_logprobs_int", "/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "logprobs": 2},
+         None, 400, "logprobs"),
+        ("chat_top_logprobs_21", "/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}],
+                                                          "logprobs": True, "top_logprobs": 21}, None, 400,
+         "top_logprobs"),
+        ("chat_top_logprobs_without_logprobs", "/v1/chat/completions",
+         {"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2}, None, 400, "top_logprobs"),
+        ("presence_penalty_high", "/v1/completions", {"prompt": "a", "presence_penalty": 2.5}, None, 400,
+         "presence_penalty"),
+        ("frequency_penalty_low", "/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}],
+                                                           "frequency_penalty": -3}, None, 400, "frequency_penalty"),
         ("echo", "/v1/completions", {"prompt": "a", "echo": True}, None, 400, "echo"),
         ("stop_number", "/v1/completions", {"prompt": "a", "stop": 5}, None, 400, "stop"),
         ("stop_five", "/v1/completions", {"prompt": "a", "stop": ["a", "b", "c", "d", "e"]}, None, 400, "stop"),
@@ -419,12 +454,14 @@ def run_cases(case, srv, exe, model):
             try:
                 status, ctype, out = srv.call("POST", path, body=body, raw=raw)
                 check_error(status, ctype, out, want, param)
+                expect(want != 400 or out["error"]["type"] == "invalid_request_error", f"type {out['error']}")
                 if name.endswith("too_long"):
                     expect(out["error"]["code"] == "context_length_exceeded", f"code {out['error']['code']}")
             except Exception as e:  # noqa: BLE001
                 problems.append(f"{name}: {e}")
         for method, path, want in [("GET", "/v1/completions", 405), ("GET", "/v1/chat/completions", 405),
-                                   ("POST", "/v1/models", 405), ("GET", "/no/such/route", 404)]:
+                                   ("POST", "/v1/models", 405), ("POST", "/v1/models/tiny", 405),
+                                   ("GET", "/no/such/route", 404)]:
             try:
                 status, ctype, out = srv.call(method, path, body={} if method == "POST" else None)
                 check_error(status, ctype, out, want)
@@ -435,7 +472,7 @@ def run_cases(case, srv, exe, model):
             check_error(status, ctype, out, 413)
         except Exception as e:  # noqa: BLE001
             problems.append(f"body_too_large: {e}")
-        expect(not problems, f"{len(problems)} of {len(bad) + 5} cases: " + "; ".join(problems))
+        expect(not problems, f"{len(problems)} of {len(bad) + 6} cases: " + "; ".join(problems))
         health()
         status, _, body = srv.call("POST", "/v1/completions", greedy)
         expect(status == 200 and body["choices"][0]["text"] == ref["text"], "a good request after the bad ones")
@@ -755,6 +792,290 @@ def run_cases(case, srv, exe, model):
     case("32_concurrent_clients_match_alone", concurrent_clients)
     case("queue_full_429_and_queued_disconnect", queue_full)
     case("generate_cli", generate_cli)
+
+
+LLAMA2_TEMPLATE = (
+    "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}"
+    "{% set system_message = messages[0]['content'] %}{% else %}{% set loop_messages = messages %}"
+    "{% set system_message = false %}{% endif %}{% for message in loop_messages %}"
+    "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if loop.index0 == 0 and system_message != false %}"
+    "{% set content = '<<SYS>>\\n' + system_message + '\\n<</SYS>>\\n\\n' + message['content'] %}"
+    "{% else %}{% set content = message['content'] %}{% endif %}"
+    "{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}"
+    "{% elif message['role'] == 'assistant' %}{{ ' ' + content.strip() + ' ' + eos_token }}{% endif %}{% endfor %}")
+CHATML_TEMPLATE = """{%- for message in messages %}
+    {{- '<|im_start|>' + message.role + '\\n' + message.content | trim + '<|im_end|>\\n' }}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|im_start|>assistant\\n' }}
+{%- endif %}
+"""
+
+
+def run_api_cases(case, srv, exe, model, cfg):
+    """The OpenAI API as clients use it: served names, logprobs, n choices, penalties, chat templates."""
+    user = [{"role": "user", "content": "Where did the ship sail?"}]
+
+    def model_names():
+        status, _, body = srv.call("GET", "/v1/models")
+        expect([m["id"] for m in body["data"]] == ["tiny", "alias1", "org/alias-2"], f"{body}")
+        for name in ("tiny", "alias1", "org/alias-2"):
+            status, _, m = srv.call("GET", "/v1/models/" + name)
+            expect(status == 200 and m["id"] == name and m["object"] == "model" and m["max_model_len"] == CTX,
+                   f"{name}: {status} {m}")
+        status, ctype, body = srv.call("GET", "/v1/models/nope")
+        check_error(status, ctype, body, 404, "model")
+        expect(body["error"]["code"] == "model_not_found", f"{body}")
+        req = {"prompt": "The ship", "max_tokens": 3, "temperature": 0}
+        for name in ("alias1", "org/alias-2", None):
+            r = dict(req) if name is None else dict(req, model=name)
+            status, _, body = srv.call("POST", "/v1/completions", r)
+            expect(status == 200 and body["model"] == (name or "tiny"), f"{name}: {status} {body}")
+            _, _, events = srv.stream("/v1/completions", dict(r, stream=True))
+            expect(all(e["model"] == (name or "tiny") for e in events[:-1]), f"stream model {events[:1]}")
+        for path, body in (("/v1/completions", dict(req, model="gpt-4")),
+                           ("/v1/chat/completions", {"messages": user, "model": "gpt-4"})):
+            for stream in (False, True):
+                b = dict(body, stream=stream)
+                status, ctype, out = srv.stream(path, b) if stream else srv.call("POST", path, b)
+                check_error(status, "application/json" if stream else ctype, out, 404, "model")
+                expect(out["error"]["code"] == "model_not_found" and "gpt-4" in out["error"]["message"], f"{out}")
+
+    def check_legacy_logprobs(ch, k):
+        lp = ch["logprobs"]
+        expect(set(lp) == {"tokens", "token_logprobs", "top_logprobs", "text_offset"}, f"keys {sorted(lp)}")
+        n = len(lp["tokens"])
+        expect(len(lp["token_logprobs"]) == n and len(lp["top_logprobs"]) == n and len(lp["text_offset"]) == n,
+               "lengths")
+        off = 0
+        for tok, l, top, o in zip(lp["tokens"], lp["token_logprobs"], lp["top_logprobs"], lp["text_offset"]):
+            expect(l <= 0 and o == off, f"logprob {l}, offset {o} vs {off}")
+            off += len(tok.encode()) if not tok.startswith("bytes:") else 1
+            expect(1 <= len(top) <= k if k else top == {}, f"top {top}")
+            expect(all(v <= 0 for v in top.values()) and sum(math.exp(v) for v in top.values()) <= 1 + 1e-5, f"{top}")
+        return lp
+
+    def logprobs_completions_vs_reference():
+        ref_model = RefModel(cfg)
+        prompt = [1, 50, 60, 70, 80]
+        req = {"prompt": prompt, "max_tokens": 8, "temperature": 0, "ignore_eos": True, "logprobs": 5}
+        status, _, body = srv.call("POST", "/v1/completions", req)
+        expect(status == 200, f"{status} {body}")
+        ch = body["choices"][0]
+        lp = check_legacy_logprobs(ch, 5)
+        expect(len(lp["tokens"]) == body["usage"]["completion_tokens"] == 8, f"{len(lp['tokens'])} tokens")
+        if not any(t.startswith("bytes:") or t == "</s>" for t in lp["tokens"]):
+            expect("".join(lp["tokens"]) == ch["text"], f"tokens {lp['tokens']} vs text {ch['text']!r}")
+        # Against the PyTorch reference (float64), greedy token by token: the chosen token's logprob is
+        # the best one, and the top 5 values match; stop comparing where the reference's best two are
+        # too close to tell which one fp32 picks.
+        seq, compared = list(prompt), 0
+        for i in range(8):
+            want = ref_model.logprobs(seq)
+            order = sorted(range(len(want)), key=lambda t: -want[t])
+            got_top = sorted(lp["top_logprobs"][i].values(), reverse=True)
+            expect(abs(lp["token_logprobs"][i] - want[order[0]]) < 2e-3,
+                   f"token {i}: logprob {lp['token_logprobs'][i]} vs reference {want[order[0]]}")
+            for g, w in zip(got_top, [want[t] for t in order[:len(got_top)]]):
+                expect(abs(g - w) < 2e-3, f"token {i}: top {got_top} vs reference {[want[t] for t in order[:5]]}")
+            compared += 1
+            if want[order[0]] - want[order[1]] < 1e-3:
+                break
+            seq.append(order[0])
+        expect(compared >= 3, f"only {compared} tokens compared")
+        # Streaming: the chunks' logprobs, joined, are the same.
+        _, _, events = srv.stream("/v1/completions", dict(req, stream=True))
+        joined = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+        for e in events[:-1]:
+            for c in e["choices"]:
+                if c["logprobs"] is not None:
+                    for k in joined:
+                        joined[k] += c["logprobs"][k]
+        expect(joined == lp, f"stream logprobs {joined} vs {lp}")
+        # logprobs 0: the chosen tokens only.
+        _, _, b0 = srv.call("POST", "/v1/completions", dict(req, logprobs=0))
+        check_legacy_logprobs(b0["choices"][0], 0)
+        expect(b0["choices"][0]["logprobs"]["token_logprobs"] == lp["token_logprobs"], "logprobs 0")
+
+    def logprobs_chat():
+        req = {"messages": user, "max_tokens": 8, "temperature": 0, "logprobs": True, "top_logprobs": 3,
+               "ignore_eos": True}
+        status, _, body = srv.call("POST", "/v1/chat/completions", req)
+        expect(status == 200, f"{status} {body}")
+        content = body["choices"][0]["logprobs"]["content"]
+        expect(set(body["choices"][0]["logprobs"]) == {"content"} and len(content) >= 1, f"{body['choices'][0]}")
+        for c in content:
+            expect(set(c) == {"token", "logprob", "bytes", "top_logprobs"} and len(c["top_logprobs"]) == 3, f"{c}")
+            if not c["token"].startswith("bytes:"):
+                expect(c["bytes"] == list(c["token"].encode()), f"bytes {c}")
+            top = c["top_logprobs"]
+            expect(all(set(t) == {"token", "logprob", "bytes"} for t in top), f"{top}")
+            expect(top[0]["token"] == c["token"] and abs(top[0]["logprob"] - c["logprob"]) < 1e-6,
+                   f"greedy: the token is the most likely one: {c}")
+            expect(all(a["logprob"] >= b["logprob"] for a, b in zip(top, top[1:])) and c["logprob"] <= 0, f"{top}")
+            expect(sum(math.exp(t["logprob"]) for t in top) <= 1 + 1e-5, f"mass {top}")
+        _, _, events = srv.stream("/v1/chat/completions", dict(req, stream=True))
+        joined = []
+        for e in events[:-1]:
+            for c in e["choices"]:
+                if c.get("logprobs"):
+                    joined += c["logprobs"]["content"]
+        expect(joined == content, f"stream {joined} vs {content}")
+        # Without logprobs: null, as before.
+        _, _, plain = srv.call("POST", "/v1/chat/completions", dict(req, logprobs=False, top_logprobs=None))
+        expect(plain["choices"][0]["logprobs"] is None, "logprobs off")
+
+    def n_choices():
+        req = {"prompt": "The whale", "max_tokens": 8, "temperature": 1.0, "seed": 99, "ignore_eos": True, "n": 3}
+        status, _, body = srv.call("POST", "/v1/completions", req)
+        expect(status == 200 and [c["index"] for c in body["choices"]] == [0, 1, 2], f"{status} {body}")
+        expect(body["usage"]["completion_tokens"] == 24, f"usage {body['usage']}")
+        texts = [c["text"] for c in body["choices"]]
+        expect(len(set(texts)) > 1, f"three identical choices {texts}")
+        _, _, again = srv.call("POST", "/v1/completions", req)
+        expect([c["text"] for c in again["choices"]] == texts, "same seed, same choices")
+        # Choice i draws with seed + i: the same text as a single choice with that seed.
+        for i in range(3):
+            _, _, one = srv.call("POST", "/v1/completions", dict(req, n=1, seed=99 + i))
+            expect(one["choices"][0]["text"] == texts[i], f"choice {i}")
+        # Streaming: chunks tagged by index, each choice's text as above, a finish chunk each.
+        _, _, events = srv.stream("/v1/completions", dict(req, stream=True, stream_options={"include_usage": True}))
+        got, finish, usage = ["", "", ""], [None] * 3, None
+        for e in events[:-1]:
+            if e["choices"] == []:
+                usage = e["usage"]
+                continue
+            for c in e["choices"]:
+                got[c["index"]] += c["text"]
+                if c["finish_reason"]:
+                    finish[c["index"]] = c["finish_reason"]
+        expect(got == texts and finish == ["length"] * 3, f"stream {got} {finish} vs {texts}")
+        expect(usage == body["usage"], f"usage {usage}")
+        # Chat, streaming: a role chunk per choice, then the contents.
+        creq = {"messages": user, "max_tokens": 6, "temperature": 0.9, "seed": 5, "n": 2, "ignore_eos": True}
+        _, _, cb = srv.call("POST", "/v1/chat/completions", creq)
+        expect([c["index"] for c in cb["choices"]] == [0, 1], f"{cb}")
+        _, _, events = srv.stream("/v1/chat/completions", dict(creq, stream=True))
+        got, roles = ["", ""], [0, 0]
+        for e in events[:-1]:
+            for c in e["choices"]:
+                roles[c["index"]] += c["delta"].get("role") == "assistant"
+                got[c["index"]] += c["delta"].get("content", "")
+        expect(roles == [1, 1] and got == [c["message"]["content"] for c in cb["choices"]], f"chat stream {got}")
+
+    def n_choices_take_slots():
+        small = Server(exe, model, "--slots", "1", "--max-queue", "1")
+        try:
+            req = {"prompt": "x", "max_tokens": 2, "n": 3}
+            status, ctype, body = small.call("POST", "/v1/completions", req)
+            check_error(status, ctype, body, 429)
+            expect(body["error"]["code"] == "queue_full", f"{body}")
+            status, _, body = small.call("POST", "/v1/completions", dict(req, n=2))
+            expect(status == 200 and len(body["choices"]) == 2, f"n=2 in 1 slot + 1 queued: {status} {body}")
+        finally:
+            small.stop()
+
+    def penalties():
+        base = {"prompt": "The ship sailed across", "max_tokens": 40, "temperature": 0, "ignore_eos": True,
+                "logprobs": 0}
+        _, _, plain = srv.call("POST", "/v1/completions", base)
+        toks = plain["choices"][0]["logprobs"]["tokens"]
+        expect(len(set(toks)) < len(toks), f"greedy without a penalty repeats nothing, a weak test: {toks}")
+        for extra in ({"presence_penalty": 2.0, "frequency_penalty": 2.0}, {"presence_penalty": 2.0}):
+            _, _, pen = srv.call("POST", "/v1/completions", dict(base, **extra))
+            toks = pen["choices"][0]["logprobs"]["tokens"]
+            expect(len(set(toks)) == len(toks), f"{extra}: a token repeats: {toks}")
+        # Negative values favour repeats; the stream gives the same text.
+        _, _, neg = srv.call("POST", "/v1/completions", dict(base, frequency_penalty=-2.0))
+        toks = neg["choices"][0]["logprobs"]["tokens"]
+        expect(len(set(toks)) <= len(set(plain["choices"][0]["logprobs"]["tokens"])), f"negative: {toks}")
+        _, _, events = srv.stream("/v1/completions", dict(base, presence_penalty=2.0, stream=True))
+        text, _, _ = stream_text(events, False)
+        expect(text == pen["choices"][0]["text"], "penalties: stream == non-stream")
+
+    def template_model(name, tmpl, **tokens):
+        d = model + "_" + name
+        if not os.path.exists(d):
+            os.makedirs(d)
+            for f in ("config.json", "model.safetensors", "tokenizer.model"):
+                os.link(os.path.join(model, f), os.path.join(d, f))
+        with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
+            json.dump(dict({"chat_template": tmpl}, **tokens), f)
+        return d
+
+    def chat_template_llama2():
+        tsrv = Server(exe, template_model("llama2", LLAMA2_TEMPLATE, bos_token="<s>", eos_token="</s>"))
+        try:
+            msgs = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": " Where did it sail? "}]
+            chat_req = {"messages": msgs, "max_tokens": 8, "temperature": 0, "ignore_eos": True}
+            status, _, chat = tsrv.call("POST", "/v1/chat/completions", chat_req)
+            expect(status == 200, f"{status} {chat}")
+            # The same prompt written out by hand from Llama-2's format: <s> is the bos id, which a text
+            # completion adds itself.
+            rendered = "[INST] <<SYS>>\nYou are terse.\n<</SYS>>\n\n Where did it sail? [/INST]"
+            status, _, comp = tsrv.call("POST", "/v1/completions", {"prompt": rendered, "max_tokens": 8,
+                                                                    "temperature": 0, "ignore_eos": True})
+            expect(chat["usage"]["prompt_tokens"] == comp["usage"]["prompt_tokens"],
+                   f"prompt tokens {chat['usage']} vs {comp['usage']}")
+            want = comp["choices"][0]["text"].lstrip()
+            if "</s>" in want:
+                want = want[:want.find("</s>")]
+            expect(chat["choices"][0]["message"]["content"] == want, f"{chat['choices'][0]} vs {want!r}")
+            _, _, events = tsrv.stream("/v1/chat/completions", dict(chat_req, stream=True))
+            text, _, _ = stream_text(events, True)
+            expect(text == want, f"stream {text!r}")
+            # Two turns: the prompt grows by the assistant's turn, its </s> and the next <s>[INST] ... [/INST].
+            more = msgs + [{"role": "assistant", "content": "Far."}, {"role": "user", "content": "Why?"}]
+            _, _, chat2 = tsrv.call("POST", "/v1/chat/completions", dict(chat_req, messages=more))
+            rendered2 = rendered + " Far. "
+            _, _, c2 = tsrv.call("POST", "/v1/completions", {"prompt": rendered2, "max_tokens": 1})
+            _, _, c3 = tsrv.call("POST", "/v1/completions", {"prompt": "[INST] Why? [/INST]", "max_tokens": 1})
+            # [bos] "... Far. " [eos] [bos] "[INST] Why? [/INST]": the two completions' prompts (each with its
+            # bos) and the eos between them.
+            expect(chat2["usage"]["prompt_tokens"] == c2["usage"]["prompt_tokens"] + 1 + c3["usage"]["prompt_tokens"],
+                   f"two turns: {chat2['usage']} vs {c2['usage']} + {c3['usage']}")
+            # The template's raise_exception: 400 naming messages.
+            status, ctype, body = tsrv.call("POST", "/v1/chat/completions",
+                                            {"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]})
+            check_error(status, ctype, body, 400, "messages")
+            expect("roles must alternate" in body["error"]["message"], f"{body}")
+        finally:
+            tsrv.stop()
+
+    def chat_template_chatml():
+        tsrv = Server(exe, template_model("chatml", CHATML_TEMPLATE))
+        try:
+            msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi there "}]
+            status, _, chat = tsrv.call("POST", "/v1/chat/completions", {"messages": msgs, "max_tokens": 4,
+                                                                         "temperature": 0})
+            expect(status == 200, f"{status} {chat}")
+            rendered = ("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi there<|im_end|>\n"
+                        "<|im_start|>assistant\n")
+            _, _, comp = tsrv.call("POST", "/v1/completions", {"prompt": rendered, "max_tokens": 1})
+            # No bos in ChatML: the template's text only (the completion adds bos).
+            expect(chat["usage"]["prompt_tokens"] == comp["usage"]["prompt_tokens"] - 1,
+                   f"{chat['usage']} vs {comp['usage']}")
+        finally:
+            tsrv.stop()
+
+    def chat_template_outside_subset_refused():
+        d = template_model("bad", "{% for m in messages %}{{ m.content | tojson }}{% endfor %}")
+        p = subprocess.run([exe, "serve", "--model", d, "--port", "0"], capture_output=True, timeout=60)
+        err = p.stderr.decode(errors="replace")
+        expect(p.returncode == 1 and "tokenizer_config.json" in err and "tojson" in err and "line 1" in err,
+               f"exit {p.returncode}: {err!r}")
+
+    case("served_names_and_model_not_found", model_names)
+    case("logprobs_completions_vs_pytorch_reference", logprobs_completions_vs_reference)
+    case("logprobs_chat_shape_and_stream", logprobs_chat)
+    case("n_choices_seeded_and_streamed", n_choices)
+    case("n_choices_take_slots_429", n_choices_take_slots)
+    case("presence_frequency_penalties", penalties)
+    case("chat_template_llama2", chat_template_llama2)
+    case("chat_template_chatml", chat_template_chatml)
+    case("chat_template_outside_subset_refused", chat_template_outside_subset_refused)
 
 
 if __name__ == "__main__":
