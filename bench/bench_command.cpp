@@ -88,6 +88,9 @@ void register_bench_command(CLI::App& app) {
   infer->add_option("--gen", inf->gen, "Decoded tokens")->capture_default_str();
   infer->add_option("--reps", inf->reps, "Timings per measurement; the best is reported")->capture_default_str();
   infer->add_option("--layers", inf->layers, "Decoder blocks")->capture_default_str();
+  infer->add_option("--zc-biases", inf->zc_biases,
+                    "MoE++: comma list of --zc-bias values (router shift toward zero-computation experts), each measured")
+      ->capture_default_str();
   infer->add_option("--zc-fraction", inf->zc_fraction, "MoE++: target share of slots on zero-computation experts")
       ->capture_default_str();
   infer->callback([inf] { check_status("bench infer", run_infer_bench(*inf)); });

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <functional>
 #include <map>
@@ -189,6 +190,13 @@ int run_infer_bench(const InferBenchOptions& o) {
     check(v == "moe" || v == "moepp", "bench infer: unknown variant '" + v + "' (expected moe or moepp)");
     variants.push_back(v == "moepp");
   }
+  std::vector<float> biases;
+  for (const std::string& b : split(o.zc_biases)) {
+    char* end = nullptr;
+    biases.push_back(std::strtof(b.c_str(), &end));
+    check(end != b.c_str() && *end == '\0', "bench infer: --zc-biases: '" + b + "' is not a number");
+  }
+  check(!biases.empty(), "bench infer: --zc-biases is empty");
   const int64_t max_pos = o.prompt + o.gen;
   std::mt19937 rng(1);
   std::vector<int32_t> prompt(o.prompt);
@@ -220,34 +228,42 @@ int run_infer_bench(const InferBenchOptions& o) {
       }
     }
     for (WeightDType dt : dtypes) {
-      const std::string dn = weight_dtype_name(dt);
-      const double t0 = now_s();
-      const InferWeights w = InferWeights::load(cfg, src, dt);
-      const double load_s = now_s() - t0;
-      const Result r = measure(cfg, w, prompt, o.gen, o.reps);
-      nlohmann::json j = {{"bench", "infer"},
-                          {"variant", moepp ? "moepp" : "moe"},
-                          {"dtype", dn},
-                          {"layers", o.layers},
-                          {"hidden", o.hidden},
-                          {"experts", moepp ? "8 FFN + 1 zero + 1 copy + 2 constant" : "8 FFN"},
-                          {"prompt_tokens", o.prompt},
-                          {"gen_tokens", o.gen},
-                          {"weight_bytes", r.weight_bytes},
-                          {"init_s", load_s},
-                          {"prefill_tokens_per_s", r.prefill_tps},
-                          {"decode_tokens_per_s", r.decode_tps},
-                          {"zc_slot_share", r.zc_share}};
-      j.update(bench_environment());
-      if (!moepp) {
-        vanilla[dn] = r;
-      } else if (vanilla.count(dn)) {
-        j["prefill_speedup_vs_moe"] = r.prefill_tps / vanilla[dn].prefill_tps;
-        j["decode_speedup_vs_moe"] = r.decode_tps / vanilla[dn].decode_tps;
+      for (const float zc_bias : moepp ? biases : std::vector<float>{0.0f}) {
+        const std::string dn = weight_dtype_name(dt);
+        ModelConfig run_cfg = cfg;
+        run_cfg.set_zc_bias(zc_bias);
+        const double t0 = now_s();
+        const InferWeights w = InferWeights::load(run_cfg, src, dt);
+        const double load_s = now_s() - t0;
+        const Result r = measure(run_cfg, w, prompt, o.gen, o.reps);
+        nlohmann::json j = {{"bench", "infer"},
+                            {"variant", moepp ? "moepp" : "moe"},
+                            {"dtype", dn},
+                            {"layers", o.layers},
+                            {"hidden", o.hidden},
+                            {"experts", moepp ? "8 FFN + 1 zero + 1 copy + 2 constant" : "8 FFN"},
+                            {"prompt_tokens", o.prompt},
+                            {"gen_tokens", o.gen},
+                            {"weight_bytes", r.weight_bytes},
+                            {"init_s", load_s},
+                            {"prefill_tokens_per_s", r.prefill_tps},
+                            {"decode_tokens_per_s", r.decode_tps},
+                            {"zc_slot_share", r.zc_share},
+                            {"zc_bias", zc_bias},
+                            {"ffn_experts_per_token", static_cast<double>(cfg.moe.top_k) * (1.0 - r.zc_share)}};
+        j.update(bench_environment());
+        if (!moepp) {
+          vanilla[dn] = r;
+        } else if (vanilla.count(dn)) {
+          j["prefill_speedup_vs_moe"] = r.prefill_tps / vanilla[dn].prefill_tps;
+          j["decode_speedup_vs_moe"] = r.decode_tps / vanilla[dn].decode_tps;
+        }
+        std::printf("%s\n", j.dump().c_str());
+        std::fflush(stdout);
+        const std::string key = std::string(moepp ? "moepp_" : "moe_") + dn +
+                                (zc_bias != 0.0f ? "_zcbias" + std::to_string(zc_bias) : std::string());
+        summary[key] = {{"pp", r.prefill_tps}, {"tg", r.decode_tps}};
       }
-      std::printf("%s\n", j.dump().c_str());
-      std::fflush(stdout);
-      summary[std::string(moepp ? "moepp_" : "moe_") + dn] = {{"pp", r.prefill_tps}, {"tg", r.decode_tps}};
     }
   }
   std::printf("%s\n", summary.dump().c_str());

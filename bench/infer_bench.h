@@ -19,6 +19,7 @@ struct InferBenchOptions {
   int reps = 2;                          // timings per measurement; the best is reported
   int64_t layers = 8, hidden = 1024, heads = 16, intermediate = 2816, vocab = 32000;
   double zc_fraction = 0.5;              // MoE++: target fraction of slots on zero-computation experts
+  std::string zc_biases = "0";           // MoE++: comma list of --zc-bias values, each measured
 };
 
 int run_infer_bench(const InferBenchOptions& opt);

@@ -39,6 +39,7 @@ struct ModelArgs {
   std::string model, tokenizer, dtype = "f32";
   int64_t batch_tokens = 4096;
   int64_t ep_size = 1;
+  float zc_bias = 0.0f;
   bool quiet = false;
 };
 
@@ -54,6 +55,7 @@ LoadedModel load(const ModelArgs& a, const char* cmd) {
   check(a.batch_tokens >= 1, who + ": --batch-tokens must be >= 1");
   const WeightDType dtype = parse_weight_dtype(a.dtype);
   LoadedModel m{open_model_dir(a.model, a.tokenizer, who), nullptr};
+  m.md.cfg.set_zc_bias(a.zc_bias);
   m.dec = std::make_unique<Decoder>(load_decoder(m.md, dtype, group));
   return m;
 }
@@ -67,6 +69,7 @@ void add_model_options(CLI::App* sub, ModelArgs& a) {
       ->capture_default_str();
   sub->add_flag("--quiet", a.quiet, "no progress output");
   add_ep_size_option(sub, a.ep_size);
+  add_zc_bias_option(sub, a.zc_bias);
 }
 
 // Progress on stderr: a line every few seconds (rewritten in place on a terminal).
@@ -167,6 +170,8 @@ void run_ppl(const PplArgs& a) {
   j["nll_sum"] = r.nll_sum;
   j["mean_nll"] = r.mean_nll();
   j["perplexity"] = r.perplexity();
+  j["ffn_experts_per_token"] = r.ffn_experts_per_token;
+  j["zc_bias"] = a.m.zc_bias;
   j["bits_per_byte"] = bpb;
   j["seconds"] = secs;
   std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());

@@ -35,6 +35,7 @@ struct GenArgs {
   std::vector<std::string> stop;
   bool ignore_eos = false, no_stream = false;
   int64_t ep_size = 1;
+  float zc_bias = 0.0f;
 };
 
 // Option values are read as text and converted here, so that a bad one is a moepp::Error (exit 1)
@@ -79,7 +80,8 @@ void run_generate(const GenArgs& a) {
   sp.seed = static_cast<uint64_t>(seed);
   const WeightDType dtype = parse_weight_dtype(a.dtype);
 
-  const ModelDir md = open_model_dir(a.model, "", "generate");
+  ModelDir md = open_model_dir(a.model, "", "generate");
+  md.cfg.set_zc_bias(a.zc_bias);
   const ModelConfig& cfg = md.cfg;
   const Tokenizer& tok = md.tok;
 
@@ -170,6 +172,7 @@ void register_generate_command(CLI::App& app) {
   gen->add_option("--ctx", a->ctx, "context length (0 = the model's max_position_embeddings)")->capture_default_str();
   gen->add_flag("--no-stream", a->no_stream, "print the text once, at the end");
   add_ep_size_option(gen, a->ep_size);
+  add_zc_bias_option(gen, a->zc_bias);
   gen->callback([a] { run_generate(*a); });
 }
 

@@ -14,6 +14,13 @@ void add_ep_size_option(CLI::App* sub, int64_t& ep_size) {
       ->capture_default_str();
 }
 
+void add_zc_bias_option(CLI::App* sub, float& zc_bias) {
+  sub->add_option("--zc-bias", zc_bias,
+                  "MoE++: added to the zero-computation experts' router scores (> 0: fewer FFN experts per "
+                  "token, faster, some quality; < 0: more); docs/inference.md")
+      ->capture_default_str();
+}
+
 Comm* inference_expert_group(int64_t ep_size, const std::string& who) {
   Comm& job = job_comm();
   const int64_t P = job.size();

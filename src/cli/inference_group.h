@@ -16,6 +16,9 @@ namespace moepp::cli {
 // Adds --ep-size to an inference subcommand.
 void add_ep_size_option(CLI::App* sub, int64_t& ep_size);
 
+// Adds --zc-bias (ModelConfig::set_zc_bias: shift the router toward the zero-computation experts).
+void add_zc_bias_option(CLI::App* sub, float& zc_bias);
+
 // Null in one process (ep_size 1); the job's communicator when ep_size equals the number of
 // processes. Any other value throws JobWideError (on every rank) prefixed with `who`.
 Comm* inference_expert_group(int64_t ep_size, const std::string& who);

@@ -41,6 +41,7 @@ struct ServeArgs {
   std::string port = "8000", slots = "8", max_queue = "64", ctx = "0", prefill_chunk = "256", max_body = "1048576";
   std::string api_key, api_key_file, read_timeout = "10", write_timeout = "10", max_pending = "64";
   std::string ep_size = "1";
+  float zc_bias = 0.0f;
   std::vector<std::string> served_names;
 };
 
@@ -98,7 +99,8 @@ void run_serve(const ServeArgs& a) {
         "serve: --max-pending-connections must be in [0, 10000] (got " + a.max_pending + ")");
   const std::string key = api_key(a);
 
-  const ModelDir md = open_model_dir(a.model, "", "serve");
+  ModelDir md = open_model_dir(a.model, "", "serve");
+  md.cfg.set_zc_bias(a.zc_bias);
   const ModelConfig& cfg = md.cfg;
   const Tokenizer& tok = md.tok;
   std::optional<ChatTemplateConfig> chat_template = load_chat_template(md.dir);
@@ -207,6 +209,7 @@ void register_serve_command(CLI::App& app) {
   sub->add_option("--max-pending-connections", a->max_pending,
                   "accepted connections that may wait for an HTTP worker (503 beyond)")
       ->capture_default_str();
+  add_zc_bias_option(sub, a->zc_bias);
   sub->add_option("--ep-size", a->ep_size,
                   "ranks the FFN experts are split over; under mpirun it must equal the number of processes")
       ->capture_default_str();

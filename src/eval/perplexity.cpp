@@ -81,6 +81,8 @@ PerplexityResult score_perplexity(const Decoder& dec, const std::vector<int32_t>
     }
     if (progress) progress(r.scored, total, r.nll_sum);
   }
+  if (scratch.moe_rows > 0)
+    r.ffn_experts_per_token = static_cast<double>(scratch.ffn_slots) / static_cast<double>(scratch.moe_rows);
   return r;
 }
 

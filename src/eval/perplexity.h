@@ -39,6 +39,7 @@ struct PerplexityResult {
   int64_t scored = 0;    // targets scored
   int64_t windows = 0;   // windows run
   double nll_sum = 0.0;  // sum over scored targets of -log p(target | context), nats
+  double ffn_experts_per_token = 0.0;  // FFN slots kept / (rows x MoE layers) over every row run
   double mean_nll() const { return scored ? nll_sum / static_cast<double>(scored) : 0.0; }
   double perplexity() const;
 };

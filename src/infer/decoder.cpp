@@ -218,6 +218,8 @@ void Decoder::moe_block(int64_t l, int64_t R, DecoderScratch& sc, std::vector<Te
   } else {
     moe_block_combine(sc.y.ptr(), st, experts, w.moe_small, mc);
   }
+  sc.moe_rows += R;
+  sc.ffn_slots += st.ffn_rows();
   sc.z[l].shape = st.z.shape;
   sc.z[l].data.assign(st.z.data.begin(), st.z.data.end());
   if (router_logits) (*router_logits)[l] = sc.z[l];

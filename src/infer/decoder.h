@@ -43,6 +43,9 @@ struct DecoderScratch {
   std::vector<int64_t> pos;                 // [rows] position of each row in its slot
   MoeForwardState moe;                      // router / dispatch state of the current block
   Tensor ffn_x, ffn_h, ffn_a;               // one expert's gathered inputs and activations
+  // Routing counters, accumulated over every pass with this scratch (the caller resets them): rows
+  // through MoE blocks (rows x layers) and the FFN slots they kept.
+  int64_t moe_rows = 0, ffn_slots = 0;
 };
 
 class Decoder {

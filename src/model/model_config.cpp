@@ -1,6 +1,7 @@
 // ModelConfig <-> config.json (Hugging Face keys of spec §5; the MoE++ keys are MoeConfig's).
 #include "model/model_config.h"
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
@@ -30,6 +31,14 @@ double short_decimal(float f) {
 }
 
 }  // namespace
+
+void ModelConfig::set_zc_bias(float b) {
+  check(std::isfinite(b) && std::fabs(b) <= 100.0f, "--zc-bias must be finite and within [-100, 100], got " +
+                                                        std::to_string(b));
+  check(b == 0.0f || (moe.n_ffn() < moe.n_experts && moe.router != RouterKind::kRelu),
+        "--zc-bias: this model has no zero-computation experts to shift slots to (or uses the relu router)");
+  moe.zc_bias = b;
+}
 
 MoeConfig ModelConfig::layer_moe(int i, bool training) const {
   MoeConfig c = moe;

@@ -48,6 +48,11 @@ struct ModelConfig {
   // The config.json keys whose values differ between this config and `other`, each as
   // "key (A vs B)" with the two values as to_json writes them; empty when they are the same model.
   std::vector<std::string> differences(const ModelConfig& other) const;
+
+  // Sets the inference-only bias toward the zero-computation experts (MoeConfig::zc_bias; --zc-bias).
+  // Throws moepp::Error for a non-finite value, |b| > 100, or a non-zero b on a model without
+  // zero-computation experts or with the relu router.
+  void set_zc_bias(float b);
 };
 
 }  // namespace moepp

@@ -45,6 +45,11 @@ struct MoeConfig {
   float relu_l1_coef = 1e-8f;
   int64_t layer_index = 0;
   bool training = false;
+  // Inference only, not a config key: added to the (normalised) router scores of every
+  // zero-computation expert before the softmax and the top-k (moepp and adamoe routers), so B > 0
+  // sends more slots to them (less compute, some quality) and B < 0 fewer. The router logits passed on
+  // as the next layer's gating residual are not changed. Set through set_zc_bias (model_config.h).
+  float zc_bias = 0.0f;
 
   // Expert layout: [0, n_ffn) FFN, then constant, then copy, then zero (last).
   int64_t n_ffn() const { return n_experts - n_zero - n_copy - n_constant; }

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <vector>
 
+#include "core/error.h"
 #include "core/gemm.h"
 
 namespace moepp {
@@ -101,6 +102,8 @@ void router_select_forward(int32_t* ids_out, float* w_out, uint8_t* kept_out, fl
     } else {
       std::copy(z, z + E, s);
     }
+    if (cfg.zc_bias != 0.0f)
+      for (int64_t e = cfg.n_ffn(); e < E; ++e) s[e] += cfg.zc_bias;
     softmax(s, E, p);
     for (int64_t k = 0; k < K; ++k) kept[k] = 1;
     if (cfg.mixtral_gating) {
@@ -132,6 +135,7 @@ void router_backward(float* dx, float* dz_prev, MoeParams& g, const float* dw, c
                      const float* aux_dp, const float* relu_count, const RouterActivations& act,
                      const SlotsView& slots, const float* x, const float* z_prev, const MoeParams& prm,
                      const MoeConfig& cfg, int64_t T) {
+  check(cfg.zc_bias == 0.0f, "router: zc_bias is for inference only (the backward does not include it)");
   const int64_t D = cfg.hidden, E = cfg.n_experts, W = slots.width, K = cfg.top_k;
   const bool relu = cfg.router == RouterKind::kRelu;
   const bool force_zero = cfg.router == RouterKind::kMoepp || cfg.router == RouterKind::kAdaMoe;

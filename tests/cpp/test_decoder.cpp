@@ -12,6 +12,9 @@
 
 #include "core/error.h"
 #include "infer/decoder.h"
+#include "tiny_models.h"
+#include "infer/kv_cache.h"
+#include "infer/infer_weights.h"
 #include "infer/weight_matrix.h"
 #include "model/model.h"
 #include "model/model_state.h"
@@ -221,6 +224,28 @@ TEST(Decoder, RejectsBadInputWithoutTouchingTheCache) {
   EXPECT_EQ(kc.length(1), 3);
   EXPECT_THROW(dec.make_cache(1, 97), Error);  // longer than max_position_embeddings
   EXPECT_THROW(dec.forward(out, kc, {}, sc), Error);
+}
+
+// The scratch counts the rows through MoE blocks and the FFN slots they kept; --zc-bias moves the
+// count (fewer FFN slots with a positive bias, more with a negative one).
+TEST(Decoder, CountsFfnSlotsWhichTheZcBiasMoves) {
+  ModelConfig cfg = tiny_config("moepp");
+  const ModelParams p = tiny_params(cfg, 3);
+  const std::vector<int32_t> tok = random_tokens(40, cfg.vocab, 5);
+  auto ffn_per_token = [&](float b) {
+    ModelConfig c = cfg;
+    c.set_zc_bias(b);
+    const Decoder dec(c, InferWeights::from_params(c, p, WeightDType::kF32));
+    KvCache cache = dec.make_cache(1, 64);
+    DecoderScratch sc;
+    Tensor logits;
+    dec.forward(logits, cache, {{0, tok.data(), static_cast<int64_t>(tok.size()), false}}, sc);
+    EXPECT_EQ(sc.moe_rows, static_cast<int64_t>(tok.size()) * c.n_layers);
+    return static_cast<double>(sc.ffn_slots) / static_cast<double>(sc.moe_rows);
+  };
+  const double base = ffn_per_token(0.0f), fewer = ffn_per_token(2.0f), more = ffn_per_token(-2.0f);
+  EXPECT_LT(fewer, base);
+  EXPECT_GT(more, base);
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 // is an error naming it.
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -92,6 +93,18 @@ TEST(ModelConfig, DimensionLimits) {
   EXPECT_NE(m.find("cfg.json: field 'hidden_size' with these dimensions gives a model of about"), std::string::npos)
       << m;
   EXPECT_NE(m.find("above the limit 34359738368"), std::string::npos) << m;
+}
+
+TEST(ModelConfig, SetZcBiasRefusesBadValuesAndModelsWithoutZeroComputationExperts) {
+  ModelConfig c = tiny_config("moepp");
+  EXPECT_NE(error_message([&] { c.set_zc_bias(std::numeric_limits<float>::quiet_NaN()); }).find("finite"),
+            std::string::npos);
+  EXPECT_NE(error_message([&] { c.set_zc_bias(101.0f); }).find("[-100, 100]"), std::string::npos);
+  ModelConfig vanilla = tiny_config("topk");
+  EXPECT_NE(error_message([&] { vanilla.set_zc_bias(1.0f); }).find("no zero-computation experts"), std::string::npos);
+  vanilla.set_zc_bias(0.0f);  // 0 is always allowed
+  c.set_zc_bias(-3.0f);
+  EXPECT_EQ(c.layer_moe(1, false).zc_bias, -3.0f);
 }
 
 }  // namespace
