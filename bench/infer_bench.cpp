@@ -133,20 +133,10 @@ struct Result {
   size_t weight_bytes = 0;
 };
 
-// Share of top-k slots on zero-computation experts over all layers for these router logits.
-double zc_share(const std::vector<Tensor>& rl, int64_t n_ffn, int64_t k) {
-  int64_t zc = 0, all = 0;
-  for (const Tensor& z : rl) {
-    const int64_t E = z.shape[1];
-    for (int64_t t = 0; t < z.shape[0]; ++t) {
-      std::vector<std::pair<float, int64_t>> v(E);
-      for (int64_t e = 0; e < E; ++e) v[e] = {z.data[t * E + e], e};
-      std::partial_sort(v.begin(), v.begin() + k, v.end(), [](auto& a, auto& b) { return a.first > b.first; });
-      for (int64_t i = 0; i < k; ++i) zc += v[i].second >= n_ffn;
-      all += k;
-    }
-  }
-  return static_cast<double>(zc) / static_cast<double>(all);
+// The share of the K slots per token and layer that did not go to an FFN expert, from the decoder's
+// routing counters (what the router actually kept: its scores, the zero expert's rule, --zc-bias).
+double zc_share(const DecoderScratch& sc, int64_t k) {
+  return sc.moe_rows ? 1.0 - static_cast<double>(sc.ffn_slots) / static_cast<double>(sc.moe_rows * k) : 0.0;
 }
 
 Result measure(const ModelConfig& cfg, const InferWeights& w, const std::vector<int32_t>& prompt, int64_t gen,
@@ -160,11 +150,9 @@ Result measure(const ModelConfig& cfg, const InferWeights& w, const std::vector<
   double best_pp = 1e30, best_tg = 1e30;
   for (int rep = 0; rep < reps; ++rep) {
     cache.clear(0);
-    std::vector<Tensor> rl;
     const double t0 = now_s();
-    dec.forward(logits, cache, {{0, prompt.data(), static_cast<int64_t>(prompt.size()), false}}, sc, &rl);
+    dec.forward(logits, cache, {{0, prompt.data(), static_cast<int64_t>(prompt.size()), false}}, sc);
     best_pp = std::min(best_pp, now_s() - t0);
-    if (rep == 0) r.zc_share = zc_share(rl, cfg.moe.n_ffn(), cfg.moe.top_k);
     // Greedy decoding of `gen` tokens.
     const double t1 = now_s();
     for (int64_t i = 0; i < gen; ++i) {
@@ -172,6 +160,7 @@ Result measure(const ModelConfig& cfg, const InferWeights& w, const std::vector<
       dec.forward(logits, cache, {{0, &next, 1, false}}, sc);
     }
     best_tg = std::min(best_tg, now_s() - t1);
+    if (rep == 0) r.zc_share = zc_share(sc, cfg.moe.top_k);  // prefill and decoding
   }
   r.prefill_tps = static_cast<double>(prompt.size()) / best_pp;
   r.decode_tps = static_cast<double>(gen) / best_tg;
@@ -220,9 +209,8 @@ int run_infer_bench(const InferBenchOptions& o) {
         KvCache cache = dec.make_cache(1, static_cast<int64_t>(probe.size()));
         DecoderScratch sc;
         Tensor logits;
-        std::vector<Tensor> rl;
-        dec.forward(logits, cache, {{0, probe.data(), static_cast<int64_t>(probe.size()), false}}, sc, &rl);
-        const double share = zc_share(rl, cfg.moe.n_ffn(), cfg.moe.top_k);
+        dec.forward(logits, cache, {{0, probe.data(), static_cast<int64_t>(probe.size()), false}}, sc);
+        const double share = zc_share(sc, cfg.moe.top_k);
         if (std::fabs(share - o.zc_fraction) < 0.01) break;
         (share < o.zc_fraction ? lo : hi) = src.zc_scale;
       }
