@@ -291,30 +291,22 @@ void WeightMatrix::row_f32(int64_t r, float* out) const {
 void WeightMatrix::matmul(float* out, const float* x, int64_t M, bool accumulate) const {
   check(O_ > 0, "WeightMatrix::matmul: empty matrix");
   if (M <= 0) return;
-  if (M <= kStreamRows && dtype_ == WeightDType::kQ4) {
-    // The input rows as Q8 blocks once, then every thread streams its output rows' codes.
-    const int64_t nb = q4_blocks(I_);
+  if (M <= kStreamRows) {
+    // Q4 takes the input rows as Q8 blocks, made once here for every thread.
+    const int64_t nb = dtype_ == WeightDType::kQ4 ? q4_blocks(I_) : 0;
     thread_local std::vector<int8_t> xq;
     thread_local std::vector<float> xd;
     thread_local std::vector<int32_t> xsum;
-    xq.resize(static_cast<size_t>(M * nb * kQ4Block));
-    xd.resize(static_cast<size_t>(M * nb));
-    xsum.resize(static_cast<size_t>(M * nb));
-    for (int64_t m = 0; m < M; ++m)
-      q8_quantize_row(&xq[m * nb * kQ4Block], &xd[m * nb], &xsum[m * nb], x + m * I_, I_);
+    if (dtype_ == WeightDType::kQ4) {
+      xq.resize(static_cast<size_t>(M * nb * kQ4Block));
+      xd.resize(static_cast<size_t>(M * nb));
+      xsum.resize(static_cast<size_t>(M * nb));
+      for (int64_t m = 0; m < M; ++m)
+        q8_quantize_row(&xq[m * nb * kQ4Block], &xd[m * nb], &xsum[m * nb], x + m * I_, I_);
+    }
     const int8_t* q = xq.data();
     const float* d = xd.data();
-    const int32_t* s = xsum.data();
-#pragma omp parallel
-    {
-      const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
-      const int64_t per = ((O_ + nt - 1) / nt + 7) / 8 * 8;
-      const int64_t o0 = std::min(O_, t * per), o1 = std::min(O_, o0 + per);
-      if (o0 < o1) q4_dot_rows(out, O_, q4_codes(), q4_scales(), q, d, s, M, nb, o0, o1, accumulate);
-    }
-    return;
-  }
-  if (M <= kStreamRows) {
+    const int32_t* sum = xsum.data();
     // Output rows split evenly over threads (in multiples of 8 so neighbours do not share cache lines).
 #pragma omp parallel
     {
@@ -326,7 +318,9 @@ void WeightMatrix::matmul(float* out, const float* x, int64_t M, bool accumulate
           case WeightDType::kF32: stream_rows(out, O_, x, M, f32_.data(), nullptr, I_, o0, o1, accumulate); break;
           case WeightDType::kBF16: stream_rows(out, O_, x, M, bf16(), nullptr, I_, o0, o1, accumulate); break;
           case WeightDType::kInt8: stream_rows(out, O_, x, M, i8(), row_scales(), I_, o0, o1, accumulate); break;
-          case WeightDType::kQ4: break;  // above
+          case WeightDType::kQ4:
+            q4_dot_rows(out, O_, q4_codes(), q4_scales(), q, d, sum, M, nb, o0, o1, accumulate);
+            break;
         }
       }
     }

@@ -66,13 +66,8 @@ TEST(InferWeights, Bf16CheckpointIsReadInPlaceWithTheSameLogits) {
   EXPECT_EQ(copied.mapped_bytes(), 0u);
   // Every large matrix is a view: q, k, v, o, the experts and lm_head, 2 bytes an element.
   size_t want = 0;
-  for (const ParamSpec& s : param_specs(cfg)) {
-    const bool matrix = s.kind == ParamKind::kWq || s.kind == ParamKind::kWk || s.kind == ParamKind::kWv ||
-                        s.kind == ParamKind::kWo || s.kind == ParamKind::kLmHead ||
-                        (s.kind == ParamKind::kMoe &&
-                         (s.moe.kind == MoeParamKind::kUp || s.moe.kind == MoeParamKind::kDown));
-    if (matrix) want += Tensor::numel_of(s.shape) * 2;
-  }
+  for (const ParamSpec& s : param_specs(cfg))
+    if (is_weight_matrix(s)) want += Tensor::numel_of(s.shape) * 2;
   EXPECT_EQ(mapped.mapped_bytes(), want);
   EXPECT_EQ(mapped.bytes() + want, copied.bytes());
 
