@@ -177,6 +177,7 @@ json ModelConfig::to_json() const {
   j["moe_aux_loss_coef"] = short_decimal(moe.aux_loss_coef);
   j["moe_capacity_factor"] = moe.capacity_factor ? json(*moe.capacity_factor) : json(nullptr);
   j["moe_relu_l1_coef"] = short_decimal(moe.relu_l1_coef);
+  if (moe.relu_target_experts) j["moe_relu_target_experts"] = *moe.relu_target_experts;
   return j;
 }
 

@@ -89,7 +89,7 @@ void balance_loss_from_statistics(float* aux_loss, float* relu_sparsity, float* 
 }
 
 float relu_l1_coef_update(float lambda, float sparsity, const MoeConfig& cfg) {
-  const float target = 1.0f - static_cast<float>(cfg.top_k) / static_cast<float>(cfg.n_experts);
+  const float target = static_cast<float>(cfg.relu_target_sparsity());
   return sparsity < target ? lambda * 1.2f : lambda / 1.2f;
 }
 

@@ -26,7 +26,8 @@ inline int64_t balance_statistics_size(const MoeConfig& cfg) { return 2 * cfg.n_
 void balance_loss_from_statistics(float* aux_loss, float* relu_sparsity, float* select_frac, float* aux_dp,
                                   float* relu_count, const double* stats, const MoeConfig& cfg);
 
-// ReMoE's adaptive L1 coefficient: lambda * 1.2 when sparsity is below 1 - K/E, else lambda / 1.2.
+// ReMoE's adaptive L1 coefficient: lambda * 1.2 when sparsity is below cfg.relu_target_sparsity()
+// (1 - K/E unless moe_relu_target_experts sets the target), else lambda / 1.2.
 float relu_l1_coef_update(float lambda, float sparsity, const MoeConfig& cfg);
 
 }  // namespace moepp

@@ -23,7 +23,7 @@ const std::set<std::string>& known_moe_keys() {
       "moe_top_k",          "moe_router",           "moe_2layer_gate",        "moe_use_logits_norm",
       "moe_gate_norm_std",  "moe_use_mixtral_gating", "moe_feature_no_mul_topk", "moe_gating_residual",
       "moe_tau",            "moe_aux_loss_coef",    "moe_capacity_factor",    "moe_relu_l1_coef",
-      "moe_expert_interval"};
+      "moe_relu_target_experts", "moe_expert_interval"};
   return keys;
 }
 
@@ -84,6 +84,8 @@ MoeConfig MoeConfig::from_json(const json& j, const std::string& source) {
   // Absent or null (the same, as for every key) is dropless.
   if (has_field(j, "moe_capacity_factor")) c.capacity_factor = get_number(j, "moe_capacity_factor", source, 0.0);
   c.relu_l1_coef = static_cast<float>(get_number(j, "moe_relu_l1_coef", source, c.relu_l1_coef));
+  if (has_field(j, "moe_relu_target_experts"))
+    c.relu_target_experts = get_number(j, "moe_relu_target_experts", source, 0.0);
   c.layer_index = get_int(j, "layer_index", source, 0);
   c.training = get_bool(j, "training", source, false);
   if (get_int(j, "moe_expert_interval", source, 1) != 1)
@@ -138,6 +140,12 @@ void MoeConfig::validate(const std::string& source) const {
   if (capacity_factor) {
     if (!(*capacity_factor > 0.0)) bad("moe_capacity_factor", "must be > 0 or null");
     if (router == RouterKind::kRelu) bad("moe_capacity_factor", "is not supported with the relu router");
+  }
+  if (relu_target_experts) {
+    if (router != RouterKind::kRelu) bad("moe_relu_target_experts", "applies to the relu router only");
+    if (!(*relu_target_experts > 0.0 && *relu_target_experts < static_cast<double>(n_experts)))
+      bad("moe_relu_target_experts", "must be in (0, num_experts = " + std::to_string(n_experts) + "), got " +
+                                         std::to_string(*relu_target_experts));
   }
   if (layer_index < 0) bad("layer_index", "must be >= 0");
 }

@@ -43,6 +43,9 @@ struct MoeConfig {
   float aux_loss_coef = 0.01f;
   std::optional<double> capacity_factor;  // nullopt: dropless
   float relu_l1_coef = 1e-8f;
+  // ReMoE (relu router) only: the mean number of experts per token its adaptive L1 coefficient aims
+  // at (moe_relu_target_experts; fractional allowed, in (0, E)); nullopt: K, ReMoE's rule.
+  std::optional<double> relu_target_experts;
   int64_t layer_index = 0;
   bool training = false;
   // Inference only, not a config key: added to the (normalised) router scores of every
@@ -72,6 +75,10 @@ struct MoeConfig {
   // Width of the per-token slot arrays: K, or E for the ReLU router (a variable number of experts).
   int64_t slot_width() const { return router == RouterKind::kRelu ? n_experts : top_k; }
   int64_t gate_hidden() const { return 8 * n_experts; }  // two-layer router's hidden width
+  // The relu router's target sparsity (fraction of router outputs that are 0): 1 - target / E.
+  double relu_target_sparsity() const {
+    return 1.0 - relu_target_experts.value_or(static_cast<double>(top_k)) / static_cast<double>(n_experts);
+  }
 
   // Throws moepp::Error naming `source` and the field when a value is missing, mistyped or invalid.
   static MoeConfig from_json(const nlohmann::json& j, const std::string& source);

@@ -285,7 +285,8 @@ struct Run {
   std::unique_ptr<AdamW> adam;
   int64_t start_step = 0;
   // ReMoE (relu router): lambda starts at moe_relu_l1_coef and is multiplied or divided by 1.2 after
-  // every step to hold the mean sparsity over the layers at 1 - K/E (one lambda for all layers).
+  // every step to hold the mean sparsity over the layers at relu_target_sparsity() (1 - K/E, or
+  // 1 - moe_relu_target_experts/E; one lambda for all layers).
   bool adaptive_l1;
 };
 

@@ -127,7 +127,7 @@ TEST(JsonFieldsInConfigs, NullKeysAreDefaultsInModelAndLayerConfigs) {
         "rope_scaling", "attention_bias", "mlp_bias", "head_dim", "n_zero_experts", "n_copy_experts",
         "n_constant_experts", "moe_top_k", "moe_router", "moe_2layer_gate", "moe_use_logits_norm",
         "moe_gate_norm_std", "moe_use_mixtral_gating", "moe_feature_no_mul_topk", "moe_gating_residual", "moe_tau",
-        "moe_aux_loss_coef", "moe_capacity_factor", "moe_relu_l1_coef", "moe_expert_interval", "layer_index",
+        "moe_aux_loss_coef", "moe_capacity_factor", "moe_relu_l1_coef", "moe_relu_target_experts", "moe_expert_interval", "layer_index",
         "training"})
     nulls[key] = nullptr;
   EXPECT_EQ(ModelConfig::from_json(nulls, "c.json").to_json(), ModelConfig::from_json(absent, "c.json").to_json());

@@ -39,6 +39,16 @@ TEST(ModelConfig, JsonRoundTrip) {
   EXPECT_EQ(c2.moe.tau, 0.5);
   EXPECT_EQ(c2.layer_moe(1, true).layer_index, 1);
   EXPECT_TRUE(c2.layer_moe(1, true).training);
+  // ReMoE's fractional target survives the round trip (and is absent when unset).
+  EXPECT_FALSE(out.contains("moe_relu_target_experts"));
+  nlohmann::json r = tiny_config_json();
+  for (const char* k : {"n_zero_experts", "n_copy_experts", "n_constant_experts"}) r[k] = 0;
+  r["moe_router"] = "relu";
+  r["moe_gating_residual"] = false;
+  r["moe_relu_target_experts"] = 1.34;
+  const nlohmann::json rout = ModelConfig::from_json(r, "r.json").to_json();
+  EXPECT_EQ(rout["moe_relu_target_experts"].get<double>(), 1.34);
+  EXPECT_EQ(*ModelConfig::from_json(rout, "rout.json").moe.relu_target_experts, 1.34);
 }
 
 TEST(ModelConfig, ErrorsNameTheField) {

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "moe/balance_loss.h"
 #include "moe/moe_config.h"
 #include "test_util.h"
 #include "tiny_models.h"
@@ -100,6 +101,35 @@ TEST(MoeConfig, InputIsScaledByKOnlyWithoutMixtralGatingAndWithoutNoMulTopk) {
       EXPECT_EQ(c.scales_input(), !mixtral && !no_mul) << mixtral << no_mul;
       EXPECT_EQ(c.input_scale(), !mixtral && !no_mul ? 3.0f : 1.0f) << mixtral << no_mul;
     }
+}
+
+// ReMoE's adaptive lambda aims at 1 - K/E by default and at 1 - target/E with moe_relu_target_experts
+// (fractional allowed), which only the relu router takes and which must lie in (0, E); the key
+// survives a round trip through the model config.
+TEST(MoeConfig, ReluTargetExpertsSetsTheAdaptiveL1Target) {
+  auto parse = [](const std::string& extra) {
+    return MoeConfig::from_json(nlohmann::json::parse(R"({"hidden_size": 8, "intermediate_size": 8, "num_experts": [8],
+        "moe_router": "relu", "moe_top_k": 2)" + extra + "}"),
+                                "C.json");
+  };
+  EXPECT_DOUBLE_EQ(parse("").relu_target_sparsity(), 1.0 - 2.0 / 8.0);
+  const MoeConfig c = parse(R"(, "moe_relu_target_experts": 1.34)");
+  EXPECT_DOUBLE_EQ(c.relu_target_sparsity(), 1.0 - 1.34 / 8.0);
+  // Below the target sparsity lambda grows, above it shrinks.
+  EXPECT_FLOAT_EQ(relu_l1_coef_update(1.0f, 0.80f, c), 1.2f);  // 0.80 < 0.8325
+  EXPECT_FLOAT_EQ(relu_l1_coef_update(1.0f, 0.85f, c), 1.0f / 1.2f);
+  EXPECT_FLOAT_EQ(relu_l1_coef_update(1.0f, 0.80f, parse("")), 1.0f / 1.2f);  // 0.80 > 0.75
+  for (const char* bad : {R"(, "moe_relu_target_experts": 0)", R"(, "moe_relu_target_experts": 8)",
+                          R"(, "moe_relu_target_experts": -1.5)"})
+    EXPECT_NE(test::error_message([&] { parse(bad); }).find("C.json: field 'moe_relu_target_experts' must be in (0, num_experts = 8)"),
+              std::string::npos)
+        << bad;
+  EXPECT_NE(test::error_message([&] {
+              MoeConfig::from_json(nlohmann::json::parse(R"({"hidden_size": 8, "intermediate_size": 8, "num_experts": [8],
+                  "moe_router": "topk", "moe_relu_target_experts": 1.5})"),
+                                   "C.json");
+            }).find("field 'moe_relu_target_experts' applies to the relu router only"),
+            std::string::npos);
 }
 
 }  // namespace

@@ -160,14 +160,15 @@ def main():
 
         def remoe_adaptive_lambda():
             rc = tiny_config(tmp, steps=8, ckpt_every=4, name="remoe.json",
-                             model_extra={"moe_router": "relu", "moe_relu_l1_coef": 1e-3})
+                             model_extra={"moe_router": "relu", "moe_relu_l1_coef": 1e-3,
+                                          "moe_relu_target_experts": 1.5})
             full_r = os.path.join(tmp, "remoe_full")
             run(exe, "train", "--config", rc, "--out", full_r, "--quiet")
             with open(os.path.join(full_r, "log.jsonl")) as f:
                 recs = [json.loads(l) for l in f if l.strip()]
             assert len(recs) == 8 and all("relu_l1_coef" in r and "relu_sparsity" in r for r in recs), recs[:1]
             assert abs(recs[0]["relu_l1_coef"] - 1e-3) < 1e-9, recs[0]
-            target = 1 - 2 / 8
+            target = 1 - 1.5 / 8  # moe_relu_target_experts, not K = 2
             for prev, nxt in zip(recs, recs[1:]):
                 want = prev["relu_l1_coef"] * (1.2 if prev["relu_sparsity"] < target else 1 / 1.2)
                 assert abs(nxt["relu_l1_coef"] - want) <= 1e-6 * want, (prev, nxt)
