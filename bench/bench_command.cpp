@@ -40,6 +40,7 @@ void register_bench_command(CLI::App& app) {
   });
 
   // moepp bench layer [--json] [--reps N] [--tokens T] [--cases LIST] [--fractions LIST] [--torch]
+  //                   [--device cpu|cuda] [--precision f32|bf16] [--gemm per-expert|grouped]
   auto l = std::make_shared<LayerBenchOptions>();
   CLI::App* layer = bench->add_subcommand("layer", "MoE++ layer forward/backward time vs FFN slot fraction");
   layer->add_flag("--json", l->json, "One JSON object per line per measurement");
@@ -51,6 +52,10 @@ void register_bench_command(CLI::App& app) {
   layer->add_option("--fractions", l->fractions, "Comma list of target FFN slot fractions")
       ->capture_default_str();
   layer->add_flag("--torch", l->torch, "Also run the PyTorch eager comparison (bench/torch_layer_eager.py)");
+  layer->add_option("--device", l->device, "cpu, or cuda: the GPU layer (docs/gpu.md; needs a build with nvcc)")
+      ->capture_default_str();
+  layer->add_option("--precision", l->precision, "--device cuda: f32 or bf16 experts")->capture_default_str();
+  layer->add_option("--gemm", l->gemm, "--device cuda: per-expert or grouped expert GEMMs")->capture_default_str();
   layer->callback([l] {
     if (l->reps < 1) throw Error("bench layer: --reps must be >= 1 (got " + std::to_string(l->reps) + ")");
     if (l->tokens < 1) throw Error("bench layer: --tokens must be >= 1 (got " + std::to_string(l->tokens) + ")");

@@ -18,6 +18,7 @@
 
 #include "bench_env.h"
 #include "core/error.h"
+#include "cpu_router_bias.h"
 #include "layer_cases.h"
 #include "moe/expert_parallel.h"
 #include "moe/moe_layer.h"

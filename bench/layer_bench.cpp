@@ -18,10 +18,14 @@
 #include "core/gemm.h"
 #include "bench_env.h"
 #include "json_command.h"
+#include "cpu_router_bias.h"
 #include "layer_cases.h"
 #include "moe/ffn_experts.h"
 #include "moe/moe_layer.h"
 #include "moe/router.h"
+#ifdef MOEPP_HAVE_CUDA
+#include "gpu/gpu_layer_bench.h"
+#endif
 
 namespace moepp {
 namespace {
@@ -92,11 +96,55 @@ nlohmann::json run_torch(const ShapeCase& s, bool moepp, double fraction, int to
 
 }  // namespace
 
+// --device cuda: the GPU layer's expert forward (MoE++ vs MoE at each fraction, and the expert GEMMs
+// against dense cuBLAS) and its forward + backward at each fraction, per shape.
+int run_gpu_layer_bench(const LayerBenchOptions& opt, const std::vector<ShapeCase>& shapes,
+                        const std::vector<double>& fractions) {
+#ifdef MOEPP_HAVE_CUDA
+  check(!opt.torch, "bench layer: --torch runs on the CPU; scripts/gpu_check.sh runs the eager PyTorch layer on the GPU");
+  const BenchEmit emit = [&](const nlohmann::json& j) {
+    if (opt.json) {
+      std::printf("%s\n", j.dump().c_str());
+    } else if (j["bench"] == "expert_forward") {
+      std::printf("%-15s %s ffn %.2f  moe %7.3f ms  moe++ %7.3f ms  speedup %.2f (ideal %.2f)\n",
+                  j["shape"].get<std::string>().c_str(), j["gemm"].get<std::string>().c_str(),
+                  j["ffn_slot_fraction"].get<double>(), j["moe_ms"].get<double>(), j["moepp_ms"].get<double>(),
+                  j["speedup"].get<double>(), j["ideal"].get<double>());
+    } else if (j["bench"] == "expert_gemm_rate") {
+      std::printf("%-15s expert GEMMs %.0f TFLOP/s, dense %.0f TFLOP/s\n", j["shape"].get<std::string>().c_str(),
+                  j["expert_tflops"].get<double>(), j["dense_tflops"].get<double>());
+    } else {
+      std::printf("%-15s ffn %.2f  layer fwd %7.3f ms  fwd+bwd %7.3f ms  %.0f TFLOP/s\n",
+                  j["shape"].get<std::string>().c_str(), j["ffn_slot_fraction"].get<double>(),
+                  j["fwd_ms"].get<double>(), j["fwd_bwd_ms"].get<double>(), j["fwd_bwd_tflops"].get<double>());
+    }
+    std::fflush(stdout);
+  };
+  for (const ShapeCase& s : shapes) {
+    GpuLayerBenchOptions o;
+    o.shape = s;
+    o.tokens = opt.tokens;
+    o.reps = opt.reps;
+    o.warmup = 1;
+    o.precision = gpu::parse_precision(opt.precision, "bench layer: --precision");
+    o.gemm = gpu::parse_grouped_gemm_mode(opt.gemm, "bench layer: --gemm");
+    gpu_expert_forward_bench(o, fractions, emit);
+    for (double f : fractions) gpu_layer_fwd_bwd_bench(o, {opt.tokens}, f, 0.0, emit);
+  }
+  return 0;
+#else
+  (void)opt, (void)shapes, (void)fractions;
+  throw Error("bench layer: --device cuda: this moepp was built without CUDA (CMake found no nvcc)");
+#endif
+}
+
 int run_layer_bench(const LayerBenchOptions& opt) {
   check(opt.reps >= 1, "bench layer: --reps must be >= 1");
   check(opt.tokens >= 1, "bench layer: --tokens must be >= 1");
+  check(opt.device == "cpu" || opt.device == "cuda", "bench layer: --device must be cpu or cuda, got '" + opt.device + "'");
   const std::vector<ShapeCase> shapes = shapes_named(opt.cases, "bench layer");
   const std::vector<double> fractions = fractions_named(opt.fractions, "bench layer");
+  if (opt.device == "cuda") return run_gpu_layer_bench(opt, shapes, fractions);
   const int T = opt.tokens;
   for (const ShapeCase& s : shapes) {
     const MoeConfig vc = make_config(s, false), pc = make_config(s, true);

@@ -5,8 +5,6 @@
 #include <sstream>
 
 #include "core/error.h"
-#include "moe/moe_state.h"
-#include "moe/router.h"
 
 namespace moepp {
 namespace {
@@ -78,29 +76,15 @@ MoeConfig make_config(const ShapeCase& s, bool moepp) {
   return c;
 }
 
-// Fraction of slots that reach FFN experts with bias b on the zero-computation experts.
-double ffn_fraction(const MoeConfig& c, MoeParams& p, const Tensor& x, float b) {
-  for (int64_t e = c.n_ffn(); e < c.n_experts; ++e) p.wg.data[e * c.hidden] = b;
-  MoeForwardState st;
-  st.resize(c, x.shape[0]);
-  router_logits_forward(st.z.ptr(), nullptr, x.ptr(), nullptr, p, c, st.T);
-  router_select_forward(st.ids.data(), st.w.data(), st.kept.data(), st.s.ptr(), st.p.ptr(), st.sigma.data(),
-                        st.norm.data(), st.z.ptr(), c, st.T);
-  int64_t ffn = 0;
-  for (int32_t id : st.ids) ffn += id < c.n_ffn();
-  return static_cast<double>(ffn) / static_cast<double>(st.ids.size());
-}
-
-float bias_for_fraction(const MoeConfig& c, MoeParams& p, const Tensor& x, double target) {
+float bisect_bias(const std::function<double(float)>& fraction_at, double target) {
   if (target >= 1.0) return -100.0f;
   float lo = -100.0f, hi = 100.0f;  // fraction(lo) ~ 1, fraction(hi) ~ 0
   for (int it = 0; it < 40; ++it) {
     const float mid = 0.5f * (lo + hi);
-    if (ffn_fraction(c, p, x, mid) > target) lo = mid;
+    if (fraction_at(mid) > target) lo = mid;
     else hi = mid;
   }
   return 0.5f * (lo + hi);
 }
-
 
 }  // namespace moepp

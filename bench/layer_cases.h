@@ -1,16 +1,16 @@
-// The layer benchmarks' shared setup (moepp bench layer, moepp bench ep): the paper's layer shapes, the
-// vanilla and MoE++ layer configs of a shape, and the router bias that sends a chosen fraction of the
-// slots to FFN experts (a constant input feature x[:, 0] = 1 and a bisected weight on it for the
-// zero-computation experts).
+// The layer benchmarks' shared setup (moepp bench layer, moepp bench ep, and the GPU benchmark of
+// bench/gpu/): the paper's layer shapes, the vanilla and MoE++ layer configs of a shape, and the
+// bisection of the router bias that sends a chosen fraction of the slots to FFN experts (a constant
+// input feature x[:, 0] = 1 and a bisected weight on it for the zero-computation experts). Pure: the
+// routing itself (CPU: cpu_router_bias.h; GPU: bench/gpu/gpu_layer_bench.cpp) is the caller's.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
-#include "core/tensor.h"
 #include "moe/moe_config.h"
-#include "moe/moe_params.h"
 
 namespace moepp {
 
@@ -30,9 +30,8 @@ std::vector<double> fractions_named(const std::string& list, const std::string& 
 // zero-computation experts, else a vanilla top-2 MoE of the same FFN experts.
 MoeConfig make_config(const ShapeCase& s, bool moepp);
 
-// Fraction of slots that reach FFN experts with bias b on the zero-computation experts (sets it in p).
-double ffn_fraction(const MoeConfig& c, MoeParams& p, const Tensor& x, float b);
-// The bias (bisection) whose fraction is closest to `target` for these tokens.
-float bias_for_fraction(const MoeConfig& c, MoeParams& p, const Tensor& x, double target);
+// The bias b (bisection over [-100, 100], 40 steps) at which fraction_at(b), the share of slots on FFN
+// experts with bias b on the zero-computation experts (falling in b), is `target`; -100 for target 1.
+float bisect_bias(const std::function<double(float)>& fraction_at, double target);
 
 }  // namespace moepp

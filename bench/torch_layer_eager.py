@@ -13,7 +13,10 @@ Expert order as in docs/layer.md: FFN experts, then constant, then copy, then ze
 feature) and the zero-computation experts' router weight in that column is found by bisection.
 Prints one JSON line: {"impl": "torch_eager", ..., "fwd_ms", "fwd_bwd_ms", "ffn_slot_fraction"}.
 fwd_ms is the inference forward (torch.no_grad); fwd_bwd_ms is forward + y.backward(grad_y) with every
-parameter and x requiring grad. Times are the best of --reps after a warm-up.
+parameter and x requiring grad. Times are the best of --reps after a warm-up on the CPU; with
+--device cuda (the GPU baseline of scripts/gpu_check.sh) the median of --reps CUDA-event timings.
+--dtype bf16 keeps the experts, x and y in bfloat16 and the router (wg, gate_map) in fp32, as the
+released code runs its router (`self.wg(x.float())`).
 
 Threads: Debian's torch 1.13 runs matmuls in OpenBLAS (pthread build, its own pool, all cores by
 default; torch.set_num_threads does not change it) and everything else in ATen's OpenMP pool
@@ -115,7 +118,7 @@ class EagerMoELayer(torch.nn.Module):
             token_ids, slot_ids = torch.where(ids == e)
             w = gates[token_ids, slot_ids].unsqueeze(-1)
             out = expert(x.index_select(0, token_ids))
-            y.index_add_(0, token_ids, out * w)
+            y.index_add_(0, token_ids, (out * w).to(y.dtype))
         return y, logits
 
 
@@ -169,6 +172,21 @@ def set_blas_threads(n):
     return None
 
 
+def median_cuda_ms(fn, reps, warmup):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b))
+    times.sort()
+    return times[len(times) // 2]
+
+
 def best_ms(fn, reps, warmup):
     for _ in range(warmup):
         fn()
@@ -203,6 +221,9 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--backward", action="store_true", help="also time forward + backward")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    ap.add_argument("--dtype", choices=("f32", "bf16"), default="f32",
+                    help="experts, x and y in this type (the router stays fp32)")
     a = ap.parse_args(argv)
 
     if min(a.d, a.i, a.n_ffn, a.tokens, a.top_k, a.reps) < 1 or min(a.n_zero, a.n_copy, a.n_const, a.warmup) < 0:
@@ -215,12 +236,21 @@ def main(argv=None):
     if a.threads < 1 or (a.blas_threads is not None and a.blas_threads < 1):
         ap.error("--threads and --blas-threads must be >= 1")
 
+    cuda = a.device == "cuda"
+    if cuda and not torch.cuda.is_available():
+        ap.error("--device cuda: torch.cuda.is_available() is False")
     torch.set_num_threads(a.threads)
-    blas_threads = set_blas_threads(a.blas_threads)
+    blas_threads = None if cuda else set_blas_threads(a.blas_threads)
     torch.manual_seed(a.seed)
+    dtype = torch.bfloat16 if a.dtype == "bf16" else torch.float32
     layer = EagerMoELayer(a.d, a.i, a.n_ffn, a.n_const, a.n_copy, a.n_zero, a.top_k, a.gate_residual)
-    x = torch.randn(a.tokens, a.d)
-    z_prev = torch.randn(a.tokens, e) if a.gate_residual else None
+    layer = layer.to(device=a.device, dtype=dtype)
+    layer.wg.float()
+    if layer.gate_map is not None:
+        layer.gate_map.float()
+    x = torch.randn(a.tokens, a.d, device=a.device).to(dtype)
+    z_prev = torch.randn(a.tokens, e, device=a.device) if a.gate_residual else None
+    timer = median_cuda_ms if cuda else best_ms
     if a.ffn_fraction is not None:
         measured = steer_router(layer, x, a.ffn_fraction)
     else:
@@ -230,12 +260,12 @@ def main(argv=None):
         with torch.no_grad():
             layer(x, z_prev)
 
-    fwd_ms = best_ms(fwd, a.reps, a.warmup)
+    fwd_ms = timer(fwd, a.reps, a.warmup)
 
     fwd_bwd_ms = None
     if a.backward:
         xg = x.clone().requires_grad_(True)
-        grad_y = torch.randn(a.tokens, a.d)
+        grad_y = torch.randn(a.tokens, a.d, device=a.device).to(dtype)
 
         def fwd_bwd():
             for p in layer.parameters():
@@ -244,13 +274,15 @@ def main(argv=None):
             y, _ = layer(xg, z_prev)
             y.backward(grad_y)
 
-        fwd_bwd_ms = best_ms(fwd_bwd, a.reps, a.warmup)
+        fwd_bwd_ms = timer(fwd_bwd, a.reps, a.warmup)
 
     rec = {
         "impl": "torch_eager", "torch": torch.__version__, "threads": torch.get_num_threads(),
         "blas_threads": blas_threads,
         "d": a.d, "i": a.i, "n_ffn": a.n_ffn, "n_zero": a.n_zero, "n_copy": a.n_copy, "n_const": a.n_const,
         "top_k": a.top_k, "tokens": a.tokens, "gate_residual": a.gate_residual, "reps": a.reps,
+        "device": a.device, "dtype": a.dtype, "timing": "median, CUDA events" if cuda else "best of reps",
+        "gpu": torch.cuda.get_device_name(0) if cuda else None,
         "ffn_fraction_target": a.ffn_fraction, "ffn_slot_fraction": round(measured, 4),
         "fwd_ms": round(fwd_ms, 3), "fwd_bwd_ms": None if fwd_bwd_ms is None else round(fwd_bwd_ms, 3),
     }

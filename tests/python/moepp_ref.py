@@ -4,8 +4,8 @@ configuration_moe_plus_plus.py) defines a behaviour, this file follows it: the d
 released config class for missing router keys (RELEASED_DEFAULTS) and MOELayer.forward's input
 scaling (K·x only when neither moe_use_mixtral_gating nor moe_feature_no_mul_topk is set).
 
-Everything is plain torch ops on the dtype of the given tensors (fp32 in the parity tests, fp64 for
-gradcheck); gradients come from autograd. Top-k selection, the capacity drop, f_i and ReMoE's
+Everything is plain torch ops on the dtype and device of the given tensors (fp32 in the parity tests,
+fp64 for gradcheck, device "cuda" in gpu_layer_parity.py); gradients come from autograd. Top-k selection, the capacity drop, f_i and ReMoE's
 indicator are discrete (not differentiated), exactly as the doc says.
 
 Public API
@@ -258,10 +258,10 @@ def forward(c, W, x, z_prev=None):
     if c.router == "relu":
         R = torch.relu(z)
         active = (R > 0).detach()
-        ids = torch.full((T, c.E), -1, dtype=torch.int64)
+        ids = torch.full((T, c.E), -1, dtype=torch.int64, device=z.device)
         for t in range(T):
             act = [e for e in range(c.E) if bool(active[t, e])]
-            ids[t, : len(act)] = torch.tensor(act, dtype=torch.int64)
+            ids[t, : len(act)] = torch.tensor(act, dtype=torch.int64, device=z.device)
         valid = ids >= 0
         kept = valid.to(torch.int32)
         comb = R * active  # [T, E] combine weights
@@ -282,19 +282,20 @@ def forward(c, W, x, z_prev=None):
             ids = _topk_ids(p.detach(), c.K)
             pk = torch.gather(p, 1, ids)
             zero_mask = torch.tensor(
-                [[0.0 if c.is_zero(int(e)) else 1.0 for e in row] for row in ids.tolist()], dtype=p.dtype
+                [[0.0 if c.is_zero(int(e)) else 1.0 for e in row] for row in ids.tolist()], dtype=p.dtype,
+                device=p.device,
             ).reshape(T, c.K)
             q = pk * zero_mask
             den = q.sum(1, keepdim=True)
             safe = torch.where(den > 0, den, torch.ones_like(den))
             w = q / safe
         caps = capacities(c, T) if (c.training and c.gamma is not None) else None
-        kept_np = admit(ids.numpy(), caps) if caps is not None else np.ones((T, c.K), np.int32)
-        kept = torch.from_numpy(kept_np)
-        comb = torch.zeros((T, c.E), dtype=z.dtype).scatter_add(1, ids, w * kept.to(z.dtype))
+        kept_np = admit(ids.cpu().numpy(), caps) if caps is not None else np.ones((T, c.K), np.int32)
+        kept = torch.from_numpy(kept_np).to(z.device)
+        comb = torch.zeros((T, c.E), dtype=z.dtype, device=z.device).scatter_add(1, ids, w * kept.to(z.dtype))
         out.update(topk_ids=ids, topk_weights=w, slot_kept=kept, capacities=caps)
         if c.training:
-            sel = torch.zeros((T, c.E), dtype=z.dtype).scatter(1, ids, 1.0)  # selection before drops
+            sel = torch.zeros((T, c.E), dtype=z.dtype, device=z.device).scatter(1, ids, 1.0)  # selection before drops
             P = p.mean(0)
             if c.router == "adamoe":
                 f = sel.sum(0) / (T * c.K)
@@ -308,7 +309,7 @@ def forward(c, W, x, z_prev=None):
                 f = sel.sum(0) / T
                 eta = torch.tensor(
                     [1.0 if (c.router == "topk" or c.kind(e) == "ffn") else c.tau for e in range(c.E)],
-                    dtype=z.dtype,
+                    dtype=z.dtype, device=z.device,
                 )
                 out["aux_loss"] = c.beta * (eta * f * P).sum()
     x_in = x * c.input_scale
@@ -322,30 +323,33 @@ def forward(c, W, x, z_prev=None):
     return out
 
 
-def loss_and_grads(c, W_np, x_np, z_prev_np=None, grad_y_np=None, grad_rl_np=None, dtype=torch.float32):
+def loss_and_grads(c, W_np, x_np, z_prev_np=None, grad_y_np=None, grad_rl_np=None, dtype=torch.float32, device="cpu"):
     """Run forward and (if grad_y given) autograd backward of
-    L = sum(y * grad_y) + sum(z * grad_router_logits) + aux_loss (training).
+    L = sum(y * grad_y) + sum(z * grad_router_logits) + aux_loss (training), on `device` (e.g. "cuda").
     Returns (outputs as numpy, grads as numpy named like the CLI)."""
-    W = {k: torch.tensor(np.asarray(v), dtype=dtype, requires_grad=True) for k, v in W_np.items()}
-    x = torch.tensor(np.asarray(x_np), dtype=dtype, requires_grad=True)
+    def tensor(a, grad=False):
+        return torch.tensor(np.asarray(a), dtype=dtype, device=device, requires_grad=grad)
+
+    W = {k: tensor(v, True) for k, v in W_np.items()}
+    x = tensor(x_np, True)
     zp = None
     if z_prev_np is not None:
-        zp = torch.tensor(np.asarray(z_prev_np), dtype=dtype, requires_grad=True)
+        zp = tensor(z_prev_np, True)
     out = forward(c, W, x, zp)
     res = {
-        "y": out["y"].detach().numpy(),
-        "router_logits": out["router_logits"].detach().numpy(),
-        "topk_ids": out["topk_ids"].numpy().astype(np.int32),
-        "topk_weights": out["topk_weights"].detach().numpy(),
-        "slot_kept": out["slot_kept"].numpy().astype(np.int32),
+        "y": out["y"].detach().cpu().numpy(),
+        "router_logits": out["router_logits"].detach().cpu().numpy(),
+        "topk_ids": out["topk_ids"].cpu().numpy().astype(np.int32),
+        "topk_weights": out["topk_weights"].detach().cpu().numpy(),
+        "slot_kept": out["slot_kept"].cpu().numpy().astype(np.int32),
     }
     if c.training:
-        res["aux_loss"] = out["aux_loss"].detach().reshape(1).numpy()
+        res["aux_loss"] = out["aux_loss"].detach().reshape(1).cpu().numpy()
     grads = {}
     if grad_y_np is not None:
-        L = (out["y"] * torch.tensor(np.asarray(grad_y_np), dtype=dtype)).sum()
+        L = (out["y"] * tensor(grad_y_np)).sum()
         if grad_rl_np is not None:
-            L = L + (out["router_logits"] * torch.tensor(np.asarray(grad_rl_np), dtype=dtype)).sum()
+            L = L + (out["router_logits"] * tensor(grad_rl_np)).sum()
         if c.training:
             L = L + out["aux_loss"]
         names = list(W.keys())
@@ -354,7 +358,7 @@ def loss_and_grads(c, W_np, x_np, z_prev_np=None, grad_y_np=None, grad_rl_np=Non
             wrt.append(zp)
         gs = torch.autograd.grad(L, wrt, allow_unused=True)
         def np_or_zero(g, t):
-            return (torch.zeros_like(t) if g is None else g).detach().numpy()
+            return (torch.zeros_like(t) if g is None else g).detach().cpu().numpy()
         grads["grad.x"] = np_or_zero(gs[0], x)
         for n, g in zip(names, gs[1 : 1 + len(names)]):
             grads["grad." + n] = np_or_zero(g, W[n])

@@ -261,6 +261,12 @@ def main():
                               "--out", os.path.join(nope, "O.safetensors")])
     check("args/missing_out_option", lambda c: None, ["--out", "out"],
           raw_args=lambda c: ["layer", "--config", c.pc, "--weights", c.pw, "--inputs", c.pi])
+    # `moepp bench layer --device`: refused before any work (a build without nvcc says so for cuda).
+    check("args/bench_layer_unknown_device", lambda c: None, ["--device must be cpu or cuda, got 'tpu'"],
+          raw_args=lambda c: ["bench", "layer", "--device", "tpu"])
+    check("args/bench_layer_cuda_unknown_precision", lambda c: None,
+          ["unknown precision 'fp8'", "built without CUDA"],
+          raw_args=lambda c: ["bench", "layer", "--device", "cuda", "--precision", "fp8"])
 
     shutil.rmtree(tmp, ignore_errors=True)
     return tally.finish()
