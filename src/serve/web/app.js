@@ -11,6 +11,7 @@
   const $ = (id) => document.getElementById(id);
   const history = [];  // the conversation: {role, content}
   let controller = null;
+  let epoch = 0;  // a new chat starts a new epoch: a reply of an older one leaves the history alone
 
   function setState(state) {
     document.body.dataset.state = state;
@@ -145,6 +146,7 @@
     const body = Object.assign({ messages: history.slice() }, readOptions());
     controller = new AbortController();
     const stats = { tokens: 0, ffn: 0, max: 0 };
+    const myEpoch = epoch;
     let content = '';
     let finishReason = null;
     let done = false;
@@ -154,7 +156,7 @@
     // Undo the exchange (the message goes back into the input box) when no reply came.
     const undo = () => {
       undone = true;
-      history.pop();
+      if (myEpoch === epoch) history.pop();
       user.div.remove();
       reply.div.remove();
       if ($('prompt').value === '') $('prompt').value = text;
@@ -239,7 +241,7 @@
       controller = null;
       $('send').disabled = false;
       $('stop').disabled = true;
-      if (!undone) {
+      if (!undone && myEpoch === epoch) {
         // A failed exchange stays on screen but leaves the conversation sent with the next message.
         if (failed) history.pop();
         else history.push({ role: 'assistant', content });
@@ -268,6 +270,7 @@
     });
     $('new-chat').addEventListener('click', () => {
       if (controller) controller.abort();
+      ++epoch;
       history.length = 0;
       $('log').textContent = '';
       $('status').textContent = '';
