@@ -25,7 +25,7 @@ temporary checkpoint directory; `moepp serve --port 0` is started on it and the 
     they get alone: nothing lost or mixed up between the batched sequences,
   - "moepp_routing": per generated token the FFN experts of each layer, with the text it released (the
     entries' texts are the text), streamed and not, chat and completions, n choices, batched streams as
-    alone; absent without the opt-in; a non-boolean value is refused,
+    alone, fewer FFN experts under --zc-bias; absent without the opt-in; a non-boolean value is refused,
   - `moepp generate` prints the prompt and the same greedy continuation (streamed or not), honours
     --stop, and rejects bad option values with a message naming the option and exit 1.
 Prints `N passed, M failed`; exit 1 on failure.
@@ -280,7 +280,7 @@ def main():
         try:
             run_cases(case, srv, exe, model)
             run_api_cases(case, srv, exe, model, cfg)
-            run_routing_cases(case, srv)
+            run_routing_cases(case, srv, exe, model)
         finally:
             rc = srv.stop()
             case("sigterm_exits_cleanly", lambda: expect(rc == 0 and any("stopped" in l for l in srv.log),
@@ -1085,7 +1085,7 @@ def run_api_cases(case, srv, exe, model, cfg):
     case("chat_template_outside_subset_refused", chat_template_outside_subset_refused)
 
 
-def run_routing_cases(case, srv):
+def run_routing_cases(case, srv, exe, model):
     """The "moepp_routing" extension (docs/serve.md, "Routing"): per generated token, the FFN experts each
     layer ran, in responses and streams, with the text each token released; absent unless asked for."""
     K = [2, 2]  # top-2 of 4 FFN experts (+ 4 zero-computation ones), 2 layers
@@ -1176,7 +1176,25 @@ def run_routing_cases(case, srv):
             t.join()
         expect(together == alone, "batched streams' routing differs from each alone")
 
+    def zc_bias():
+        # --zc-bias moves the router toward the zero-computation experts: the report follows it.
+        req = {"prompt": "The ship sailed across the grey sea", "max_tokens": 24, "temperature": 0,
+               "ignore_eos": True, "moepp_routing": True}
+
+        def mean_total(s):
+            _, _, body = s.call("POST", "/v1/completions", req)
+            toks = body["choices"][0]["moepp_routing"]["tokens"]
+            return sum(t["ffn_total"] for t in toks) / len(toks)
+        base = mean_total(srv)
+        biased = Server(exe, model, "--slots", "1", "--zc-bias", "1.5")
+        try:
+            fewer = mean_total(biased)
+        finally:
+            biased.stop()
+        expect(fewer < base, f"--zc-bias 1.5: {fewer:.2f} FFN experts per token, without: {base:.2f}")
+
     case("moepp_routing_completions", completions)
+    case("moepp_routing_follows_zc_bias", zc_bias)
     case("moepp_routing_chat", chat)
     case("moepp_routing_choices_and_batching", choices_and_batching)
 
