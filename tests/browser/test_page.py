@@ -234,7 +234,9 @@ def main():
 
             tally.run_each(page_files_and_headers, page_in_headless_chromium)
         finally:
-            srv.stop()
+            rc = srv.stop()  # stopped by the page test's SIGTERM mid-reply (or here)
+        tally.record("server_exits_cleanly_after_sigterm_mid_stream", rc == 0 and any("stopped" in l for l in srv.log),
+                     f"exit {rc}: {''.join(srv.log)[-800:]}")
     return tally.finish()
 
 
