@@ -469,15 +469,21 @@ TEST(Engine, ReportsEachSequencesOwnRoutingInABatch) {
 
 class EngineText : public test::TrainedTokenizerTest {};
 
+// A greedy request of max_new tokens after bos + "the ship", EOS ignored.
+GenerationRequest ship_request(const Tokenizer& tok, int64_t max_new) {
+  GenerationRequest req;
+  req.prompt = {1};
+  for (int32_t id : tok.encode("the ship")) req.prompt.push_back(id);
+  req.max_new_tokens = max_new;
+  req.sampling.temperature = 0.0f;
+  req.stop_at_eos = false;
+  return req;
+}
+
 TEST_F(EngineText, StopsAtStopStringsWithText) {
   const Decoder& dec = test_decoder();
   ASSERT_EQ(tok_->vocab_size(), kVocab);
-  GenerationRequest req;
-  req.prompt = {1};
-  for (int32_t id : tok_->encode("the ship")) req.prompt.push_back(id);
-  req.max_new_tokens = 40;
-  req.sampling.temperature = 0.0f;
-  req.stop_at_eos = false;
+  const GenerationRequest req = ship_request(*tok_, 40);
   const Result free_run = run_alone(dec, req, tok_);
   EXPECT_EQ(free_run.text, free_run.fin.text);
   const std::string& T = free_run.text;
@@ -505,12 +511,7 @@ TEST_F(EngineText, RoutingReportsFollowTheTextOfTheirToken) {
   const Decoder& dec = test_decoder();
   for (const bool with_stop : {false, true}) {
     SCOPED_TRACE(with_stop ? "stop string" : "length");
-    GenerationRequest req;
-    req.prompt = {1};
-    for (int32_t id : tok_->encode("the ship")) req.prompt.push_back(id);
-    req.max_new_tokens = 30;
-    req.sampling.temperature = 0.0f;
-    req.stop_at_eos = false;
+    GenerationRequest req = ship_request(*tok_, 30);
     req.routing = true;
     if (with_stop) {
       const std::string T = run_alone(dec, req, tok_).text;
