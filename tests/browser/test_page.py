@@ -82,11 +82,11 @@ def make_model(exe, d):
     # Two pieces renamed "<b>" and "</b>" in the tokenizer file: single tokens whose text is a whole tag
     # (SentencePiece never learns one: it splits '<' from letters), so a page that put a token's text
     # in as markup would make an element of it.
-    lt, gt = VOCAB - 2, VOCAB - 1
+    open_tag, close_tag = VOCAB - 2, VOCAB - 1
     with open(tok, "rb") as f:
         proto = f.read()
     with open(tok, "wb") as f:
-        f.write(rename_pieces(proto, {lt: "<b>", gt: "</b>"}))
+        f.write(rename_pieces(proto, {open_tag: "<b>", close_tag: "</b>"}))
     cfg = {"architectures": ["MoeForCausalLM"], "model_type": "MoE++", "vocab_size": VOCAB, "hidden_size": 32,
            "intermediate_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
            "max_position_embeddings": CTX, "num_experts": [8], "n_zero_experts": 1, "n_copy_experts": 1,
@@ -99,15 +99,15 @@ def make_model(exe, d):
     E = W["model.embed_tokens.weight"]
     E[:, 0:3] = 0.0
     E[:, 2] = 100.0
-    for t, dim in ((lt, 0), (gt, 1)):
+    for t, dim in ((open_tag, 0), (close_tag, 1)):
         E[t, 2] = 0.0
         E[t, dim] = 100.0
     norm = np.zeros_like(W["model.norm.weight"])
     norm[0:3] = 1.0
     W["model.norm.weight"] = norm
-    H = np.zeros_like(W["lm_head.weight"])
-    H[gt, 0] = H[lt, 1] = H[lt, 2] = 1.0
-    W["lm_head.weight"] = H
+    head = np.zeros_like(W["lm_head.weight"])
+    head[close_tag, 0] = head[open_tag, 1] = head[open_tag, 2] = 1.0
+    W["lm_head.weight"] = head
     st.save(os.path.join(d, "model.safetensors"), W)
     with open(os.path.join(d, "config.json"), "w") as f:
         json.dump(cfg, f)
