@@ -10,7 +10,7 @@ then soaks it at one level for a few minutes, and prints one JSON object (also w
 
 Each client sends non-streaming /v1/completions requests back to back (a fresh connection each, prompt of
 a few words, max_tokens fixed, ignore_eos so that every answer has exactly that many tokens, sampled with
-temperature 0.8 and a seed per request). Every loop is bounded in time and count and stops by itself.
+temperature 0.8 and a seed per request; with --routing each asks for "moepp_routing" too). Every loop is bounded in time and count and stops by itself.
 Python standard library only.
 
   /usr/bin/python3 scripts/bench_serve.py --moepp build/moepp --model runs/slice \\
@@ -67,7 +67,7 @@ def percentile(xs, q):
     return xs[i]
 
 
-def drive(port, concurrency, seconds, max_tokens, seed0):
+def drive(port, concurrency, seconds, max_tokens, seed0, routing=False):
     """Runs `concurrency` clients for `seconds`; returns the level's figures (without memory)."""
     lock = threading.Lock()
     lat, tokens, counts = [], [0], {"requests": 0, "ok": 0, "http_429": 0, "errors": 0}
@@ -79,9 +79,11 @@ def drive(port, concurrency, seconds, max_tokens, seed0):
         for n in range(MAX_REQUESTS_PER_CLIENT):
             if time.time() >= deadline:
                 return
-            body = json.dumps({"prompt": f"The ship number {cid} sailed", "max_tokens": max_tokens,
-                               "temperature": 0.8, "seed": seed0 + cid * MAX_REQUESTS_PER_CLIENT + n,
-                               "ignore_eos": True}).encode()
+            req = {"prompt": f"The ship number {cid} sailed", "max_tokens": max_tokens,
+                   "temperature": 0.8, "seed": seed0 + cid * MAX_REQUESTS_PER_CLIENT + n, "ignore_eos": True}
+            if routing:
+                req["moepp_routing"] = True
+            body = json.dumps(req).encode()
             t0 = time.time()
             status, ntok, kind = None, 0, None
             try:
@@ -157,6 +159,8 @@ def main():
     ap.add_argument("--soak-concurrency", type=int, default=0,
                     help="0: the level with the most requests/s among those without 429s or errors")
     ap.add_argument("--soak-sample", type=float, default=10, help="seconds between memory samples")
+    ap.add_argument("--routing", action="store_true",
+                    help='every request asks for "moepp_routing" (the per-token routing report)')
     ap.add_argument("--out", default="")
     a = ap.parse_args()
     levels = [int(x) for x in a.levels.split(",") if x]
@@ -167,12 +171,12 @@ def main():
     result = {"bench": "serve", "commit": git_commit(), "cpu": cpu_name(), "cores": os.cpu_count(),
               "load_average_at_start": os.getloadavg(), "model": a.model, "server": banner,
               "slots": a.slots, "max_queue": a.max_queue, "omp_threads": a.omp_threads,
-              "max_tokens": a.max_tokens, "seconds_per_level": a.seconds, "levels": []}
+              "max_tokens": a.max_tokens, "moepp_routing": a.routing, "seconds_per_level": a.seconds, "levels": []}
     try:
         drive(port, 1, 2, a.max_tokens, 0)  # warm-up: first touches of the weights and the KV cache
         for i, conc in enumerate(levels):
             before = rss_mb(proc.pid)
-            lv = drive(port, conc, a.seconds, a.max_tokens, 1_000_000_000 * (i + 1))
+            lv = drive(port, conc, a.seconds, a.max_tokens, 1_000_000_000 * (i + 1), a.routing)
             lv["rss_mb"] = {"before": round(before, 1), "after": round(rss_mb(proc.pid), 1)}
             result["levels"].append(lv)
             print(json.dumps(lv), file=sys.stderr, flush=True)
@@ -191,7 +195,7 @@ def main():
 
             st = threading.Thread(target=sampler, daemon=True)
             st.start()
-            soak = drive(port, conc, a.soak_seconds, a.max_tokens, 9_000_000_000)
+            soak = drive(port, conc, a.soak_seconds, a.max_tokens, 9_000_000_000, a.routing)
             stop.set()
             st.join(timeout=5)
             samples.append((round(time.time() - t0, 1), round(rss_mb(proc.pid), 1)))

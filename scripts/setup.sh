@@ -15,7 +15,12 @@ PKGS=(
   libcpp-httplib-dev libssl-dev                # HTTP server of `moepp serve` (linked with its pkg-config flags)
   python3-matplotlib                          # PNG plots of `moepp analyze` and training logs (scripts/plot_*.py)
   openmpi-bin libopenmpi-dev                  # multi-process runs (src/comm/, mpirun) and the MPI tests
+  chromium                                    # the chat page's headless-browser test (tests/browser/)
 )
+# node and npm for that test (it installs playwright-core from npm): Debian's, unless a node with its own
+# npm is already there (NodeSource's nodejs bundles npm and conflicts with Debian's npm package).
+command -v node >/dev/null || PKGS+=(nodejs)
+command -v npm >/dev/null || PKGS+=(npm)
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi

@@ -56,6 +56,13 @@ Decoder::Decoder(ModelConfig cfg, InferWeights w, Comm* expert_group)
   rope_.build(cfg_.max_pos, cfg_.head_dim, cfg_.rope_theta);
 }
 
+std::vector<int32_t> Decoder::max_ffn_experts() const {
+  std::vector<int32_t> m;
+  for (const MoeLayer& layer : layers_)
+    m.push_back(static_cast<int32_t>(std::min(layer.config().slot_width(), layer.config().n_ffn())));
+  return m;
+}
+
 KvCache Decoder::make_cache(int64_t n_slots, int64_t max_len) const {
   check(max_len <= cfg_.max_pos, "Decoder: cache length " + std::to_string(max_len) +
                                      " exceeds max_position_embeddings = " + std::to_string(cfg_.max_pos));
@@ -132,6 +139,7 @@ void Decoder::embed_rows(const RowPlan& plan, DecoderScratch& sc) const {
   ensure_shape(sc.att, {R, Q});
   sc.rstd.resize(R);
   sc.z.resize(cfg_.n_layers);
+  sc.row_ffn.assign(static_cast<size_t>(R * cfg_.n_layers), 0);
 }
 
 namespace {
@@ -220,6 +228,12 @@ void Decoder::moe_block(int64_t l, int64_t R, DecoderScratch& sc, std::vector<Te
   }
   sc.moe_rows += R;
   sc.ffn_slots += st.ffn_rows();
+  const int64_t W = st.W, L = cfg_.n_layers;
+  for (int64_t t = 0; t < R; ++t) {
+    int32_t n = 0;
+    for (int64_t k = 0; k < W; ++k) n += st.row_of_slot[t * W + k] >= 0;
+    sc.row_ffn[t * L + l] = n;
+  }
   sc.z[l].shape = st.z.shape;
   sc.z[l].data.assign(st.z.data.begin(), st.z.data.end());
   if (router_logits) (*router_logits)[l] = sc.z[l];
@@ -277,6 +291,10 @@ void Decoder::run(Tensor& logits, KvCache& cache, const std::vector<DecodeChunk>
   }
   for (const DecodeChunk& c : batch) cache.set_length(c.slot, cache.length(c.slot) + c.n);
   final_head(logits, plan.out_rows, sc);
+  const int64_t L = cfg_.n_layers;
+  sc.logit_ffn.resize(plan.out_rows.size() * L);
+  for (size_t i = 0; i < plan.out_rows.size(); ++i)
+    std::copy_n(sc.row_ffn.begin() + plan.out_rows[i] * L, L, sc.logit_ffn.begin() + static_cast<int64_t>(i) * L);
 }
 
 }  // namespace moepp

@@ -46,6 +46,12 @@ struct DecoderScratch {
   // Routing counters, accumulated over every pass with this scratch (the caller resets them): rows
   // through MoE blocks (rows x layers) and the FFN slots they kept.
   int64_t moe_rows = 0, ffn_slots = 0;
+  // Per row, of the last pass only: how many FFN experts each MoE layer ran for it (its FFN slots that
+  // the router kept, --zc-bias included, and that reached their expert; zero-computation experts are
+  // not counted). row_ffn [R, n_layers] for every new row (chunk order); logit_ffn [R_out, n_layers]
+  // for the rows whose logits forward() wrote, in the logits' order. Summed over rows and layers they
+  // are the pass's share of ffn_slots.
+  std::vector<int32_t> row_ffn, logit_ffn;
 };
 
 class Decoder {
@@ -59,6 +65,10 @@ class Decoder {
   // Under an expert group: what each layer's FFN allreduce exchanged so far ([n_layers]; empty
   // without a group).
   const std::vector<ExpertGroupStats>& expert_group_stats() const { return group_stats_; }
+
+  // The most FFN experts one token can use in each layer ([n_layers]): the router's slots per token
+  // (K; every expert for the ReLU router), at most the layer's FFN experts. The bound of row_ffn.
+  std::vector<int32_t> max_ffn_experts() const;
 
   // A cache sized for this model.
   KvCache make_cache(int64_t n_slots, int64_t max_len) const;

@@ -235,6 +235,7 @@ Engine::StepTokens Engine::sample_and_deliver(const std::vector<DecodeChunk>& ba
   StepTokens n;
   const int64_t V = dec_.config().vocab;
   const int32_t eos = dec_.config().eos;
+  const int64_t L = dec_.config().n_layers;
   for (size_t i = 0; i < rows.size(); ++i) {
     const std::shared_ptr<Seq>& sp = rows[i];
     Seq& s = *sp;
@@ -251,20 +252,27 @@ Engine::StepTokens Engine::sample_and_deliver(const std::vector<DecodeChunk>& ba
     if (s.generated == 1) s.t_first = Clock::now();
     if (s.req.logprobs >= 0) call(s.cb.on_logprobs, token_logprobs(raw_.data(), V, t, s.req.logprobs));
     call(s.cb.on_token, t);
+    const char* reason = nullptr;  // set when this token ends the request
     if (s.req.stop_at_eos && t == eos) {
-      finish(sp, "stop", done);
-      continue;
-    }
-    if (s.text) {
-      const std::string delta = s.text->push(t);
-      if (!delta.empty()) call(s.cb.on_text, delta);
-      if (s.text->stopped()) {
-        finish(sp, "stop", done);
-        continue;
+      reason = "stop";
+    } else {
+      if (s.text) {
+        const std::string delta = s.text->push(t);
+        if (!delta.empty()) call(s.cb.on_text, delta);
+        if (s.text->stopped()) reason = "stop";
       }
+      if (!reason && (s.generated >= s.req.max_new_tokens || static_cast<int64_t>(s.tokens.size()) >= opt_.max_len))
+        reason = "length";
     }
-    if (s.generated >= s.req.max_new_tokens || static_cast<int64_t>(s.tokens.size()) >= opt_.max_len)
-      finish(sp, "length", done);
+    if (reason && s.text) {  // the held-back rest of the text belongs to this last token
+      const std::string tail = s.text->finish();
+      if (!tail.empty()) call(s.cb.on_text, tail);
+    }
+    if (s.req.routing) {
+      const auto row = scratch_.logit_ffn.begin() + static_cast<int64_t>(i) * L;
+      call(s.cb.on_routing, std::vector<int32_t>(row, row + L));
+    }
+    if (reason) finish(sp, reason, done);
   }
   return n;
 }

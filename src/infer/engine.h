@@ -6,7 +6,8 @@
 //      and step_prefill_tokens in all per step, so a long prompt never stalls the others' decoding),
 //   3. samples the next token of every sequence whose prompt is complete (SamplingParams per request,
 //      history = prompt + generated), and delivers it: on_token (id), on_text (new complete text, when
-//      a tokenizer is given: see text_stream.h) and, when the request ends, on_finish.
+//      a tokenizer is given: see text_stream.h), on_routing (when asked for) and, when the request
+//      ends, on_finish.
 // A request ends with finish_reason "stop" (EOS when stop_at_eos, or a stop string), "length"
 // (max_new_tokens reached, or the slot's context is full), "cancelled" (cancel() or engine shutdown) or
 // "error" (the decoder threw; message in FinishEvent::error). Its slot is freed at once.
@@ -81,6 +82,9 @@ struct GenerationRequest {
   // alternatives (at most 20), from the model's own distribution: the log-softmax of the raw logits,
   // before any penalty, temperature or truncation (vLLM's default). -1: off.
   int64_t logprobs = -1;
+  // true: on_routing reports, for every sampled token, how many FFN experts each MoE layer ran in the
+  // pass that computed its logits (Decoder's DecoderScratch::logit_ffn for this sequence's row).
+  bool routing = false;
 };
 
 struct FinishEvent {
@@ -98,6 +102,10 @@ struct GenerationCallbacks {
   std::function<void(int32_t token)> on_token;            // every sampled token, in order
   std::function<void(const TokenLogprobs& lp)> on_logprobs;  // with logprobs >= 0: before on_token
   std::function<void(const std::string& text)> on_text;   // non-empty pieces of new text
+  // With routing: [n_layers] FFN experts per layer, once per sampled token, after that token's
+  // on_token and on_text (and, when the token ends the request, after the rest of the text is
+  // flushed), so the text delivered since the previous on_routing is what this token released.
+  std::function<void(const std::vector<int32_t>& ffn_per_layer)> on_routing;
   std::function<void(const FinishEvent& finish)> on_finish;  // exactly once per accepted request
 };
 

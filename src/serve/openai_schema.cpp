@@ -179,7 +179,8 @@ CompletionRequest parse_completion_request(const std::string& body, bool chat) {
   static const std::set<std::string> common = {
       "model",     "max_tokens", "temperature",    "top_p",  "top_k",          "min_p",
       "seed",      "stop",       "stream",         "n",      "stream_options", "repetition_penalty",
-      "user",      "ignore_eos", "presence_penalty", "frequency_penalty", "logprobs", "logit_bias"};
+      "user",      "ignore_eos", "presence_penalty", "frequency_penalty", "logprobs", "logit_bias",
+      "moepp_routing"};
   static const std::set<std::string> completion_only = {"prompt", "echo", "best_of", "suffix"};
   static const std::set<std::string> chat_only = {"messages", "max_completion_tokens", "top_logprobs"};
   for (const auto& [k, v] : j.items()) {
@@ -233,6 +234,7 @@ CompletionRequest parse_completion_request(const std::string& body, bool chat) {
     }
   }
   if (const json* v = get(j, "ignore_eos")) r.ignore_eos = boolean(*v, "ignore_eos");
+  if (const json* v = get(j, "moepp_routing")) r.routing = boolean(*v, "moepp_routing");
   if (const json* v = get(j, "user")) string(*v, "user");
 
   if (const json* v = get(j, "n")) {
@@ -301,6 +303,7 @@ json completion_json(const std::string& id, int64_t created, const std::string& 
       choice["text"] = c.text;
     choice["logprobs"] = c.logprobs;
     choice["finish_reason"] = reason_json(c.finish_reason);
+    if (!c.routing.is_null()) choice["moepp_routing"] = c.routing;
     out.push_back(std::move(choice));
   }
   return json{{"id", id},
@@ -324,6 +327,7 @@ json chunk_json(const std::string& id, int64_t created, const std::string& model
   }
   choice["logprobs"] = c.logprobs;
   choice["finish_reason"] = reason_json(c.finish_reason);
+  if (!c.routing.is_null()) choice["moepp_routing"] = c.routing;
   return json{{"id", id},
               {"object", chat ? "chat.completion.chunk" : "text_completion"},
               {"created", created},
@@ -370,6 +374,16 @@ json completion_logprobs_json(const std::vector<TokenLogprobsJson>& tokens, int6
   }
   return json{{"tokens", std::move(toks)}, {"token_logprobs", std::move(lps)}, {"top_logprobs", std::move(tops)},
               {"text_offset", std::move(offs)}};
+}
+
+json routing_json(const std::vector<TokenRoutingJson>& tokens, const std::vector<int32_t>& max_ffn_experts) {
+  json toks = json::array();
+  for (const TokenRoutingJson& t : tokens) {
+    int64_t total = 0;
+    for (int32_t n : t.ffn_experts) total += n;
+    toks.push_back(json{{"text", t.text}, {"ffn_experts", t.ffn_experts}, {"ffn_total", total}});
+  }
+  return json{{"max_ffn_experts", max_ffn_experts}, {"tokens", std::move(toks)}};
 }
 
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }

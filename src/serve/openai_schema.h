@@ -48,6 +48,9 @@ struct CompletionRequest {
   // -1: no logprobs; else how many alternatives per token (chat: top_logprobs 0..20 with logprobs
   // true; completions: logprobs 0..5).
   int64_t logprobs = -1;
+  // Extension "moepp_routing": true: every choice also carries, per generated token, how many FFN
+  // experts each MoE layer ran for it (routing_json). false (the default): responses as without it.
+  bool routing = false;
 };
 inline constexpr int64_t kMaxChoices = 16;
 
@@ -66,12 +69,14 @@ struct Usage {
   int64_t prompt_tokens = 0, completion_tokens = 0;
 };
 nlohmann::json usage_json(const Usage& u);
-// One choice of a response or a stream chunk; logprobs null when not asked for.
+// One choice of a response or a stream chunk; logprobs null when not asked for; routing: the
+// "moepp_routing" field (routing_json), left out when null.
 struct Choice {
   int64_t index = 0;
   std::string text;
   std::string finish_reason;
   nlohmann::json logprobs;
+  nlohmann::json routing = nullptr;
 };
 nlohmann::json completion_json(const std::string& id, int64_t created, const std::string& model, bool chat,
                                const std::vector<Choice>& choices, const Usage& usage);
@@ -98,6 +103,17 @@ nlohmann::json chat_logprobs_json(const std::vector<TokenLogprobsJson>& tokens);
 // Completions (legacy): {tokens, token_logprobs, top_logprobs: [{token: logprob}], text_offset}; offsets
 // are byte offsets into the completion's text, the first token at `offset`.
 nlohmann::json completion_logprobs_json(const std::vector<TokenLogprobsJson>& tokens, int64_t offset);
+
+// A generated token as "moepp_routing" shows it: the text it released (its share of the choice's text:
+// possibly empty, when held back for a multi-byte character or a possible stop string and released
+// with a later token, or for the EOS that ends the reply) and the FFN experts each layer ran for it.
+struct TokenRoutingJson {
+  std::string text;
+  std::vector<int32_t> ffn_experts;  // [n_layers]
+};
+// {"max_ffn_experts": [per layer], "tokens": [{"text", "ffn_experts": [per layer], "ffn_total"}]}
+// (docs/serve.md, "Routing").
+nlohmann::json routing_json(const std::vector<TokenRoutingJson>& tokens, const std::vector<int32_t>& max_ffn_experts);
 
 // JSON text (invalid UTF-8, which the tokenizer never produces, would be replaced by U+FFFD).
 std::string dump(const nlohmann::json& j);

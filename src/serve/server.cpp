@@ -18,6 +18,7 @@
 #include "serve/connection.h"
 #include "serve/metrics.h"
 #include "serve/openai_schema.h"
+#include "serve/web_assets.h"
 
 namespace moepp::serve {
 
@@ -30,6 +31,10 @@ namespace {
 struct ChoiceState {
   std::string pending;                      // text not yet sent
   std::vector<TokenLogprobs> logprobs;      // tokens' logprobs not yet sent (with logprobs on)
+  // With moepp_routing: the text of the token being generated (it becomes sendable, in `pending`, with
+  // that token's routing report) and the tokens' routing not yet sent.
+  std::string unrouted;
+  std::vector<TokenRoutingJson> routing;
   bool finished = false, reported = false;  // reported: its last chunk was sent (streaming)
   FinishEvent fin;
 };
@@ -47,6 +52,7 @@ struct Job {
   std::vector<GenerationRequest> gens;
   bool chat = false, stream = false, include_usage = false;
   int64_t logprobs = -1;
+  bool routing = false;  // moepp_routing
   std::string id, model;
   int64_t created = 0;
 };
@@ -71,6 +77,22 @@ std::string lstrip(const std::string& s) {
   return s.substr(i);
 }
 
+// The tokens' texts as lstrip() leaves their joined text: leading whitespace removed from the first
+// ones until one keeps some text. Returns whether one did.
+bool lstrip_tokens(std::vector<TokenRoutingJson>& tokens) {
+  for (TokenRoutingJson& t : tokens) {
+    t.text = lstrip(t.text);
+    if (!t.text.empty()) return true;
+  }
+  return false;
+}
+
+// Sent with every response: the chat page may load its own script, style and API and nothing else (no
+// inline script or style, no other origin, no framing), and no response is sniffed as another type.
+constexpr const char* kContentSecurityPolicy =
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
 // How often a handler that waits for a non-streaming request's end looks whether its client is gone.
 constexpr std::chrono::milliseconds kDisconnectPoll{50};
 
@@ -92,8 +114,14 @@ struct Server::Impl {
   HttpServer http;
   Metrics metrics;
   std::atomic<uint64_t> next_id{1};
+  // Streaming responses not yet done: stop() lets them send their last events (the shutdown error)
+  // before the HTTP server stops, which cuts every stream still open.
+  std::mutex streams_mu;
+  std::condition_variable streams_cv;
+  int64_t open_streams = 0;
   int64_t started = std::time(nullptr);
   std::string bos_text, eos_text;  // bos_token / eos_token of the chat template
+  std::vector<int32_t> max_ffn_experts;  // per layer, for moepp_routing
 
   Impl(Engine& e, const Tokenizer& t, ServerOptions o)
       : engine(e),
@@ -102,7 +130,8 @@ struct Server::Impl {
         http(connection_limits(opt),
              dump(ApiError(503, "The server has too many connections waiting; retry later", "", "server_overloaded")
                       .to_json()),
-             [this] { metrics.connection_rejected(); }) {
+             [this] { metrics.connection_rejected(); }),
+        max_ffn_experts(engine.decoder().max_ffn_experts()) {
     if (opt.chat_template) {
       const ModelConfig& cfg = engine.decoder().config();
       bos_text = !opt.chat_template->bos_token.empty() ? opt.chat_template->bos_token : tok.id_to_piece(cfg.bos);
@@ -160,6 +189,7 @@ struct Server::Impl {
     job.stream = r.stream;
     job.include_usage = r.include_usage;
     job.logprobs = r.logprobs;
+    job.routing = r.routing;
     job.created = std::time(nullptr);
     job.id = std::string(r.chat ? "chatcmpl-" : "cmpl-") + std::to_string(next_id++);
     const ModelConfig& cfg = engine.decoder().config();
@@ -208,6 +238,7 @@ struct Server::Impl {
     }
     gen.stop_at_eos = !r.ignore_eos;
     gen.logprobs = r.logprobs;
+    gen.routing = r.routing;
     // Choice i draws with seed + i (reproducible per choice for a given seed), or a random seed.
     for (int64_t i = 0; i < r.n; ++i) {
       job.gens.push_back(gen);
@@ -226,13 +257,27 @@ struct Server::Impl {
     std::vector<GenerationCallbacks> cbs(job.gens.size());
     for (size_t i = 0; i < cbs.size(); ++i) {
       GenerationCallbacks& cb = cbs[i];
-      cb.on_text = [ch, i](const std::string& text) {
+      const bool routing = job.routing;
+      cb.on_text = [ch, i, routing](const std::string& text) {
         {
           std::lock_guard<std::mutex> lk(ch->mu);
-          ch->choices[i].pending += text;
+          (routing ? ch->choices[i].unrouted : ch->choices[i].pending) += text;
         }
         ch->cv.notify_all();
       };
+      if (routing) {
+        // The engine reports a token's routing after its text: the token takes the text since the last.
+        cb.on_routing = [ch, i](const std::vector<int32_t>& ffn) {
+          {
+            std::lock_guard<std::mutex> lk(ch->mu);
+            ChoiceState& c = ch->choices[i];
+            c.routing.push_back({c.unrouted, ffn});
+            c.pending += c.unrouted;
+            c.unrouted.clear();
+          }
+          ch->cv.notify_all();
+        };
+      }
       if (job.logprobs >= 0) {
         const bool skip_eos = job.gens[i].stop_at_eos;  // the EOS that ends a reply is not part of it
         cb.on_logprobs = [ch, i, eos, skip_eos](const TokenLogprobs& lp) {
@@ -247,8 +292,11 @@ struct Server::Impl {
                                  ev.completion_tokens > 0);
         {
           std::lock_guard<std::mutex> lk(ch->mu);
-          ch->choices[i].finished = true;
-          ch->choices[i].fin = ev;
+          ChoiceState& c = ch->choices[i];
+          c.pending += c.unrouted;  // text after the last token's report (only when a request is cancelled)
+          c.unrouted.clear();
+          c.finished = true;
+          c.fin = ev;
           ++ch->n_finished;
         }
         ch->cv.notify_all();
@@ -303,11 +351,17 @@ struct Server::Impl {
       }
       return out;
     }
-    std::string piece = tok.id_to_piece(t.token);
+    const std::string piece = tok.id_to_piece(t.token);
     static const std::string kSpace = "\xE2\x96\x81";  // U+2581
-    for (size_t p = piece.find(kSpace); p != std::string::npos; p = piece.find(kSpace, p + 1)) piece.replace(p, 3, " ");
-    out.token = piece;
-    out.bytes.assign(piece.begin(), piece.end());
+    for (size_t i = 0; i < piece.size();) {  // (built anew: an in-place replace() trips g++ 12's -Wrestrict)
+      if (piece.compare(i, kSpace.size(), kSpace) == 0) {
+        out.token += ' ';
+        i += kSpace.size();
+      } else {
+        out.token += piece[i++];
+      }
+    }
+    out.bytes.assign(out.token.begin(), out.token.end());
     return out;
   }
 
@@ -356,6 +410,10 @@ struct Server::Impl {
       int64_t offset = 0;
       choices.push_back({static_cast<int64_t>(i), job.chat ? lstrip(ev.text) : ev.text, ev.reason,
                          logprobs_json(job, done[i].logprobs, offset)});
+      if (job.routing) {
+        if (job.chat) lstrip_tokens(done[i].routing);
+        choices.back().routing = routing_json(done[i].routing, max_ffn_experts);
+      }
       usage.prompt_tokens = ev.prompt_tokens;
       usage.completion_tokens += ev.completion_tokens;
     }
@@ -375,6 +433,10 @@ struct Server::Impl {
       Clock::time_point last_write = Clock::now();
     };
     auto st = std::make_shared<State>();
+    {
+      std::lock_guard<std::mutex> lk(streams_mu);
+      ++open_streams;
+    }
     st->content_started.assign(rids.size(), false);
     st->offset.assign(rids.size(), 0);
     res.set_header("Cache-Control", "no-cache");
@@ -405,6 +467,7 @@ struct Server::Impl {
           struct New {
             std::string text;
             std::vector<TokenLogprobs> logprobs;
+            std::vector<TokenRoutingJson> routing;
           };
           std::vector<New> fresh(rids.size());
           std::vector<FinishEvent> ended;
@@ -413,7 +476,8 @@ struct Server::Impl {
             std::unique_lock<std::mutex> lk(ch->mu);
             const auto has_news = [&] {
               for (const ChoiceState& c : ch->choices)
-                if (!c.pending.empty() || !c.logprobs.empty() || (c.finished && !c.reported)) return true;
+                if (!c.pending.empty() || !c.logprobs.empty() || !c.routing.empty() || (c.finished && !c.reported))
+                  return true;
               return false;
             };
             ch->cv.wait_for(lk, std::chrono::milliseconds(250), has_news);
@@ -421,6 +485,7 @@ struct Server::Impl {
               ChoiceState& c = ch->choices[i];
               fresh[i].text.swap(c.pending);
               fresh[i].logprobs.swap(c.logprobs);
+              fresh[i].routing.swap(c.routing);
               c.reported = c.finished;
             }
             all_done = ch->n_finished == ch->choices.size();
@@ -431,13 +496,14 @@ struct Server::Impl {
             New& f = fresh[i];
             if (job.chat && !st->content_started[i]) {
               f.text = lstrip(f.text);
+              lstrip_tokens(f.routing);
               st->content_started[i] = !f.text.empty();
             }
             const int64_t index = static_cast<int64_t>(i);
-            if (!f.text.empty() || !f.logprobs.empty()) {
-              if (!event(chunk_json(job.id, job.created, job.model, job.chat,
-                                    Choice{index, f.text, "", logprobs_json(job, f.logprobs, st->offset[i])})))
-                return gone();
+            if (!f.text.empty() || !f.logprobs.empty() || !f.routing.empty()) {
+              Choice c{index, f.text, "", logprobs_json(job, f.logprobs, st->offset[i])};
+              if (job.routing) c.routing = routing_json(f.routing, max_ffn_experts);
+              if (!event(chunk_json(job.id, job.created, job.model, job.chat, c))) return gone();
             }
           }
           if (all_done) {
@@ -472,11 +538,47 @@ struct Server::Impl {
           if (!sink.is_writable()) return gone();
           return true;
         },
-        [this, rids](bool) { cancel_all(rids); });
+        [this, rids](bool) {
+          cancel_all(rids);
+          {
+            std::lock_guard<std::mutex> lk(streams_mu);
+            --open_streams;
+          }
+          streams_cv.notify_all();
+        });
+  }
+
+  // Stops the engine (open requests end as cancelled), gives open streams up to `grace` to send their
+  // last events, then stops the HTTP server.
+  void stop(std::chrono::milliseconds grace) {
+    engine.stop();
+    {
+      std::unique_lock<std::mutex> lk(streams_mu);
+      streams_cv.wait_for(lk, grace, [&] { return open_streams == 0; });
+    }
+    http.stop();
   }
 
   void setup() {
     http.set_payload_max_length(opt.max_body_bytes);
+    http.set_default_headers({{"Content-Security-Policy", kContentSecurityPolicy},
+                              {"X-Content-Type-Options", "nosniff"},
+                              {"Referrer-Policy", "no-referrer"}});
+
+    // The chat page: open without the API key, like /health (it holds no secret; the key the user types
+    // into it goes with its API requests).
+    for (const WebAsset& a : web_assets()) {
+      std::string pattern;
+      for (char c : a.path) {
+        if (c == '.') pattern += '\\';
+        pattern += c;
+      }
+      http.Get(pattern, [a](const httplib::Request&, httplib::Response& res) {
+        res.set_header("Cache-Control", "no-cache");
+        res.set_content(a.body.data(), a.body.size(), std::string(a.content_type));
+      });
+    }
+    http.Get("/favicon.ico", [](const httplib::Request&, httplib::Response& res) { res.status = 204; });
 
     http.Post("/v1/completions",
               guarded([this](const httplib::Request& q, httplib::Response& s) { completions(q, s, false); }));
@@ -550,6 +652,8 @@ struct Server::Impl {
       for (const char* k : known)
         if (q.path == k) path = k;
       if (q.path.rfind("/v1/models/", 0) == 0) path = "/v1/models/{id}";
+      for (const WebAsset& a : web_assets())
+        if (q.path == a.path) path = "page";
       metrics.http_response(path, res.status);
     });
   }
@@ -586,9 +690,6 @@ void Server::run() {
   impl_->http.listen_after_bind();
 }
 
-void Server::stop() {
-  impl_->engine.stop();
-  impl_->http.stop();
-}
+void Server::stop() { impl_->stop(std::chrono::seconds(2)); }
 
 }  // namespace moepp::serve

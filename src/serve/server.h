@@ -2,11 +2,14 @@
 // of an Engine (continuous batching). Routes:
 //   POST /v1/completions, POST /v1/chat/completions   (JSON, or SSE with "stream": true)
 //   GET  /v1/models, GET /v1/models/{id}, GET /health, GET /metrics (Prometheus text)
+//   GET  /, /app.js, /app.css: the chat page (web_assets.h), which shows each token's routing
+//        (the "moepp_routing" extension); GET /favicon.ico: 204
 // Every error is a JSON body {"error": {"message", "type", "param", "code"}} with a 4xx/5xx status
 // (400 invalid request, 401 missing or wrong API key, 404 unknown route or model, 405 wrong method, 408 request
 // not received in time, 413 body too large, 429 engine queue full, 500 internal, 503 shutting down or
-// too many connections waiting). With an API key every route but /health needs "Authorization: Bearer
-// <key>". A client that goes away, streaming or not, cancels its request (its slot is freed). Memory
+// too many connections waiting). With an API key every route but /health and the page needs
+// "Authorization: Bearer <key>". Every response carries a strict Content-Security-Policy (the page's own
+// script, style and API only), X-Content-Type-Options: nosniff and Referrer-Policy: no-referrer. A client that goes away, streaming or not, cancels its request (its slot is freed). Memory
 // is bounded: the engine's slots and queue are fixed, request bodies are capped, the HTTP worker pool
 // has a fixed size and its queue of accepted connections a bound; slow clients are cut off by the read
 // and write timeouts (serve/connection.h).
@@ -51,7 +54,9 @@ class Server {
   int bind();
   // Serves until stop() (call bind() first). Starts the engine's thread.
   void run();
-  // From any thread: stops the engine (open requests end as cancelled) and the HTTP server.
+  // From any thread: stops the engine (open requests end as cancelled: a stream gets an error event
+  // "shutting_down" and [DONE]), waits up to 2 s for open streams to send those, then stops the HTTP
+  // server.
   void stop();
 
  private:

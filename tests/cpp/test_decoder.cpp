@@ -1,12 +1,13 @@
 // Unit tests of the KV-cache decoder (src/infer/decoder) against the training model's full forward:
 // prefill, token-by-token decoding and mixed batches all give the same logits and router logits (the
-// gating residual is per pass), quantised weights compute with their rounded values, and the decoder's
-// input checks leave the cache untouched.
+// gating residual is per pass), quantised weights compute with their rounded values, the decoder's
+// input checks leave the cache untouched, and each row's FFN experts per layer are the router's.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,7 @@
 #include "infer/weight_matrix.h"
 #include "model/model.h"
 #include "model/model_state.h"
+#include "moe/router.h"
 #include "test_util.h"
 
 namespace moepp {
@@ -246,6 +248,71 @@ TEST(Decoder, CountsFfnSlotsWhichTheZcBiasMoves) {
   const double base = ffn_per_token(0.0f), fewer = ffn_per_token(2.0f), more = ffn_per_token(-2.0f);
   EXPECT_LT(fewer, base);
   EXPECT_GT(more, base);
+}
+
+// Per row and layer, the FFN experts the decoder reports are those of the router's own selection on
+// the layer's logits (the slots on FFN experts that it keeps), with and without --zc-bias; they add up
+// to the FFN slot counter, stay within max_ffn_experts, and the rows of the logits get their own.
+TEST(Decoder, ReportsEachRowsFfnExpertsPerLayerAsTheRouterSelects) {
+  for (const float bias : {0.0f, 0.7f}) {
+    SCOPED_TRACE("zc_bias " + std::to_string(bias));
+    ModelConfig cfg = tiny_config("moepp");
+    cfg.set_zc_bias(bias);
+    const ModelParams p = tiny_params(cfg, 3);
+    const Decoder dec(cfg, InferWeights::from_params(cfg, p, WeightDType::kF32));
+    const std::vector<int32_t> a = random_tokens(30, cfg.vocab, 5), b = random_tokens(9, cfg.vocab, 6);
+    KvCache cache = dec.make_cache(2, 64);
+    DecoderScratch sc;
+    Tensor logits;
+    std::vector<Tensor> z;
+    dec.forward(logits, cache, {{0, a.data(), 30, false}, {1, b.data(), 9, true}}, sc, &z);
+    const int64_t R = 39, L = cfg.n_layers;
+    ASSERT_EQ(static_cast<int64_t>(sc.row_ffn.size()), R * L);
+    const std::vector<int32_t> mx = dec.max_ffn_experts();
+    int64_t total = 0;
+    std::set<int32_t> seen;
+    for (int64_t l = 0; l < L; ++l) {
+      const MoeConfig mc = cfg.layer_moe(static_cast<int>(l), false);
+      EXPECT_EQ(mx[l], std::min(mc.top_k, mc.n_ffn()));
+      const int64_t W = mc.slot_width(), E = mc.n_experts;
+      std::vector<int32_t> ids(R * W);
+      std::vector<float> w(R * W), s(R * E), pr(R * E), sigma(R), norm(R);
+      std::vector<uint8_t> kept(R * W);
+      router_select_forward(ids.data(), w.data(), kept.data(), s.data(), pr.data(), sigma.data(), norm.data(),
+                            z[l].ptr(), mc, R);
+      for (int64_t t = 0; t < R; ++t) {
+        int32_t n = 0;
+        for (int64_t k = 0; k < W; ++k) n += kept[t * W + k] && ids[t * W + k] >= 0 && ids[t * W + k] < mc.n_ffn();
+        EXPECT_EQ(sc.row_ffn[t * L + l], n) << "row " << t << " layer " << l;
+        EXPECT_LE(n, mx[l]);
+        total += n;
+        seen.insert(n);
+      }
+    }
+    EXPECT_EQ(total, sc.ffn_slots);
+    EXPECT_GE(seen.size(), 2u) << "routing does not vary between tokens: the test would prove little";
+    // Logits rows: the last row of chunk a, then every row of chunk b.
+    ASSERT_EQ(static_cast<int64_t>(sc.logit_ffn.size()), 10 * L);
+    for (int64_t l = 0; l < L; ++l) {
+      EXPECT_EQ(sc.logit_ffn[l], sc.row_ffn[29 * L + l]);
+      for (int64_t i = 0; i < 9; ++i) EXPECT_EQ(sc.logit_ffn[(1 + i) * L + l], sc.row_ffn[(30 + i) * L + l]);
+    }
+  }
+}
+
+// A vanilla top-k model has no zero-computation experts: every token runs K FFN experts in every layer.
+TEST(Decoder, VanillaTopKRowsRunKFfnExpertsInEveryLayer) {
+  const ModelConfig cfg = tiny_config("topk");
+  const Decoder dec(cfg, InferWeights::from_params(cfg, tiny_params(cfg, 4), WeightDType::kF32));
+  const std::vector<int32_t> tok = random_tokens(20, cfg.vocab, 7);
+  KvCache cache = dec.make_cache(1, 64);
+  DecoderScratch sc;
+  Tensor logits;
+  dec.forward(logits, cache, {{0, tok.data(), 20, true}}, sc);
+  const int32_t K = static_cast<int32_t>(cfg.layer_moe(0, false).top_k);
+  EXPECT_EQ(dec.max_ffn_experts(), std::vector<int32_t>(cfg.n_layers, K));
+  EXPECT_EQ(sc.row_ffn, std::vector<int32_t>(20 * cfg.n_layers, K));
+  EXPECT_EQ(sc.logit_ffn, sc.row_ffn);
 }
 
 }  // namespace

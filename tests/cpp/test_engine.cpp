@@ -1,7 +1,8 @@
 // Tests of the generation engine (src/infer/engine): continuous batching gives every request the
 // tokens it gets alone (greedy and seeded sampling; staggered arrivals, chunked prefill, requests
 // submitted from many threads); cancel frees the slot and the queue limit holds; EOS, max_new_tokens,
-// context and shutdown endings; submit-time validation; and, with a tokenizer, text and stop strings.
+// context and shutdown endings; submit-time validation; each sequence's routing report (FFN experts per
+// layer per token); and, with a tokenizer, text, stop strings and the text each routing report follows.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -9,6 +10,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -407,20 +409,81 @@ TEST(Engine, RejectsInvalidRequestsAtSubmit) {
                Error);
 }
 
+// The FFN experts per layer of a sequence's rows [first, first + n), recomputed by one decoder pass
+// over its tokens alone.
+std::vector<std::vector<int32_t>> rows_ffn(const Decoder& dec, const std::vector<int32_t>& tokens, int64_t first,
+                                           int64_t n) {
+  KvCache cache = dec.make_cache(1, kCtx);
+  DecoderScratch sc;
+  Tensor logits;
+  dec.forward(logits, cache, {{0, tokens.data(), static_cast<int64_t>(tokens.size()), false}}, sc);
+  const int64_t L = dec.config().n_layers;
+  std::vector<std::vector<int32_t>> out;
+  for (int64_t r = first; r < first + n; ++r)
+    out.emplace_back(sc.row_ffn.begin() + r * L, sc.row_ffn.begin() + (r + 1) * L);
+  return out;
+}
+
+// With routing on, every sampled token reports the FFN experts per layer of the pass that computed its
+// logits: the last prompt row for the first token, then the row of each token fed back. Batched with
+// other sequences (decoding and in chunked prefill), each gets its own row's counts, equal to a pass
+// over its tokens alone; a request without routing gets no report.
+TEST(Engine, ReportsEachSequencesOwnRoutingInABatch) {
+  const Decoder& dec = test_decoder();
+  std::vector<GenerationRequest> reqs = mixed_requests();
+  reqs.resize(5);
+  for (size_t i = 0; i < reqs.size(); ++i) reqs[i].routing = i != 2;
+  Engine e(dec, nullptr, opts(3, 16, 7, 12));
+  std::vector<Result> got(reqs.size());
+  std::vector<std::vector<std::vector<int32_t>>> routing(reqs.size());
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    GenerationCallbacks cb = collect(got[i]);
+    cb.on_routing = [&routing, &got, i](const std::vector<int32_t>& r) {
+      EXPECT_EQ(got[i].tokens.size(), routing[i].size() + 1) << "on_routing after the token's on_token";
+      routing[i].push_back(r);
+    };
+    e.submit(reqs[i], std::move(cb));
+  }
+  int steps = 0;
+  while (e.step()) ASSERT_LT(++steps, 10000);
+  std::set<int32_t> seen;
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    SCOPED_TRACE("request " + std::to_string(i));
+    if (!reqs[i].routing) {
+      EXPECT_TRUE(routing[i].empty());
+      continue;
+    }
+    const int64_t P = static_cast<int64_t>(reqs[i].prompt.size()), n = static_cast<int64_t>(got[i].tokens.size());
+    ASSERT_EQ(static_cast<int64_t>(routing[i].size()), n);
+    EXPECT_EQ(got[i].fin.completion_tokens, n);
+    std::vector<int32_t> all = reqs[i].prompt;
+    all.insert(all.end(), got[i].tokens.begin(), got[i].tokens.end() - 1);  // the last token is never fed
+    EXPECT_EQ(routing[i], rows_ffn(dec, all, P - 1, n));
+    for (const auto& r : routing[i]) seen.insert(r[0] + r[1]);
+  }
+  EXPECT_GE(seen.size(), 2u) << "routing does not vary between tokens: the test would prove little";
+}
+
 // ---------------------------------------------------------------------------------------------------
 // With a tokenizer: text and stop strings
 
 class EngineText : public test::TrainedTokenizerTest {};
 
+// A greedy request of max_new tokens after bos + "the ship", EOS ignored.
+GenerationRequest ship_request(const Tokenizer& tok, int64_t max_new) {
+  GenerationRequest req;
+  req.prompt = {1};
+  for (int32_t id : tok.encode("the ship")) req.prompt.push_back(id);
+  req.max_new_tokens = max_new;
+  req.sampling.temperature = 0.0f;
+  req.stop_at_eos = false;
+  return req;
+}
+
 TEST_F(EngineText, StopsAtStopStringsWithText) {
   const Decoder& dec = test_decoder();
   ASSERT_EQ(tok_->vocab_size(), kVocab);
-  GenerationRequest req;
-  req.prompt = {1};
-  for (int32_t id : tok_->encode("the ship")) req.prompt.push_back(id);
-  req.max_new_tokens = 40;
-  req.sampling.temperature = 0.0f;
-  req.stop_at_eos = false;
+  const GenerationRequest req = ship_request(*tok_, 40);
   const Result free_run = run_alone(dec, req, tok_);
   EXPECT_EQ(free_run.text, free_run.fin.text);
   const std::string& T = free_run.text;
@@ -439,6 +502,46 @@ TEST_F(EngineText, StopsAtStopStringsWithText) {
   EXPECT_EQ(r.text, T.substr(0, T.find(stop)));
   EXPECT_EQ(r.fin.text, r.text);
   EXPECT_LT(r.tokens.size(), free_run.tokens.size());
+}
+
+// With routing, each token's report comes after the text it released: the pieces of text delivered
+// between reports, joined, are the whole text (the held-back rest included, with the last token), and
+// no text follows the last report.
+TEST_F(EngineText, RoutingReportsFollowTheTextOfTheirToken) {
+  const Decoder& dec = test_decoder();
+  for (const bool with_stop : {false, true}) {
+    SCOPED_TRACE(with_stop ? "stop string" : "length");
+    GenerationRequest req = ship_request(*tok_, 30);
+    req.routing = true;
+    if (with_stop) {
+      const std::string T = run_alone(dec, req, tok_).text;
+      ASSERT_GE(T.size(), 12u);
+      req.stop = {T.substr(T.size() / 2, 1) + "never"};  // held back at each occurrence, then released
+    }
+    Engine e(dec, tok_, opts(1, 0));
+    Result r;
+    std::vector<std::string> per_token;
+    std::string since;
+    GenerationCallbacks cb = collect(r);
+    cb.on_text = [&](const std::string& t) {
+      r.text += t;
+      since += t;
+    };
+    cb.on_routing = [&](const std::vector<int32_t>& f) {
+      EXPECT_EQ(static_cast<int64_t>(f.size()), dec.config().n_layers);
+      per_token.push_back(since);
+      since.clear();
+    };
+    e.submit(req, std::move(cb));
+    while (e.step()) {
+    }
+    EXPECT_EQ(per_token.size(), r.tokens.size());
+    EXPECT_TRUE(since.empty()) << "text after the last routing report: " << since;
+    std::string joined;
+    for (const std::string& t : per_token) joined += t;
+    EXPECT_EQ(joined, r.fin.text);
+    EXPECT_FALSE(r.fin.text.empty());
+  }
 }
 
 }  // namespace

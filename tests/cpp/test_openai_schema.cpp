@@ -2,7 +2,8 @@
 // defaults of completion and chat requests, every prompt and message form, every parameter read (n,
 // logprobs, the penalties included), the values that mean "off" for the unsupported ones, and one case per refused body (malformed JSON,
 // unknown parameter, wrong type, out-of-range value) as a 400 ApiError whose param names the field;
-// the error object, the chat template, and the response and stream-chunk JSON. The same rules over
+// the error object, the chat template, the response and stream-chunk JSON, and the "moepp_routing"
+// extension. The same rules over
 // HTTP are tests/python/test_serve.py.
 #include <gtest/gtest.h>
 
@@ -409,6 +410,34 @@ TEST(OpenaiSchema, StreamChunks) {
   EXPECT_EQ(uc["object"], "chat.completion.chunk");
   EXPECT_EQ(uc["choices"], json::array());
   EXPECT_EQ(uc["usage"]["total_tokens"], 10);
+}
+
+// The "moepp_routing" extension: off by default (and at false or null), on at true, refused when not
+// a boolean; its JSON, and a choice without it has no such key at all.
+TEST(ParseCompletionRequest, MoeppRoutingOptIn) {
+  EXPECT_FALSE(completion({{"prompt", "a"}}).routing);
+  EXPECT_FALSE(completion({{"prompt", "a"}, {"moepp_routing", false}}).routing);
+  EXPECT_FALSE(completion({{"prompt", "a"}, {"moepp_routing", nullptr}}).routing);
+  EXPECT_TRUE(completion({{"prompt", "a"}, {"moepp_routing", true}}).routing);
+  EXPECT_TRUE(chat({{"messages", kUserHello}, {"moepp_routing", true}, {"stream", true}}).routing);
+  for (const json& bad : {json(1), json("true"), json::array({true}), json::object()}) {
+    const ApiError e = parse_error(json{{"messages", kUserHello}, {"moepp_routing", bad}}.dump(), true);
+    EXPECT_EQ(e.status, 400);
+    EXPECT_EQ(e.param, "moepp_routing");
+    EXPECT_NE(std::string(e.what()).find("'moepp_routing' must be a boolean"), std::string::npos) << e.what();
+  }
+}
+
+TEST(OpenaiSchema, RoutingJson) {
+  const json r = routing_json({{" the", {2, 0}}, {"", {1, 1}}}, {2, 2});
+  EXPECT_EQ(r, json::parse(R"({"max_ffn_experts": [2, 2], "tokens": [
+      {"text": " the", "ffn_experts": [2, 0], "ffn_total": 2}, {"text": "", "ffn_experts": [1, 1], "ffn_total": 2}]})"));
+  Choice c{0, " the", "", nullptr};
+  EXPECT_FALSE(chunk_json("t", 1, "m", true, c)["choices"][0].contains("moepp_routing"));
+  EXPECT_FALSE(completion_json("t", 1, "m", false, {c}, Usage{})["choices"][0].contains("moepp_routing"));
+  c.routing = r;
+  EXPECT_EQ(chunk_json("t", 1, "m", true, c)["choices"][0]["moepp_routing"], r);
+  EXPECT_EQ(completion_json("t", 1, "m", false, {c}, Usage{})["choices"][0]["moepp_routing"], r);
 }
 
 TEST(OpenaiSchema, DumpKeepsUtf8AndReplacesInvalidBytes) {

@@ -7,7 +7,8 @@ process. Run by CTest (label mpi) as
 On the tiny random MoE++ model of test_serve.py (4 FFN + 4 zero-computation experts, 320-piece tokenizer):
   - generate at temperature 0 prints exactly the single process's text (F32 and INT8 weights);
   - eval ppl gives the same JSON (nll_sum bit for bit), eval mc the same scores and per-question details;
-  - serve under mpirun answers a temperature-0 completion with the single-process server's text, and
+  - serve under mpirun answers a temperature-0 completion with the single-process server's text (and
+    the same "moepp_routing" report: FFN experts of every rank counted), and
     SIGTERM to its ranks ends the whole job with exit 0 within 20 s;
   - --ep-size 3 at np 2 fails with the message printed by both ranks; --ep-size 2 without mpirun fails;
   - ranks given different models (mpirun's MPMD form: rank 1 reads a copy whose config.json differs, or
@@ -68,15 +69,19 @@ class Serve:
         self.proc.kill()
         raise RuntimeError("serve did not start: " + "".join(self.log))
 
-    def complete(self, prompt):
+    def complete(self, prompt, routing=False):
+        """The greedy completion's text; with routing, (text, its moepp_routing report)."""
+        req = {"prompt": prompt, "max_tokens": 24, "temperature": 0}
+        if routing:
+            req["moepp_routing"] = True
         c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-        c.request("POST", "/v1/completions", body=json.dumps({"prompt": prompt, "max_tokens": 24, "temperature": 0}),
-                  headers={"Content-Type": "application/json"})
+        c.request("POST", "/v1/completions", body=json.dumps(req), headers={"Content-Type": "application/json"})
         r = c.getresponse()
         body = json.loads(r.read())
         c.close()
         assert r.status == 200, body
-        return body["choices"][0]["text"]
+        ch = body["choices"][0]
+        return (ch["text"], ch["moepp_routing"]) if routing else ch["text"]
 
     def ranks(self):
         """The pids of mpirun's children (the ranks; mpirun launches local ranks itself)."""
@@ -156,17 +161,21 @@ def main():
             one = Serve([exe, *srv])
             try:
                 want = one.complete("The king said")
+                want_routing = one.complete("The king", routing=True)
             finally:
                 one.proc.terminate()
                 one.finish(20)
             two = Serve([*mpirun, exe, *srv, "--ep-size", "2"])
             try:
                 got = [two.complete("The king said"), two.complete("Once upon")]
+                got_routing = two.complete("The king", routing=True)
                 ranks = two.ranks()
             except BaseException:
                 two.proc.kill()
                 raise
             assert got[0] == want, f"{got[0]!r} != {want!r}"
+            # The routing report counts every rank's FFN experts: the same as one process.
+            assert got_routing == want_routing, f"{got_routing} != {want_routing}"
             assert len(ranks) == 2, f"mpirun's children: {ranks}"
             for pid in ranks:  # as a service manager stops a job: every rank gets SIGTERM
                 os.kill(pid, signal.SIGTERM)

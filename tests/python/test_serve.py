@@ -23,6 +23,9 @@ temporary checkpoint directory; `moepp serve --port 0` is started on it and the 
   - the bound on accepted connections waiting for an HTTP worker: the one beyond it is answered 503,
   - 32 concurrent clients (threads, streaming and not) with greedy requests each get exactly the text
     they get alone: nothing lost or mixed up between the batched sequences,
+  - "moepp_routing": per generated token the FFN experts of each layer, with the text it released (the
+    entries' texts are the text), streamed and not, chat and completions, n choices, batched streams as
+    alone, fewer FFN experts under --zc-bias; absent without the opt-in; a non-boolean value is refused,
   - `moepp generate` prints the prompt and the same greedy continuation (streamed or not), honours
     --stop, and rejects bad option values with a message naming the option and exit 1.
 Prints `N passed, M failed`; exit 1 on failure.
@@ -277,6 +280,7 @@ def main():
         try:
             run_cases(case, srv, exe, model)
             run_api_cases(case, srv, exe, model, cfg)
+            run_routing_cases(case, srv, exe, model)
         finally:
             rc = srv.stop()
             case("sigterm_exits_cleanly", lambda: expect(rc == 0 and any("stopped" in l for l in srv.log),
@@ -411,6 +415,9 @@ def run_cases(case, srv, exe, model):
         ("n_17", "/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "n": 17}, None, 400, "n"),
         ("best_of_not_n", "/v1/completions", {"prompt": "a", "n": 2, "best_of": 3}, None, 400, "best_of"),
         ("logprobs_6", "/v1/completions", {"prompt": "a", "logprobs": 6}, None, 400, "logprobs"),
+        ("moepp_routing_string", "/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}],
+                                                          "moepp_routing": "yes"}, None, 400, "moepp_routing"),
+        ("moepp_routing_number", "/v1/completions", {"prompt": "a", "moepp_routing": 1}, None, 400, "moepp_routing"),
         ("chat_logprobs_int", "/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "logprobs": 2},
          None, 400, "logprobs"),
         ("chat_top_logprobs_21", "/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}],
@@ -1076,6 +1083,120 @@ def run_api_cases(case, srv, exe, model, cfg):
     case("chat_template_llama2", chat_template_llama2)
     case("chat_template_chatml", chat_template_chatml)
     case("chat_template_outside_subset_refused", chat_template_outside_subset_refused)
+
+
+def run_routing_cases(case, srv, exe, model):
+    """The "moepp_routing" extension (docs/serve.md, "Routing"): per generated token, the FFN experts each
+    layer ran, in responses and streams, with the text each token released; absent unless asked for."""
+    K = [2, 2]  # top-2 of 4 FFN experts (+ 4 zero-computation ones), 2 layers
+    user = [{"role": "user", "content": "Where did the ship sail?"}]
+
+    def check_routing(r, text, n_tokens):
+        expect(set(r) == {"max_ffn_experts", "tokens"} and r["max_ffn_experts"] == K, f"routing {r}")
+        expect(len(r["tokens"]) == n_tokens, f"{len(r['tokens'])} routing entries for {n_tokens} tokens")
+        for t in r["tokens"]:
+            expect(set(t) == {"text", "ffn_experts", "ffn_total"} and len(t["ffn_experts"]) == 2, f"entry {t}")
+            expect(all(isinstance(n, int) and 0 <= n <= k for n, k in zip(t["ffn_experts"], K)), f"entry {t}")
+            expect(t["ffn_total"] == sum(t["ffn_experts"]), f"total {t}")
+        joined = "".join(t["text"] for t in r["tokens"])
+        expect(joined == text, f"the entries' texts {joined!r} are not the text {text!r}")
+        return r["tokens"]
+
+    def streamed(events, chat):
+        """(text, routing entries) of a one-choice stream; each chunk's entries hold its text."""
+        text, entries = "", []
+        for e in events[:-1]:
+            if "error" in e:
+                raise AssertionError(f"error event {e}")
+            for c in e["choices"]:
+                piece = c["delta"].get("content", "") if chat else c["text"]
+                r = c.get("moepp_routing")
+                if r is not None:
+                    expect(r["max_ffn_experts"] == K, f"chunk routing {r}")
+                    expect("".join(t["text"] for t in r["tokens"]) == piece, f"chunk text {piece!r} vs {r}")
+                    entries += r["tokens"]
+                else:
+                    expect(piece == "", f"text without routing in chunk {e}")
+                text += piece
+        return text, entries
+
+    def completions():
+        req = {"prompt": "The ship sailed across", "max_tokens": 16, "temperature": 0, "ignore_eos": True}
+        status, _, plain = srv.call("POST", "/v1/completions", req)
+        expect(status == 200 and set(plain["choices"][0]) == {"index", "text", "logprobs", "finish_reason"},
+               f"without the opt-in: {plain['choices'][0]}")
+        status, _, off = srv.call("POST", "/v1/completions", dict(req, moepp_routing=False))
+        expect(set(off["choices"][0]) == set(plain["choices"][0]), f"moepp_routing false: {off['choices'][0]}")
+        status, _, body = srv.call("POST", "/v1/completions", dict(req, moepp_routing=True))
+        expect(status == 200, f"{status} {body}")
+        ch = body["choices"][0]
+        expect(ch["text"] == plain["choices"][0]["text"], "the opt-in changed the text")
+        toks = check_routing(ch["moepp_routing"], ch["text"], body["usage"]["completion_tokens"])
+        expect(len({t["ffn_total"] for t in toks}) >= 2, f"routing does not vary, a weak test: {toks}")
+        _, _, events = srv.stream("/v1/completions", dict(req, moepp_routing=True, stream=True))
+        text, entries = streamed(events, False)
+        expect(text == ch["text"] and entries == toks, f"stream {text!r} {entries} vs {ch['text']!r} {toks}")
+        _, _, events = srv.stream("/v1/completions", dict(req, stream=True))
+        expect(all("moepp_routing" not in c for e in events[:-1] for c in e["choices"]), "routing without opt-in")
+
+    def chat():
+        req = {"messages": user, "max_tokens": 12, "temperature": 0, "moepp_routing": True}
+        status, _, body = srv.call("POST", "/v1/chat/completions", req)
+        expect(status == 200, f"{status} {body}")
+        ch = body["choices"][0]
+        # Every sampled token has an entry: an EOS that ends the reply too (with no text).
+        toks = check_routing(ch["moepp_routing"], ch["message"]["content"], body["usage"]["completion_tokens"])
+        _, _, events = srv.stream("/v1/chat/completions", dict(req, stream=True))
+        text, entries = streamed(events, True)
+        expect(text == ch["message"]["content"] and entries == toks, f"chat stream {text!r} vs {ch}")
+        _, _, plain = srv.call("POST", "/v1/chat/completions", dict(req, moepp_routing=False))
+        expect("moepp_routing" not in plain["choices"][0] and plain["choices"][0]["message"] == ch["message"],
+               f"without the opt-in: {plain['choices'][0]}")
+
+    def choices_and_batching():
+        # n choices: each its own routing, as a single request with its seed gets it.
+        req = {"prompt": "The whale", "max_tokens": 8, "temperature": 1.0, "seed": 7, "ignore_eos": True, "n": 2,
+               "moepp_routing": True}
+        _, _, body = srv.call("POST", "/v1/completions", req)
+        for i, c in enumerate(body["choices"]):
+            _, _, one = srv.call("POST", "/v1/completions", dict(req, n=1, seed=7 + i))
+            expect(c["moepp_routing"] == one["choices"][0]["moepp_routing"], f"choice {i}")
+        # Streams decoded in one batch each get their own sequence's routing (as alone).
+        reqs = [{"prompt": p, "max_tokens": 20, "temperature": 0, "ignore_eos": True, "moepp_routing": True,
+                 "stream": True} for p in ("The ship", "A grey sea and", "Whales sing", "It was the best of")]
+        alone = [streamed(srv.stream("/v1/completions", r)[2], False) for r in reqs]
+        together = [None] * len(reqs)
+
+        def run(i):
+            together[i] = streamed(srv.stream("/v1/completions", reqs[i])[2], False)
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(len(reqs))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        expect(together == alone, "batched streams' routing differs from each alone")
+
+    def zc_bias():
+        # --zc-bias moves the router toward the zero-computation experts: the report follows it.
+        req = {"prompt": "The ship sailed across the grey sea", "max_tokens": 24, "temperature": 0,
+               "ignore_eos": True, "moepp_routing": True}
+
+        def mean_total(s):
+            _, _, body = s.call("POST", "/v1/completions", req)
+            toks = body["choices"][0]["moepp_routing"]["tokens"]
+            return sum(t["ffn_total"] for t in toks) / len(toks)
+        base = mean_total(srv)
+        biased = Server(exe, model, "--slots", "1", "--zc-bias", "1.5")
+        try:
+            fewer = mean_total(biased)
+        finally:
+            biased.stop()
+        expect(fewer < base, f"--zc-bias 1.5: {fewer:.2f} FFN experts per token, without: {base:.2f}")
+
+    case("moepp_routing_completions", completions)
+    case("moepp_routing_follows_zc_bias", zc_bias)
+    case("moepp_routing_chat", chat)
+    case("moepp_routing_choices_and_batching", choices_and_batching)
 
 
 if __name__ == "__main__":
