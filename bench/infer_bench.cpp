@@ -263,7 +263,7 @@ const char* llama_type_for(WeightDType d) {
 
 // --llama-bench: the side-by-side run (vanilla model only).
 int run_side_by_side(const InferBenchOptions& o, const std::vector<WeightDType>& dtypes,
-                     const std::vector<int32_t>& prompt, const Bandwidth& bw) {
+                     const std::vector<int32_t>& prompt) {
   namespace fs = std::filesystem;
   const std::string quantize =
       o.llama_quantize.empty() ? (fs::path(o.llama_bench).parent_path() / "llama-quantize").string() : o.llama_quantize;
@@ -304,14 +304,16 @@ int run_side_by_side(const InferBenchOptions& o, const std::vector<WeightDType>&
     const std::string model = gguf_file(lt);
     const InferWeights w = InferWeights::load(cfg, src, dt);
     const double active = active_decode_bytes(cfg, w, static_cast<double>(cfg.moe.top_k), 0.5 * static_cast<double>(o.gen));
-    std::vector<double> pp_ratio, tg_ratio, share, m_pp, m_tg, l_pp, l_tg;
+    std::vector<double> pp_ratio, tg_ratio, share, m_pp, m_tg, l_pp, l_tg, bws, l_share;
     nlohmann::json llama_info;
     for (int pair = 0; pair < o.pairs; ++pair) {
       const bool moepp_first = pair % 2 == 0;
       PairSide m;
       LlamaBenchResult l;
+      Bandwidth bw;  // measured right before moepp's side: the roofline of that moment's machine
       for (int side = 0; side < 2; ++side) {
         if ((side == 0) == moepp_first) {
+          bw = measure_read_bandwidth();
           m = measure_like_llama_bench(cfg, w, prompt, o.gen, o.reps);
         } else {
           l = llama_bench(o.llama_bench, model, o.prompt, o.gen, threads, o.reps, log);
@@ -321,6 +323,8 @@ int run_side_by_side(const InferBenchOptions& o, const std::vector<WeightDType>&
       pp_ratio.push_back(m.pp_tps / l.pp_tps);
       tg_ratio.push_back(m.tg_tps / l.tg_tps);
       share.push_back(sh);
+      l_share.push_back(roofline_share(active, l.tg_tps, bw));
+      bws.push_back(bw.all_threads_gbs);
       m_pp.push_back(m.pp_tps);
       m_tg.push_back(m.tg_tps);
       l_pp.push_back(l.pp_tps);
@@ -344,7 +348,12 @@ int run_side_by_side(const InferBenchOptions& o, const std::vector<WeightDType>&
                           {"pp_ratio", m.pp_tps / l.pp_tps},
                           {"tg_ratio", m.tg_tps / l.tg_tps},
                           {"moepp_active_bytes_per_token", active},
+                          {"read_bandwidth_gbs", bw.all_threads_gbs},
+                          {"read_bandwidth_one_thread_gbs", bw.one_thread_gbs},
                           {"moepp_decode_roofline_share", sh},
+                          // llama.cpp's bytes per token taken as moepp's (the same matrices in types of
+                          // the same size; its KV cache is F16): an estimate.
+                          {"llama_cpp_decode_roofline_share_est", roofline_share(active, l.tg_tps, bw)},
                           {"llama_cpp", llama_info}};
       j.update(bench_environment());
       std::printf("%s\n", j.dump().c_str());
@@ -365,7 +374,8 @@ int run_side_by_side(const InferBenchOptions& o, const std::vector<WeightDType>&
                           {"llama_cpp_pp_tokens_per_s", range(l_pp)},
                           {"llama_cpp_tg_tokens_per_s", range(l_tg)},
                           {"moepp_decode_roofline_share", range(share)},
-                          {"read_bandwidth_gbs", bw.all_threads_gbs},
+                          {"llama_cpp_decode_roofline_share_est", range(l_share)},
+                          {"read_bandwidth_gbs", range(bws)},
                           {"llama_cpp", llama_info}};
     // The goals of issue 12: decode >= 1.2x llama.cpp at BF16, 8-bit and 4-bit; prefill >= 1.5x; F32 and
     // BF16 decode at >= 85 % of the roofline (medians over the pairs).
@@ -423,9 +433,10 @@ int run_infer_bench(const InferBenchOptions& o) {
   std::vector<int32_t> prompt(o.prompt);
   for (int32_t& t : prompt) t = static_cast<int32_t>(rng() % o.vocab);
 
-  // The roofline: read bandwidth of one thread and of all threads.
-  const Bandwidth bw = measure_read_bandwidth();
+  // The roofline: read bandwidth of one thread and of all threads (measured again next to every
+  // measurement below, since a shared machine's bandwidth changes with its load).
   {
+    const Bandwidth bw = measure_read_bandwidth();
     nlohmann::json j = {{"bench", "read_bandwidth"},
                         {"buffer_bytes", bw.buffer_bytes},
                         {"one_thread_gbs", bw.one_thread_gbs},
@@ -445,10 +456,10 @@ int run_infer_bench(const InferBenchOptions& o) {
     std::printf("%s\n", j.dump().c_str());
     std::fflush(stdout);
   }
-  if (!o.llama_bench.empty()) return run_side_by_side(o, dtypes, prompt, bw);
+  if (!o.llama_bench.empty()) return run_side_by_side(o, dtypes, prompt);
 
   std::map<std::string, Result> vanilla;
-  nlohmann::json summary = {{"bench", "infer_summary"}, {"read_bandwidth_gbs", bw.all_threads_gbs}};
+  nlohmann::json summary = {{"bench", "infer_summary"}};
   summary.update(bench_environment());
   for (bool moepp : variants) {
     const ModelConfig cfg = make_config(o, moepp, max_pos);
@@ -479,6 +490,7 @@ int run_infer_bench(const InferBenchOptions& o) {
         const double t0 = now_s();
         const InferWeights w = InferWeights::load(run_cfg, src, dt);
         const double load_s = now_s() - t0;
+        const Bandwidth bw = measure_read_bandwidth();
         const Result r = measure(run_cfg, w, prompt, o.gen, o.reps);
         // Decode reads the cache at positions prompt .. prompt + gen: on average prompt + gen / 2.
         const double active = active_decode_bytes(run_cfg, w, static_cast<double>(cfg.moe.top_k) * (1.0 - r.zc_share),
@@ -500,6 +512,7 @@ int run_infer_bench(const InferBenchOptions& o) {
                             {"ffn_experts_per_token", static_cast<double>(cfg.moe.top_k) * (1.0 - r.zc_share)},
                             {"active_bytes_per_token", active},
                             {"decode_read_gbs", active * r.decode_tps / 1e9},
+                            {"read_bandwidth_gbs", bw.all_threads_gbs},
                             {"decode_roofline_share", roofline_share(active, r.decode_tps, bw)}};
         j.update(bench_environment());
         if (!moepp) {
