@@ -1,8 +1,9 @@
 // The llama-architecture GGUF export of a vanilla model (see gguf_export.h).
 #include "model/gguf_export.h"
 
+#include <cstdio>
 #include <cstring>
-#include <map>
+#include <tuple>
 
 #include "core/error.h"
 #include "core/half_float.h"
