@@ -267,6 +267,9 @@ int run_side_by_side(const InferBenchOptions& o, const std::vector<WeightDType>&
   namespace fs = std::filesystem;
   const std::string quantize =
       o.llama_quantize.empty() ? (fs::path(o.llama_bench).parent_path() / "llama-quantize").string() : o.llama_quantize;
+  check_llama_binary(o.llama_bench, "--llama-bench");
+  for (const WeightDType d : dtypes)
+    if (d == WeightDType::kInt8 || d == WeightDType::kQ4) check_llama_binary(quantize, "--llama-quantize");
   std::string dir = o.gguf_dir;
   if (dir.empty()) {
     char tmpl[] = "/tmp/moepp-gguf-XXXXXX";
@@ -428,6 +431,7 @@ int run_infer_bench(const InferBenchOptions& o) {
   check(o.gguf_dtype == "f32" || o.gguf_dtype == "bf16", "bench infer: --gguf-dtype must be f32 or bf16, got '" + o.gguf_dtype + "'");
   check(o.pairs >= 1, "bench infer: --pairs must be >= 1");
   check(o.llama_quantize.empty() || !o.llama_bench.empty(), "bench infer: --llama-quantize needs --llama-bench");
+  if (!o.llama_bench.empty()) check_llama_binary(o.llama_bench, "--llama-bench");  // before any slow work
   const int64_t max_pos = o.prompt + o.gen;
   std::mt19937 rng(1);
   std::vector<int32_t> prompt(o.prompt);

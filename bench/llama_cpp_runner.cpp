@@ -18,10 +18,6 @@ std::string sq(const std::string& s) {  // single-quoted for /bin/sh
   return o + "'";
 }
 
-void check_binary(const std::string& bin, const std::string& option) {
-  check(::access(bin.c_str(), X_OK) == 0, option + " " + bin + ": not an executable file");
-}
-
 // Runs `cmd`; returns its stdout; throws when it cannot start or exits non-zero.
 std::string run(const std::string& cmd, const std::string& what, const std::string& log_path) {
   FILE* f = popen(cmd.c_str(), "r");
@@ -43,9 +39,14 @@ double number_field(const nlohmann::json& o, const char* key, const std::string&
 
 }  // namespace
 
+void check_llama_binary(const std::string& path, const std::string& option) {
+  check(::access(path.c_str(), X_OK) == 0 && !std::filesystem::is_directory(path),
+        option + " " + path + ": not an executable file");
+}
+
 void llama_quantize(const std::string& quantize_bin, const std::string& in, const std::string& out,
                     const std::string& type, int threads, const std::string& log_path) {
-  check_binary(quantize_bin, "--llama-quantize");
+  check_llama_binary(quantize_bin, "--llama-quantize");
   const std::string cmd = sq(quantize_bin) + " --pure " + sq(in) + " " + sq(out) + " " + sq(type) + " " +
                           std::to_string(threads) + " >" + sq(log_path) + " 2>&1";
   run(cmd, "llama-quantize " + type, log_path);
@@ -55,7 +56,7 @@ void llama_quantize(const std::string& quantize_bin, const std::string& in, cons
 
 LlamaBenchResult llama_bench(const std::string& bench_bin, const std::string& model, int64_t prompt, int64_t gen,
                              int threads, int reps, const std::string& log_path) {
-  check_binary(bench_bin, "--llama-bench");
+  check_llama_binary(bench_bin, "--llama-bench");
   const std::string cmd = sq(bench_bin) + " -m " + sq(model) + " -p " + std::to_string(prompt) + " -n " +
                           std::to_string(gen) + " -t " + std::to_string(threads) + " -r " + std::to_string(reps) +
                           " -o json 2>>" + sq(log_path);

@@ -12,6 +12,9 @@
 
 namespace moepp {
 
+// Throws moepp::Error "OPTION PATH: not an executable file" unless PATH is executable.
+void check_llama_binary(const std::string& path, const std::string& option);
+
 // `QUANTIZE --pure IN OUT TYPE THREADS` (TYPE e.g. Q8_0, Q4_0); its output goes to `log_path`.
 void llama_quantize(const std::string& quantize_bin, const std::string& in, const std::string& out,
                     const std::string& type, int threads, const std::string& log_path);
