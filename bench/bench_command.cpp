@@ -82,7 +82,8 @@ void register_bench_command(CLI::App& app) {
     check_status("bench train", run_train_bench(*t));
   });
 
-  // moepp bench infer [--dtypes LIST] [--variants LIST] [--prompt N] [--gen N] [--reps N]
+  // moepp bench infer [--dtypes LIST] [--variants LIST] [--prompt N] [--gen N] [--reps N] [--gguf-out PATH]
+  //                   [--llama-bench PATH [--llama-quantize PATH] [--pairs N]]
   auto inf = std::make_shared<InferBenchOptions>();
   CLI::App* infer = bench->add_subcommand(
       "infer", "Prefill / decode tokens/s of the KV-cache decoder (F32, BF16, INT8, Q4), vanilla MoE vs MoE++");
@@ -98,6 +99,17 @@ void register_bench_command(CLI::App& app) {
       ->capture_default_str();
   infer->add_option("--zc-fraction", inf->zc_fraction, "MoE++: target share of slots on zero-computation experts")
       ->capture_default_str();
+  infer->add_option("--gguf-out", inf->gguf_out,
+                    "Also write the vanilla random model as a GGUF file (llama architecture, Mixtral-style experts)");
+  infer->add_option("--gguf-dtype", inf->gguf_dtype, "The --gguf-out file's matrices: f32 or bf16")->capture_default_str();
+  infer->add_option("--llama-bench", inf->llama_bench,
+                    "llama.cpp's llama-bench binary: run it side by side on the same weights (vanilla model only)");
+  infer->add_option("--llama-quantize", inf->llama_quantize,
+                    "llama.cpp's llama-quantize binary (default: the one next to --llama-bench)");
+  infer->add_option("--pairs", inf->pairs, "Side by side: interleaved (moepp, llama.cpp) pairs per dtype")
+      ->capture_default_str();
+  infer->add_option("--gguf-dir", inf->gguf_dir, "Side by side: directory for the GGUF files (default: a new /tmp dir)");
+  infer->add_flag("--keep-gguf", inf->keep_gguf, "Side by side: keep the GGUF files");
   infer->callback([inf] { check_status("bench infer", run_infer_bench(*inf)); });
 
   // mpirun -np N moepp bench ep [--cases LIST] [--fractions LIST] [--tokens T] [--reps N]

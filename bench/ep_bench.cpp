@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "bench_env.h"
+#include "bench_stats.h"
 #include "core/error.h"
 #include "cpu_router_bias.h"
 #include "layer_cases.h"
@@ -28,11 +29,6 @@ namespace {
 
 double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0.0 : v[v.size() / 2];
 }
 
 // The largest value over the ranks (via allgather of microseconds).

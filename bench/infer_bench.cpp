@@ -2,7 +2,9 @@
 // (normal(0, 0.02) from a per-tensor seed, generated once and reused for every dtype). The MoE++
 // variant scales its zero-computation experts' router rows by a factor found by bisection so that the
 // measured share of slots on zero-computation experts (all layers, the prefill prompt) is near the
-// target; the achieved share is reported.
+// target; the achieved share is reported. The vanilla variant uses Mixtral's gating (no logit norm, one
+// linear gate, no K scaling of the experts' input) so that llama.cpp's `llama` architecture computes the
+// same function from its GGUF (model/gguf_export.h).
 #include "infer_bench.h"
 
 #include <chrono>
@@ -19,10 +21,19 @@
 
 #include <omp.h>
 
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+
+#include "bandwidth_probe.h"
 #include "bench_env.h"
+#include "bench_stats.h"
 #include "core/error.h"
 #include "infer/decoder.h"
 #include "io/weight_source.h"
+#include "llama_cpp_runner.h"
+#include "model/gguf_export.h"
 #include "model/model_params.h"
 
 namespace moepp {
@@ -111,19 +122,23 @@ ModelConfig make_config(const InferBenchOptions& o, bool moepp, int64_t max_pos)
                       {"num_key_value_heads", o.heads},
                       {"max_position_embeddings", max_pos},
                       {"moe_top_k", 2},
-                      // The 7B checkpoint's router flags (not the released config class's defaults).
-                      {"moe_2layer_gate", false},
-                      {"moe_use_logits_norm", true},
-                      {"moe_feature_no_mul_topk", true}};
+                      {"moe_2layer_gate", false}};
   if (moepp) {
+    // The 7B checkpoint's router flags (not the released config class's defaults).
+    j["moe_use_logits_norm"] = true;
+    j["moe_feature_no_mul_topk"] = true;
     j["num_experts"] = {12};
     j["moe_router"] = "moepp";
     j["n_zero_experts"] = 1;
     j["n_copy_experts"] = 1;
     j["n_constant_experts"] = 2;
   } else {
+    // Mixtral's gating: softmax of the top-k logits, no logit normalisation, input not scaled by K
+    // (what llama.cpp's llama architecture computes; model/gguf_export.h).
     j["num_experts"] = {8};
     j["moe_router"] = "topk";
+    j["moe_use_logits_norm"] = false;
+    j["moe_use_mixtral_gating"] = true;
   }
   return ModelConfig::from_json(j, "bench infer");
 }
@@ -167,6 +182,233 @@ Result measure(const ModelConfig& cfg, const InferWeights& w, const std::vector<
   return r;
 }
 
+size_t matrix_bytes(const WeightMatrix& m) {
+  const WeightMatrix::Stored st = m.stored();
+  return st.data_bytes + st.scale_bytes;
+}
+
+// Every byte one decode step reads: the embedding row, per block the two norms, the attention
+// projections, the router's tensors and `ffn_per_token` FFN experts (an average expert's up and down),
+// the keys and values of `kv_positions` cached positions, the final norm and the LM head.
+double active_decode_bytes(const ModelConfig& cfg, const InferWeights& w, double ffn_per_token, double kv_positions) {
+  const double f = sizeof(float);
+  double b = static_cast<double>(cfg.hidden) * f + static_cast<double>(w.final_norm.numel()) * f +
+             static_cast<double>(matrix_bytes(w.lm_head));
+  for (const InferWeights::Layer& l : w.layers) {
+    b += static_cast<double>(l.attn_norm.numel() + l.mlp_norm.numel()) * f;
+    b += static_cast<double>(matrix_bytes(l.wq) + matrix_bytes(l.wk) + matrix_bytes(l.wv) + matrix_bytes(l.wo));
+    const MoeParams& m = l.moe_small;
+    size_t router = m.wg.numel() + m.wg0.numel() + m.wg2.numel() + m.gate_map.numel();
+    for (const Tensor& t : m.const_wg) router += t.numel();
+    for (const Tensor& t : m.const_v) router += t.numel();
+    b += static_cast<double>(router) * f;
+    double experts = 0;
+    for (size_t e = 0; e < l.up.size(); ++e) experts += static_cast<double>(matrix_bytes(l.up[e]) + matrix_bytes(l.down[e]));
+    if (!l.up.empty()) b += experts / static_cast<double>(l.up.size()) * ffn_per_token;
+    b += 2.0 * static_cast<double>(cfg.n_kv_heads * cfg.head_dim) * kv_positions * f;  // K and V (fp32 cache)
+  }
+  return b;
+}
+
+// Decode's share of the read-bandwidth roofline: bytes per token x tokens/s / bytes per second.
+double roofline_share(double active_bytes, double tokens_per_s, const Bandwidth& bw) {
+  return active_bytes * tokens_per_s / (bw.all_threads_gbs * 1e9);
+}
+
+// moepp measured as llama-bench measures: after one untimed warm-up of each test, `reps` timings of a
+// `prompt`-token prefill into an empty cache and `reps` timings of `gen` single-token decode steps from
+// an empty cache (greedy), each reported as the mean of the per-repetition tokens/s (llama-bench's
+// avg_ts).
+struct PairSide {
+  double pp_tps = 0, tg_tps = 0;
+};
+PairSide measure_like_llama_bench(const ModelConfig& cfg, const InferWeights& w, const std::vector<int32_t>& prompt,
+                                  int64_t gen, int reps) {
+  const Decoder dec(cfg, w);
+  KvCache cache = dec.make_cache(1, std::max<int64_t>(static_cast<int64_t>(prompt.size()), gen));
+  DecoderScratch sc;
+  Tensor logits;
+  PairSide r;
+  const int64_t P = static_cast<int64_t>(prompt.size());
+  for (int rep = -1; rep < reps; ++rep) {  // rep -1: warm-up
+    cache.clear(0);
+    const double t0 = now_s();
+    dec.forward(logits, cache, {{0, prompt.data(), P, false}}, sc);
+    if (rep >= 0) r.pp_tps += static_cast<double>(P) / (now_s() - t0) / reps;
+  }
+  for (int rep = -1; rep < reps; ++rep) {
+    cache.clear(0);
+    int32_t next = prompt[0];
+    const int64_t steps = rep < 0 ? 1 : gen;
+    const double t0 = now_s();
+    for (int64_t i = 0; i < steps; ++i) {
+      dec.forward(logits, cache, {{0, &next, 1, false}}, sc);
+      next = static_cast<int32_t>(std::max_element(logits.data.begin(), logits.data.end()) - logits.data.begin());
+    }
+    if (rep >= 0) r.tg_tps += static_cast<double>(gen) / (now_s() - t0) / reps;
+  }
+  return r;
+}
+
+// The GGUF type llama.cpp runs against each moepp dtype.
+const char* llama_type_for(WeightDType d) {
+  switch (d) {
+    case WeightDType::kF32: return "F32";
+    case WeightDType::kBF16: return "BF16";
+    case WeightDType::kInt8: return "Q8_0";
+    case WeightDType::kQ4: return "Q4_0";
+  }
+  return "?";
+}
+
+// --llama-bench: the side-by-side run (vanilla model only).
+int run_side_by_side(const InferBenchOptions& o, const std::vector<WeightDType>& dtypes,
+                     const std::vector<int32_t>& prompt) {
+  namespace fs = std::filesystem;
+  const std::string quantize =
+      o.llama_quantize.empty() ? (fs::path(o.llama_bench).parent_path() / "llama-quantize").string() : o.llama_quantize;
+  check_llama_binary(o.llama_bench, "--llama-bench");
+  for (const WeightDType d : dtypes)
+    if (d == WeightDType::kInt8 || d == WeightDType::kQ4) check_llama_binary(quantize, "--llama-quantize");
+  std::string dir = o.gguf_dir;
+  if (dir.empty()) {
+    char tmpl[] = "/tmp/moepp-gguf-XXXXXX";
+    check(::mkdtemp(tmpl) != nullptr, "bench infer: cannot create a directory under /tmp for the GGUF files");
+    dir = tmpl;
+  } else {
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    check(!ec, "bench infer: --gguf-dir " + dir + ": " + ec.message());
+  }
+  const std::string log = (fs::path(dir) / "llama_cpp.log").string();
+  const int threads = omp_get_max_threads();
+  const ModelConfig cfg = make_config(o, false, std::max(o.prompt, o.gen));
+  const RandomWeights src(cfg);
+  std::map<std::string, std::string> gguf;  // llama.cpp type -> file
+  std::function<std::string(const std::string&)> gguf_file = [&](const std::string& type) -> std::string {
+    if (gguf.count(type)) return gguf[type];
+    const std::string path = (fs::path(dir) / ("moepp-bench-" + type + ".gguf")).string();
+    const double t0 = now_s();
+    if (type == "F32" || type == "BF16") {
+      write_llama_gguf(path, cfg, src, type == "F32" ? GgufFloat::kF32 : GgufFloat::kBF16, synthetic_gguf_vocab(cfg),
+                       "moepp bench infer (random weights)");
+    } else {
+      llama_quantize(quantize, gguf_file("F32"), path, type, threads, log);
+    }
+    nlohmann::json j = {{"bench", "gguf_written"}, {"type", type}, {"path", path},
+                        {"bytes", fs::file_size(path)}, {"seconds", now_s() - t0}};
+    std::printf("%s\n", j.dump().c_str());
+    std::fflush(stdout);
+    return gguf[type] = path;
+  };
+  nlohmann::json goals = nlohmann::json::object();
+  for (const WeightDType dt : dtypes) {
+    const std::string dn = weight_dtype_name(dt), lt = llama_type_for(dt);
+    const std::string model = gguf_file(lt);
+    const InferWeights w = InferWeights::load(cfg, src, dt);
+    const double active = active_decode_bytes(cfg, w, static_cast<double>(cfg.moe.top_k), 0.5 * static_cast<double>(o.gen));
+    std::vector<double> pp_ratio, tg_ratio, share, m_pp, m_tg, l_pp, l_tg, bws, l_share;
+    nlohmann::json llama_info;
+    for (int pair = 0; pair < o.pairs; ++pair) {
+      const bool moepp_first = pair % 2 == 0;
+      PairSide m;
+      LlamaBenchResult l;
+      Bandwidth bw;  // measured right before moepp's side: the roofline of that moment's machine
+      for (int side = 0; side < 2; ++side) {
+        if ((side == 0) == moepp_first) {
+          bw = measure_read_bandwidth();
+          m = measure_like_llama_bench(cfg, w, prompt, o.gen, o.reps);
+        } else {
+          l = llama_bench(o.llama_bench, model, o.prompt, o.gen, threads, o.reps, log);
+        }
+      }
+      const double sh = roofline_share(active, m.tg_tps, bw);
+      pp_ratio.push_back(m.pp_tps / l.pp_tps);
+      tg_ratio.push_back(m.tg_tps / l.tg_tps);
+      share.push_back(sh);
+      l_share.push_back(roofline_share(active, l.tg_tps, bw));
+      bws.push_back(bw.all_threads_gbs);
+      m_pp.push_back(m.pp_tps);
+      m_tg.push_back(m.tg_tps);
+      l_pp.push_back(l.pp_tps);
+      l_tg.push_back(l.tg_tps);
+      llama_info = {{"build_commit", l.pp.value("build_commit", "")}, {"build_number", l.pp.value("build_number", 0)},
+                    {"model_type", l.pp.value("model_type", "")}, {"n_batch", l.pp.value("n_batch", 0)},
+                    {"n_ubatch", l.pp.value("n_ubatch", 0)}, {"flash_attn", l.pp.value("flash_attn", nlohmann::json())},
+                    {"cpu_info", l.pp.value("cpu_info", "")}};
+      nlohmann::json j = {{"bench", "infer_vs_llama_cpp"},
+                          {"dtype", dn},
+                          {"llama_cpp_type", lt},
+                          {"pair", pair},
+                          {"first", moepp_first ? "moepp" : "llama.cpp"},
+                          {"prompt_tokens", o.prompt},
+                          {"gen_tokens", o.gen},
+                          {"reps", o.reps},
+                          {"moepp_pp_tokens_per_s", m.pp_tps},
+                          {"moepp_tg_tokens_per_s", m.tg_tps},
+                          {"llama_cpp_pp_tokens_per_s", l.pp_tps},
+                          {"llama_cpp_tg_tokens_per_s", l.tg_tps},
+                          {"pp_ratio", m.pp_tps / l.pp_tps},
+                          {"tg_ratio", m.tg_tps / l.tg_tps},
+                          {"moepp_active_bytes_per_token", active},
+                          {"read_bandwidth_gbs", bw.all_threads_gbs},
+                          {"read_bandwidth_one_thread_gbs", bw.one_thread_gbs},
+                          {"moepp_decode_roofline_share", sh},
+                          // llama.cpp's bytes per token taken as moepp's (the same matrices in types of
+                          // the same size; its KV cache is F16): an estimate.
+                          {"llama_cpp_decode_roofline_share_est", roofline_share(active, l.tg_tps, bw)},
+                          {"llama_cpp", llama_info}};
+      j.update(bench_environment());
+      std::printf("%s\n", j.dump().c_str());
+      std::fflush(stdout);
+    }
+    auto range = [](const std::vector<double>& v) {
+      return nlohmann::json{{"median", median(v)}, {"min", *std::min_element(v.begin(), v.end())},
+                            {"max", *std::max_element(v.begin(), v.end())}};
+    };
+    nlohmann::json sum = {{"bench", "infer_vs_llama_cpp_summary"},
+                          {"dtype", dn},
+                          {"llama_cpp_type", lt},
+                          {"pairs", o.pairs},
+                          {"pp_ratio", range(pp_ratio)},
+                          {"tg_ratio", range(tg_ratio)},
+                          {"moepp_pp_tokens_per_s", range(m_pp)},
+                          {"moepp_tg_tokens_per_s", range(m_tg)},
+                          {"llama_cpp_pp_tokens_per_s", range(l_pp)},
+                          {"llama_cpp_tg_tokens_per_s", range(l_tg)},
+                          {"moepp_decode_roofline_share", range(share)},
+                          {"llama_cpp_decode_roofline_share_est", range(l_share)},
+                          {"read_bandwidth_gbs", range(bws)},
+                          {"llama_cpp", llama_info}};
+    // The goals of issue 12: decode >= 1.2x llama.cpp at BF16, 8-bit and 4-bit; prefill >= 1.5x; F32 and
+    // BF16 decode at >= 85 % of the roofline (medians over the pairs).
+    nlohmann::json g = {{"prefill_ge_1.5x", median(pp_ratio) >= 1.5}};
+    if (dt != WeightDType::kF32) g["decode_ge_1.2x"] = median(tg_ratio) >= 1.2;
+    if (dt == WeightDType::kF32 || dt == WeightDType::kBF16) g["decode_ge_85pct_roofline"] = median(share) >= 0.85;
+    sum["goals_met"] = g;
+    goals[dn] = g;
+    sum.update(bench_environment());
+    std::printf("%s\n", sum.dump().c_str());
+    std::fflush(stdout);
+  }
+  nlohmann::json all = {{"bench", "infer_vs_llama_cpp_goals"}, {"goals_met", goals}};
+  bool every = true;
+  for (auto& [d, g] : goals.items())
+    for (auto& [k, v] : g.items()) every = every && v.get<bool>();
+  all["all_met"] = every;
+  all.update(bench_environment());
+  std::printf("%s\n", all.dump().c_str());
+  if (!o.keep_gguf) {
+    for (auto& [t, path] : gguf) std::filesystem::remove(path);
+    if (o.gguf_dir.empty()) {
+      std::error_code ec;
+      std::filesystem::remove(log, ec);
+      std::filesystem::remove(dir, ec);
+    }
+  }
+  return 0;
+}
+
 }  // namespace
 
 int run_infer_bench(const InferBenchOptions& o) {
@@ -186,10 +428,39 @@ int run_infer_bench(const InferBenchOptions& o) {
     check(end != b.c_str() && *end == '\0', "bench infer: --zc-biases: '" + b + "' is not a number");
   }
   check(!biases.empty(), "bench infer: --zc-biases is empty");
+  check(o.gguf_dtype == "f32" || o.gguf_dtype == "bf16", "bench infer: --gguf-dtype must be f32 or bf16, got '" + o.gguf_dtype + "'");
+  check(o.pairs >= 1, "bench infer: --pairs must be >= 1");
+  check(o.llama_quantize.empty() || !o.llama_bench.empty(), "bench infer: --llama-quantize needs --llama-bench");
+  if (!o.llama_bench.empty()) check_llama_binary(o.llama_bench, "--llama-bench");  // before any slow work
   const int64_t max_pos = o.prompt + o.gen;
   std::mt19937 rng(1);
   std::vector<int32_t> prompt(o.prompt);
   for (int32_t& t : prompt) t = static_cast<int32_t>(rng() % o.vocab);
+
+  // The roofline: read bandwidth of one thread and of all threads (measured again next to every
+  // measurement below, since a shared machine's bandwidth changes with its load).
+  {
+    const Bandwidth bw = measure_read_bandwidth();
+    nlohmann::json j = {{"bench", "read_bandwidth"},
+                        {"buffer_bytes", bw.buffer_bytes},
+                        {"one_thread_gbs", bw.one_thread_gbs},
+                        {"all_threads_gbs", bw.all_threads_gbs}};
+    j.update(bench_environment());
+    std::printf("%s\n", j.dump().c_str());
+    std::fflush(stdout);
+  }
+  if (!o.gguf_out.empty()) {
+    const ModelConfig cfg = make_config(o, false, max_pos);
+    const double t0 = now_s();
+    const uint64_t bytes = write_llama_gguf(o.gguf_out, cfg, RandomWeights(cfg),
+                                            o.gguf_dtype == "f32" ? GgufFloat::kF32 : GgufFloat::kBF16,
+                                            synthetic_gguf_vocab(cfg), "moepp bench infer (random weights)");
+    nlohmann::json j = {{"bench", "gguf_written"}, {"type", o.gguf_dtype == "f32" ? "F32" : "BF16"},
+                        {"path", o.gguf_out}, {"bytes", bytes}, {"seconds", now_s() - t0}};
+    std::printf("%s\n", j.dump().c_str());
+    std::fflush(stdout);
+  }
+  if (!o.llama_bench.empty()) return run_side_by_side(o, dtypes, prompt);
 
   std::map<std::string, Result> vanilla;
   nlohmann::json summary = {{"bench", "infer_summary"}};
@@ -223,7 +494,11 @@ int run_infer_bench(const InferBenchOptions& o) {
         const double t0 = now_s();
         const InferWeights w = InferWeights::load(run_cfg, src, dt);
         const double load_s = now_s() - t0;
+        const Bandwidth bw = measure_read_bandwidth();
         const Result r = measure(run_cfg, w, prompt, o.gen, o.reps);
+        // Decode reads the cache at positions prompt .. prompt + gen: on average prompt + gen / 2.
+        const double active = active_decode_bytes(run_cfg, w, static_cast<double>(cfg.moe.top_k) * (1.0 - r.zc_share),
+                                                  static_cast<double>(o.prompt) + 0.5 * static_cast<double>(o.gen));
         nlohmann::json j = {{"bench", "infer"},
                             {"variant", moepp ? "moepp" : "moe"},
                             {"dtype", dn},
@@ -238,7 +513,11 @@ int run_infer_bench(const InferBenchOptions& o) {
                             {"decode_tokens_per_s", r.decode_tps},
                             {"zc_slot_share", r.zc_share},
                             {"zc_bias", zc_bias},
-                            {"ffn_experts_per_token", static_cast<double>(cfg.moe.top_k) * (1.0 - r.zc_share)}};
+                            {"ffn_experts_per_token", static_cast<double>(cfg.moe.top_k) * (1.0 - r.zc_share)},
+                            {"active_bytes_per_token", active},
+                            {"decode_read_gbs", active * r.decode_tps / 1e9},
+                            {"read_bandwidth_gbs", bw.all_threads_gbs},
+                            {"decode_roofline_share", roofline_share(active, r.decode_tps, bw)}};
         j.update(bench_environment());
         if (!moepp) {
           vanilla[dn] = r;
@@ -250,7 +529,8 @@ int run_infer_bench(const InferBenchOptions& o) {
         std::fflush(stdout);
         const std::string key = std::string(moepp ? "moepp_" : "moe_") + dn +
                                 (zc_bias != 0.0f ? "_zcbias" + std::to_string(zc_bias) : std::string());
-        summary[key] = {{"pp", r.prefill_tps}, {"tg", r.decode_tps}};
+        summary[key] = {{"pp", r.prefill_tps}, {"tg", r.decode_tps},
+                        {"tg_roofline_share", roofline_share(active, r.decode_tps, bw)}};
       }
     }
   }

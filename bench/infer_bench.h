@@ -1,9 +1,14 @@
 // `moepp bench infer`: prefill and decode tokens/s of the KV-cache decoder on a randomly initialised
-// model shaped like llama.cpp's reference MoE measurement (8 layers, D 1024, 16 heads, 8 FFN experts of
-// I 2816, top-2, vocab 32000), for F32, BF16 and INT8 weights, as a vanilla MoE and as MoE++ (8 FFN +
-// 4 zero-computation experts, router tuned so that about half the slots go to zero-computation
-// experts). Prints one JSON object per measurement plus a summary with the ratios (options here; the
-// runner lives in infer_bench.cpp).
+// model (8 layers, D 1024, 16 heads, 8 FFN experts of I 2816, top-2, vocab 32000), for F32, BF16, INT8
+// and Q4 weights, as a vanilla MoE and as MoE++ (8 FFN + 4 zero-computation experts, router tuned so
+// that about half the slots go to zero-computation experts). The vanilla model's router is Mixtral's
+// (softmax of the top-k logits, one linear gate, no logit normalisation), so that it is exactly the
+// function of llama.cpp's `llama` architecture with experts. Every run first probes the memory read
+// bandwidth (bandwidth_probe.h) and reports decode as a share of that roofline. --gguf-out writes the
+// vanilla model as a GGUF file; --llama-bench runs llama.cpp's llama-bench on the same weights (F32 and
+// BF16 GGUFs, Q8_0 and Q4_0 made with llama-quantize --pure) interleaved with moepp's own measurement
+// in pairs, and reports the ratios. Prints one JSON object per measurement plus summaries (options
+// here; the runner lives in infer_bench.cpp).
 #pragma once
 
 #include <cstdint>
@@ -20,6 +25,13 @@ struct InferBenchOptions {
   int64_t layers = 8, hidden = 1024, heads = 16, intermediate = 2816, vocab = 32000;
   double zc_fraction = 0.5;              // MoE++: target fraction of slots on zero-computation experts
   std::string zc_biases = "0";           // MoE++: comma list of --zc-bias values, each measured
+  std::string gguf_out;                  // non-empty: write the vanilla random model there as GGUF
+  std::string gguf_dtype = "f32";        // f32 or bf16: the GGUF's matrices
+  std::string llama_bench;               // non-empty: the llama-bench binary (side-by-side mode)
+  std::string llama_quantize;            // default: llama-quantize next to llama_bench
+  std::string gguf_dir;                  // side-by-side: where the GGUF files go (default: a new /tmp dir)
+  int pairs = 5;                         // side-by-side: interleaved (moepp, llama.cpp) pairs per dtype
+  bool keep_gguf = false;                // side-by-side: keep the GGUF files afterwards
 };
 
 int run_infer_bench(const InferBenchOptions& opt);

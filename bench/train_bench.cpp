@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "bench_env.h"
+#include "bench_stats.h"
 #include "core/error.h"
 #include "core/gemm.h"
 #include "core/profile.h"
@@ -34,12 +35,6 @@ namespace {
 
 double now_ms() {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 // Runs bench/torch_train_eager.py on mc (written to a temporary config.json) with `env` (assignments

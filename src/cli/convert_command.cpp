@@ -5,6 +5,10 @@
 // unchanged; with int8 or q4 the decoder's large matrices are quantised as inference holds them
 // (infer/infer_weights.h: used in place from the memory map at load) and the other tensors stay F32. The output directory appears whole (written as OUT.partial-<pid>, then renamed) or not at
 // all. See docs/checkpoints.md.
+// `moepp convert --to gguf --model DIR --out FILE.gguf [--dtype f32|bf16]` writes a vanilla model as a
+// llama-architecture GGUF file for llama.cpp instead (model/gguf_export.h), with the checkpoint's
+// tokenizer.model as its SentencePiece vocabulary (a synthetic one, with a note, when DIR has none);
+// MoE++ models are refused with the config key at fault.
 #include <unistd.h>
 
 #include <cstdio>
@@ -26,8 +30,10 @@
 #include "io/weight_source.h"
 #include "model/ignored_buffers.h"
 #include "model/model_config.h"
+#include "model/gguf_export.h"
 #include "model/model_params.h"
 #include "infer/infer_weights.h"
+#include "tokenizer/tokenizer.h"
 
 namespace moepp::cli {
 namespace {
@@ -35,8 +41,61 @@ namespace {
 namespace fs = std::filesystem;
 
 struct ConvertArgs {
-  std::string model, out, dtype = "f32";
+  std::string model, out, dtype = "f32", to = "safetensors";
 };
+
+// The GGUF vocabulary of a SentencePiece model (tokenizer.ggml.*, model "llama").
+GgufVocab gguf_vocab_of(const Tokenizer& tok) {
+  GgufVocab v;
+  const int32_t n = tok.vocab_size();
+  for (int32_t id = 0; id < n; ++id) {
+    const Tokenizer::PieceInfo p = tok.piece_info(id);
+    v.tokens.push_back(p.piece);
+    v.scores.push_back(p.score);
+    switch (p.kind) {
+      case Tokenizer::PieceKind::kNormal: v.types.push_back(GgufVocab::kNormal); break;
+      case Tokenizer::PieceKind::kUnknown: v.types.push_back(GgufVocab::kUnknown); break;
+      case Tokenizer::PieceKind::kControl: v.types.push_back(GgufVocab::kControl); break;
+      case Tokenizer::PieceKind::kByte: v.types.push_back(GgufVocab::kByte); break;
+      case Tokenizer::PieceKind::kUnused: v.types.push_back(GgufVocab::kUnused); break;
+    }
+  }
+  v.bos = tok.bos_id();
+  v.eos = tok.eos_id();
+  v.unk = tok.unk_id();
+  v.pad = tok.pad_id();
+  return v;
+}
+
+void run_convert_gguf(const ConvertArgs& a) {
+  check(a.dtype == "f32" || a.dtype == "bf16", "--dtype " + a.dtype + ": --to gguf writes f32 or bf16");
+  const fs::path in_dir(a.model);
+  const std::string config_path = (in_dir / "config.json").string();
+  const ModelConfig cfg = ModelConfig::from_json(io::read_json_file(config_path, "the model config"), config_path);
+  check_llama_gguf_compatible(cfg, config_path);
+  const std::unique_ptr<io::WeightSource> src = io::open_weights(a.model);
+  std::error_code ec;
+  GgufVocab vocab;
+  const fs::path tok_path = in_dir / "tokenizer.model";
+  if (fs::is_regular_file(tok_path, ec)) {
+    vocab = gguf_vocab_of(Tokenizer(tok_path.string()));
+  } else {
+    vocab = synthetic_gguf_vocab(cfg);
+    std::fprintf(stderr, "moepp: note: %s has no tokenizer.model; the GGUF gets a synthetic vocabulary (byte pieces and "
+                 "placeholders): feed it token ids, not text\n", a.model.c_str());
+  }
+  const fs::path out(a.out);
+  if (out.has_parent_path()) {
+    fs::create_directories(out.parent_path(), ec);
+    if (ec) throw Error("convert: cannot create directory " + out.parent_path().string() + ": " + ec.message());
+  }
+  const std::string name = fs::path(a.model).filename().empty() ? fs::path(a.model).parent_path().filename().string()
+                                                                  : fs::path(a.model).filename().string();
+  const uint64_t bytes =
+      write_llama_gguf(a.out, cfg, *src, a.dtype == "f32" ? GgufFloat::kF32 : GgufFloat::kBF16, vocab, name);
+  std::printf("converted %s to %s (GGUF, llama architecture, %s, %.1f MB)\n", src->source().c_str(), a.out.c_str(),
+              a.dtype == "f32" ? "F32" : "BF16", static_cast<double>(bytes) / 1e6);
+}
 
 // The converted checkpoint's files, written into `dir`.
 void write_converted(const fs::path& dir, const ConvertArgs& a, const io::WeightSource& src, nlohmann::json config,
@@ -118,6 +177,8 @@ void write_converted(const fs::path& dir, const ConvertArgs& a, const io::Weight
 }
 
 void run_convert(const ConvertArgs& a) {
+  check(a.to == "safetensors" || a.to == "gguf", "--to " + a.to + ": expected safetensors or gguf");
+  if (a.to == "gguf") return run_convert_gguf(a);
   check(a.dtype == "f32" || a.dtype == "bf16" || a.dtype == "int8" || a.dtype == "q4",
         "--dtype " + a.dtype + ": expected f32, bf16, int8 or q4");
   const fs::path in_dir(a.model), out_dir(a.out);
@@ -165,7 +226,9 @@ void register_convert_command(CLI::App& app) {
       "Convert a checkpoint (safetensors or PyTorch .bin, single or sharded) to config.json + model.safetensors");
   sub->add_option("--model", args->model, "checkpoint directory (config.json + weights in any supported format)")
       ->required();
-  sub->add_option("--out", args->out, "output directory (created if needed)")->required();
+  sub->add_option("--out", args->out, "output directory (created if needed); with --to gguf, the .gguf file")->required();
+  sub->add_option("--to", args->to, "output format: safetensors (a checkpoint directory) or gguf (llama.cpp; vanilla models)")
+      ->capture_default_str();
   sub->add_option("--dtype", args->dtype, "dtype written: f32 or bf16 (every floating tensor), int8 or q4 (the large matrices, for inference)")->capture_default_str();
   sub->callback([args] { run_convert(*args); });
 }

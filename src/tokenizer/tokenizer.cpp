@@ -96,6 +96,17 @@ bool Tokenizer::is_byte(int32_t id) const {
   return sp().IsByte(id);
 }
 
+Tokenizer::PieceInfo Tokenizer::piece_info(int32_t id) const {
+  const std::string piece = id_to_piece(id);  // throws on an out-of-range id
+  const sentencepiece::SentencePieceProcessor& p = sp();
+  const PieceKind kind = p.IsUnknown(id)   ? PieceKind::kUnknown
+                         : p.IsControl(id) ? PieceKind::kControl
+                         : p.IsByte(id)    ? PieceKind::kByte
+                         : p.IsUnused(id)  ? PieceKind::kUnused
+                                           : PieceKind::kNormal;
+  return {piece, p.GetScore(id), kind};
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Training
 

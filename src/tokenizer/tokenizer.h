@@ -47,6 +47,16 @@ class Tokenizer {
   std::string id_to_piece(int32_t id) const;  // throws on out-of-range id
   bool is_byte(int32_t id) const;             // a <0xNN> byte-fallback piece
 
+  // What the model file says of one id (for exporting the vocabulary, e.g. to GGUF): its piece, its
+  // score, and its kind. Throws on an out-of-range id.
+  enum class PieceKind { kNormal, kUnknown, kControl, kByte, kUnused };
+  struct PieceInfo {
+    std::string piece;
+    float score;
+    PieceKind kind;
+  };
+  PieceInfo piece_info(int32_t id) const;
+
  private:
   const sentencepiece::SentencePieceProcessor& sp() const;  // throws when nothing is loaded
   std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_;

@@ -1,0 +1,11 @@
+// Summary statistics the benchmarks report over repeated timings (one definition for all of them).
+#pragma once
+
+#include <vector>
+
+namespace moepp {
+
+// The median of v (the mean of the two middle values for an even count); 0 for an empty v.
+double median(std::vector<double> v);
+
+}  // namespace moepp
