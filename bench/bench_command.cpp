@@ -101,6 +101,9 @@ void register_bench_command(CLI::App& app) {
       ->capture_default_str();
   infer->add_option("--gguf-out", inf->gguf_out,
                     "Also write the vanilla random model as a GGUF file (llama architecture, Mixtral-style experts)");
+  infer->add_option("--save-model", inf->save_model,
+                    "Also write the first --variants model's random weights as an F32 checkpoint directory "
+                    "(config.json + model.safetensors; e.g. to convert and time its loading)");
   infer->add_option("--gguf-dtype", inf->gguf_dtype, "The --gguf-out file's matrices: f32 or bf16")->capture_default_str();
   infer->add_option("--llama-bench", inf->llama_bench,
                     "llama.cpp's llama-bench binary: run it side by side on the same weights (vanilla model only)");

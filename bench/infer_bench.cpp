@@ -33,6 +33,7 @@
 #include "infer/decoder.h"
 #include "io/weight_source.h"
 #include "llama_cpp_runner.h"
+#include "model/checkpoint.h"
 #include "model/gguf_export.h"
 #include "model/model_params.h"
 
@@ -421,6 +422,7 @@ int run_infer_bench(const InferBenchOptions& o) {
     check(v == "moe" || v == "moepp", "bench infer: unknown variant '" + v + "' (expected moe or moepp)");
     variants.push_back(v == "moepp");
   }
+  check(!variants.empty(), "bench infer: --variants is empty (expected moe, moepp or both)");
   std::vector<float> biases;
   for (const std::string& b : split(o.zc_biases)) {
     char* end = nullptr;
@@ -457,6 +459,18 @@ int run_infer_bench(const InferBenchOptions& o) {
                                             synthetic_gguf_vocab(cfg), "moepp bench infer (random weights)");
     nlohmann::json j = {{"bench", "gguf_written"}, {"type", o.gguf_dtype == "f32" ? "F32" : "BF16"},
                         {"path", o.gguf_out}, {"bytes", bytes}, {"seconds", now_s() - t0}};
+    std::printf("%s\n", j.dump().c_str());
+    std::fflush(stdout);
+  }
+  if (!o.save_model.empty()) {
+    const ModelConfig cfg = make_config(o, variants.front(), max_pos);
+    const double t0 = now_s();
+    ModelParams params = ModelParams::zeros(cfg);
+    const RandomWeights src(cfg);
+    for (auto& [name, t] : params.named(cfg)) src.read_f32(name, t->ptr());
+    save_model(o.save_model, cfg, params);
+    nlohmann::json j = {{"bench", "model_saved"}, {"variant", variants.front() ? "moepp" : "moe"},
+                        {"path", o.save_model}, {"params", params.numel()}, {"seconds", now_s() - t0}};
     std::printf("%s\n", j.dump().c_str());
     std::fflush(stdout);
   }

@@ -27,6 +27,8 @@ struct InferBenchOptions {
   std::string zc_biases = "0";           // MoE++: comma list of --zc-bias values, each measured
   std::string gguf_out;                  // non-empty: write the vanilla random model there as GGUF
   std::string gguf_dtype = "f32";        // f32 or bf16: the GGUF's matrices
+  std::string save_model;                // non-empty: write the first variant's random model there as an
+                                         // F32 checkpoint (config.json + model.safetensors)
   std::string llama_bench;               // non-empty: the llama-bench binary (side-by-side mode)
   std::string llama_quantize;            // default: llama-quantize next to llama_bench
   std::string gguf_dir;                  // side-by-side: where the GGUF files go (default: a new /tmp dir)
