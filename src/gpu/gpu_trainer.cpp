@@ -1,0 +1,48 @@
+// GpuTrainer: one training step on the GPU (see gpu_trainer.h).
+#include "gpu/gpu_trainer.h"
+
+#include <cmath>
+
+#include "core/error.h"
+#include "gpu/cuda_check.h"
+
+namespace moepp::gpu {
+
+GpuTrainer::GpuTrainer(const ModelConfig& mc, const ModelParams& init, GpuModelOptions opt, AdamWConfig adam,
+                       LrSchedule sched, float grad_clip, GpuContext& ctx)
+    : mc_(mc), model_(mc, opt), ctx_(ctx), sched_(sched), grad_clip_(grad_clip) {
+  check(std::isfinite(grad_clip), "GpuTrainer: grad_clip must be finite");
+  params_ = GpuModelParams::upload(init, mc_, opt.precision, ctx_.s());
+  grads_ = GpuModelParams::zeros(mc_, ctx_.s());
+  // The optimizer's tensors: every tensor of param_specs in its order, as the CPU trainer lists them.
+  std::vector<GpuParamRef> refs;
+  for (const ParamSpec& spec : param_specs(mc_)) {
+    const GpuModelParams::Span w = params_.span(spec), g = grads_.span(spec);
+    if (w.p == nullptr) continue;  // an optional tensor these weights do not have
+    check(g.p != nullptr && g.n == w.n, "GpuTrainer: no gradient for '" + spec.name + "'");
+    refs.push_back({spec.name, w.p, g.p, w.n, decays(spec.shape)});
+  }
+  adam_ = std::make_unique<GpuAdamW>(std::move(refs), adam, ctx_.s());
+  MOEPP_CUDA(cudaStreamSynchronize(ctx_.s()));
+}
+
+GpuStepStats GpuTrainer::step(const int32_t* inputs, const int32_t* targets, int64_t B, int64_t T) {
+  check(targets != nullptr, "GpuTrainer::step: a training step needs targets");
+  cudaStream_t s = ctx_.s();
+  grads_.zero(s);
+  GpuStepStats r;
+  r.loss = model_.forward(st_, inputs, targets, B, T, params_, /*training=*/true, ctx_);
+  r.aux = st_.aux_loss_sum;
+  model_.backward(grads_, st_, params_, ctx_);
+  r.gnorm = static_cast<float>(std::sqrt(adam_->grad_sum_squares(s)));
+  r.lr = sched_.at(adam_->steps());
+  adam_->step(r.lr, clip_scale(r.gnorm, grad_clip_), s);
+  params_.refresh_bf16(s);
+  MOEPP_CUDA(cudaStreamSynchronize(s));
+  return r;
+}
+
+void GpuTrainer::download_weights(ModelParams& out) { params_.download(out, mc_, ctx_.s()); }
+void GpuTrainer::download_grads(ModelParams& out) { grads_.download(out, mc_, ctx_.s()); }
+
+}  // namespace moepp::gpu
