@@ -111,6 +111,15 @@ void from_head_major(float* dst, const float* src, const GpuAttnShape& s, int64_
   launch_check("from_head_major_kernel");
 }
 
+// sc.qh, kh, vh = the head-major copies of q, k, v (k and v repeated over each group's query heads).
+void load_heads(GpuAttnScratch& sc, const float* q, const float* k, const float* v, const GpuAttnShape& s,
+                cudaStream_t st) {
+  const int64_t G = s.H / s.KVH;
+  to_head_major(sc.qh.get(), q, s, 1, st);
+  to_head_major(sc.kh.get(), k, s, G, st);
+  to_head_major(sc.vh.get(), v, s, G, st);
+}
+
 void ensure_scratch(GpuAttnScratch& sc, const GpuAttnShape& s, bool backward) {
   const size_t heads = static_cast<size_t>(s.B * s.H * s.T * s.hd);
   const size_t scores = static_cast<size_t>(attention_chunk_sequences(s, sc.max_score_floats) * s.H * s.T * s.T);
@@ -147,11 +156,9 @@ void attention_forward(float* out, float* lse, GpuAttnScratch& sc, const float* 
                        const GpuAttnShape& s, cublasHandle_t h, cudaStream_t st) {
   check_attention_shape(s, "gpu attention_forward");
   ensure_scratch(sc, s, false);
-  const int64_t G = s.H / s.KVH, head = s.T * s.hd, tt = s.T * s.T;
+  const int64_t head = s.T * s.hd, tt = s.T * s.T;
   const float scale = 1.0f / std::sqrt(static_cast<float>(s.hd));
-  to_head_major(sc.qh.get(), q, s, 1, st);
-  to_head_major(sc.kh.get(), k, s, G, st);
-  to_head_major(sc.vh.get(), v, s, G, st);
+  load_heads(sc, q, k, v, s, st);
   const int64_t chunk = attention_chunk_sequences(s, sc.max_score_floats);
   for (int64_t b0 = 0; b0 < s.B; b0 += chunk) {
     const int64_t bc = std::min(chunk, s.B - b0), nb = bc * s.H, off = b0 * s.H * head, R = nb * s.T;
@@ -172,9 +179,7 @@ void attention_backward(float* dq, float* dk, float* dv, GpuAttnScratch& sc, con
   ensure_scratch(sc, s, true);
   const int64_t G = s.H / s.KVH, head = s.T * s.hd, tt = s.T * s.T;
   const float scale = 1.0f / std::sqrt(static_cast<float>(s.hd));
-  to_head_major(sc.qh.get(), q, s, 1, st);
-  to_head_major(sc.kh.get(), k, s, G, st);
-  to_head_major(sc.vh.get(), v, s, G, st);
+  load_heads(sc, q, k, v, s, st);
   to_head_major(sc.oh.get(), dout, s, 1, st);  // oh holds dO in the backward
   const int64_t chunk = attention_chunk_sequences(s, sc.max_score_floats);
   const ElemType f = ElemType::kF32;

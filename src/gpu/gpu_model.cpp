@@ -13,6 +13,7 @@
 #include "gpu/gpu_linear.h"
 #include "gpu/gpu_rmsnorm.h"
 #include "gpu/gpu_rope.h"
+#include "model/batch_check.h"
 
 namespace moepp::gpu {
 namespace {
@@ -54,9 +55,7 @@ float GpuModel::forward(GpuModelState& st, const int32_t* tokens, const int32_t*
                         const GpuModelParams& p, bool training, GpuContext& ctx) const {
   const int64_t V = cfg_.vocab, D = cfg_.hidden, L = cfg_.n_layers;
   const int64_t H = cfg_.n_heads, KVH = cfg_.n_kv_heads, hd = cfg_.head_dim, Q = H * hd, KV = KVH * hd;
-  check(B > 0 && T > 0, "GpuModel::forward: B and T must be > 0, got B=" + std::to_string(B) + " T=" + std::to_string(T));
-  check(T <= cfg_.max_pos, "GpuModel::forward: sequence length " + std::to_string(T) +
-                               " exceeds max_position_embeddings = " + std::to_string(cfg_.max_pos));
+  check_model_batch(cfg_, tokens, targets, B, T, "GpuModel::forward");
   check(B <= INT32_MAX / T, "GpuModel::forward: B*T beyond 2^31 tokens");
   check(static_cast<int64_t>(p.layers.size()) == L, "GpuModel::forward: the params have " +
                                                         std::to_string(p.layers.size()) + " layers, the config " +
@@ -65,16 +64,6 @@ float GpuModel::forward(GpuModelState& st, const int32_t* tokens, const int32_t*
         "GpuModel::forward: BF16 products need weights uploaded with their BF16 copies (Precision::kBF16)");
   const int64_t N = B * T;
   for (int64_t l = 0; l < L; ++l) check_gpu_tokens(cfg_.layer_moe(static_cast<int>(l), training), N, "GpuModel::forward");
-  for (int64_t n = 0; n < N; ++n) {
-    check(tokens[n] >= 0 && tokens[n] < V, "GpuModel::forward: token id " + std::to_string(tokens[n]) +
-                                               " at position " + std::to_string(n) + " is outside the vocabulary [0, " +
-                                               std::to_string(V) + ")");
-    if (targets)
-      check(targets[n] >= -1 && targets[n] < V, "GpuModel::forward: target id " + std::to_string(targets[n]) +
-                                                    " at position " + std::to_string(n) +
-                                                    " is outside the vocabulary (or -1 = ignored) [0, " +
-                                                    std::to_string(V) + ")");
-  }
   cudaStream_t s = ctx.s();
   cublasHandle_t hb = ctx.blas.get();
   const ElemType et = opt_.precision == Precision::kF32 ? ElemType::kF32 : ElemType::kBF16;
