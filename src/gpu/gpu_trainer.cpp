@@ -45,4 +45,21 @@ GpuStepStats GpuTrainer::step(const int32_t* inputs, const int32_t* targets, int
 void GpuTrainer::download_weights(ModelParams& out) { params_.download(out, mc_, ctx_.s()); }
 void GpuTrainer::download_grads(ModelParams& out) { grads_.download(out, mc_, ctx_.s()); }
 
+void GpuTrainer::download_optimizer(AdamW& adam) {
+  const std::vector<GpuParamRef>& mine = adam_->params();
+  check(adam.params().size() == mine.size(), "GpuTrainer::download_optimizer: " + std::to_string(adam.params().size()) +
+                                                 " tensors, the GPU optimizer has " + std::to_string(mine.size()));
+  for (size_t i = 0; i < mine.size(); ++i) {
+    const ParamRef& r = adam.params()[i];
+    check(r.name == mine[i].name && static_cast<int64_t>(r.value->numel()) == mine[i].n,
+          "GpuTrainer::download_optimizer: tensor " + std::to_string(i) + " is '" + r.name + "', the GPU optimizer's '" +
+              mine[i].name + "'");
+    adam.m()[i] = Tensor(r.value->shape);
+    adam.v()[i] = Tensor(r.value->shape);
+    download(adam.m()[i].ptr(), adam_->m(i).get(), static_cast<size_t>(mine[i].n), ctx_.s());
+    download(adam.v()[i].ptr(), adam_->v(i).get(), static_cast<size_t>(mine[i].n), ctx_.s());
+  }
+  adam.set_steps(adam_->steps());
+}
+
 }  // namespace moepp::gpu

@@ -39,6 +39,10 @@ class GpuTrainer {
   // The fp32 master weights / the last step's gradients into out (shaped as ModelParams::zeros(mc)).
   void download_weights(ModelParams& out);
   void download_grads(ModelParams& out);
+  // The optimizer state into `adam`, an AdamW over tensors in param_specs order (as the CPU trainer makes
+  // it, so that the CPU's checkpoint code writes it): every tensor's m and v, and the step count. Throws
+  // moepp::Error when its tensors are not this optimizer's (names, sizes).
+  void download_optimizer(AdamW& adam);
 
   int64_t steps() const { return adam_->steps(); }
   const GpuModel& model() const { return model_; }

@@ -33,6 +33,7 @@ constexpr double kBF16Bound = 6e-2;
 struct CpuRun {
   std::vector<double> loss, aux, gnorm;
   ModelParams final_weights;
+  std::vector<Tensor> m, v;  // AdamW's moments after the last step, in param_specs order
 };
 
 // The CPU training step of train/trainer.cpp (one process, one micro-batch): zero, forward, backward,
@@ -55,6 +56,8 @@ CpuRun run_cpu(const test::TrainGolden& g, int64_t steps) {
     r.gnorm.push_back(gnorm);
     adam.step(g.sched.at(s), clip_scale(gnorm, g.grad_clip));
   }
+  r.m = adam.m();
+  r.v = adam.v();
   r.final_weights = std::move(p);
   return r;
 }
@@ -157,6 +160,18 @@ void compare_steps(Precision prec) {
   const auto o = got.named(g.cfg);
   for (size_t i = 0; i < w.size(); ++i)
     EXPECT_LE(test::rel_error(o[i].second->data, w[i].second->data), bound) << precision_name(prec) << " " << w[i].first;
+  // The optimizer state comes back in the CPU trainer's layout (what its checkpoint code writes).
+  ModelParams gshape = ModelParams::zeros(g.cfg);
+  std::vector<ParamRef> refs;
+  for (const ParamSpec& spec : param_specs(g.cfg)) refs.push_back({spec.name, got.slot(spec), gshape.slot(spec)});
+  AdamW state(refs, g.adam);
+  tr.download_optimizer(state);
+  EXPECT_EQ(state.steps(), 5);
+  ASSERT_EQ(state.m().size(), want.m.size());
+  for (size_t i = 0; i < want.m.size(); ++i) {
+    EXPECT_LE(test::rel_error(state.m()[i].data, want.m[i].data), bound) << precision_name(prec) << " m " << refs[i].name;
+    EXPECT_LE(test::rel_error(state.v()[i].data, want.v[i].data), bound) << precision_name(prec) << " v " << refs[i].name;
+  }
 }
 
 TEST(GpuTrainer, FiveStepsMatchTheCpuTrainerInF32) {
