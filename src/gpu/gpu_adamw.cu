@@ -67,6 +67,12 @@ void GpuAdamW::step(float lr, float grad_scale, cudaStream_t s) {
   }
 }
 
+void GpuAdamW::set_moments(size_t i, const float* m_host, const float* v_host, cudaStream_t s) {
+  check(i < params_.size(), "GpuAdamW::set_moments: no tensor " + std::to_string(i));
+  upload(m_[i], m_host, static_cast<size_t>(params_[i].n), s);
+  upload(v_[i], v_host, static_cast<size_t>(params_[i].n), s);
+}
+
 double GpuAdamW::grad_sum_squares(cudaStream_t s) {
   partial_.ensure(params_.size() * kSumBlocks);
   zero_async(partial_.get(), partial_.size(), s);

@@ -40,6 +40,9 @@ class GpuAdamW {
   double grad_sum_squares(cudaStream_t s);
 
   int64_t steps() const { return step_; }
+  void set_steps(int64_t s) { step_ = s; }
+  // Tensor i's moments = m_host, v_host [params()[i].n] (resuming from a checkpoint), ordered on s.
+  void set_moments(size_t i, const float* m_host, const float* v_host, cudaStream_t s);
   const std::vector<GpuParamRef>& params() const { return params_; }
   const DeviceBuffer<float>& m(size_t i) const { return m_[i]; }
   const DeviceBuffer<float>& v(size_t i) const { return v_[i]; }

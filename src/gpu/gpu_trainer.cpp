@@ -45,21 +45,45 @@ GpuStepStats GpuTrainer::step(const int32_t* inputs, const int32_t* targets, int
 void GpuTrainer::download_weights(ModelParams& out) { params_.download(out, mc_, ctx_.s()); }
 void GpuTrainer::download_grads(ModelParams& out) { grads_.download(out, mc_, ctx_.s()); }
 
-void GpuTrainer::download_optimizer(AdamW& adam) {
-  const std::vector<GpuParamRef>& mine = adam_->params();
-  check(adam.params().size() == mine.size(), "GpuTrainer::download_optimizer: " + std::to_string(adam.params().size()) +
+namespace {
+
+// Throws unless adam's tensors are mine (same names and sizes, same order).
+void check_same_tensors(const AdamW& adam, const std::vector<GpuParamRef>& mine, const char* what) {
+  check(adam.params().size() == mine.size(), std::string(what) + ": " + std::to_string(adam.params().size()) +
                                                  " tensors, the GPU optimizer has " + std::to_string(mine.size()));
   for (size_t i = 0; i < mine.size(); ++i) {
     const ParamRef& r = adam.params()[i];
     check(r.name == mine[i].name && static_cast<int64_t>(r.value->numel()) == mine[i].n,
-          "GpuTrainer::download_optimizer: tensor " + std::to_string(i) + " is '" + r.name + "', the GPU optimizer's '" +
+          std::string(what) + ": tensor " + std::to_string(i) + " is '" + r.name + "', the GPU optimizer's '" +
               mine[i].name + "'");
+  }
+}
+
+}  // namespace
+
+void GpuTrainer::download_optimizer(AdamW& adam) {
+  const std::vector<GpuParamRef>& mine = adam_->params();
+  check_same_tensors(adam, mine, "GpuTrainer::download_optimizer");
+  for (size_t i = 0; i < mine.size(); ++i) {
+    const ParamRef& r = adam.params()[i];
     adam.m()[i] = Tensor(r.value->shape);
     adam.v()[i] = Tensor(r.value->shape);
     download(adam.m()[i].ptr(), adam_->m(i).get(), static_cast<size_t>(mine[i].n), ctx_.s());
     download(adam.v()[i].ptr(), adam_->v(i).get(), static_cast<size_t>(mine[i].n), ctx_.s());
   }
   adam.set_steps(adam_->steps());
+}
+
+void GpuTrainer::upload_optimizer(const AdamW& adam) {
+  check_same_tensors(adam, adam_->params(), "GpuTrainer::upload_optimizer");
+  for (size_t i = 0; i < adam_->params().size(); ++i) {
+    const Tensor &m = adam.m()[i], &v = adam.v()[i];
+    check(m.numel() == adam.params()[i].value->numel() && v.numel() == m.numel(),
+          "GpuTrainer::upload_optimizer: the moments of '" + adam.params()[i].name + "' have the wrong size");
+    adam_->set_moments(i, m.ptr(), v.ptr(), ctx_.s());
+  }
+  adam_->set_steps(adam.steps());
+  MOEPP_CUDA(cudaStreamSynchronize(ctx_.s()));
 }
 
 }  // namespace moepp::gpu

@@ -43,6 +43,9 @@ class GpuTrainer {
   // it, so that the CPU's checkpoint code writes it): every tensor's m and v, and the step count. Throws
   // moepp::Error when its tensors are not this optimizer's (names, sizes).
   void download_optimizer(AdamW& adam);
+  // The reverse (resuming): m, v and the step count from `adam` (the same layout), e.g. a checkpoint's
+  // optimizer state read by the CPU's code. Waits for the copies.
+  void upload_optimizer(const AdamW& adam);
 
   int64_t steps() const { return adam_->steps(); }
   const GpuModel& model() const { return model_; }

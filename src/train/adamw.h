@@ -47,6 +47,8 @@ class AdamW {
   void set_steps(int64_t s) { step_ = s; }
   const std::vector<ParamRef>& params() const { return params_; }
   std::vector<Tensor>& m() { return m_; }
+  const std::vector<Tensor>& m() const { return m_; }
+  const std::vector<Tensor>& v() const { return v_; }
   std::vector<Tensor>& v() { return v_; }
 
  private:

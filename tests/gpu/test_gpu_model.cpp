@@ -142,7 +142,7 @@ TEST(GpuModel, ForwardBackwardMatchesTheCpuModelInBF16WithinItsBound) {
 void compare_steps(Precision prec) {
   const test::TrainGolden g = test::train_golden_spec();
   const double bound = prec == Precision::kF32 ? kF32Bound : kBF16Bound;
-  const CpuRun want = run_cpu(g, 5);
+  const CpuRun want = run_cpu(g, 5), want6 = run_cpu(g, 6);
   GpuContext ctx;
   GpuTrainer tr(g.cfg, test::train_golden_weights(g), {prec, GroupedGemmMode::kPerProduct}, g.adam, g.sched,
                 g.grad_clip, ctx);
@@ -172,6 +172,14 @@ void compare_steps(Precision prec) {
     EXPECT_LE(test::rel_error(state.m()[i].data, want.m[i].data), bound) << precision_name(prec) << " m " << refs[i].name;
     EXPECT_LE(test::rel_error(state.v()[i].data, want.v[i].data), bound) << precision_name(prec) << " v " << refs[i].name;
   }
+  // Resuming: a new trainer on the downloaded weights and optimizer state takes the CPU run's 6th step.
+  GpuTrainer resumed(g.cfg, got, {prec, GroupedGemmMode::kPerProduct}, g.adam, g.sched, g.grad_clip, ctx);
+  resumed.upload_optimizer(state);
+  EXPECT_EQ(resumed.steps(), 5);
+  const GpuStepStats r6 = resumed.step(g.inputs.data(), g.targets.data(), g.B, g.T);
+  expect_near_rel(r6.loss, want6.loss[5], bound, std::string(precision_name(prec)) + " resumed step 5 loss");
+  expect_near_rel(r6.gnorm, want6.gnorm[5], bound, std::string(precision_name(prec)) + " resumed step 5 gnorm");
+  EXPECT_EQ(r6.lr, g.sched.at(5));
 }
 
 TEST(GpuTrainer, FiveStepsMatchTheCpuTrainerInF32) {
