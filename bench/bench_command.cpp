@@ -63,6 +63,7 @@ void register_bench_command(CLI::App& app) {
   });
 
   // moepp bench train [--config FILE] [--batch B] [--seq-len T] [--steps N] [--warmup N] [--torch]
+  //                   [--device cpu|cuda] [--precision f32|bf16] [--gemm per-expert|grouped]
   auto t = std::make_shared<TrainBenchOptions>();
   CLI::App* train = bench->add_subcommand(
       "train", "Training tokens/s of a model preset (forward, backward, clip, AdamW), optionally vs PyTorch eager");
@@ -75,6 +76,10 @@ void register_bench_command(CLI::App& app) {
   train->add_option("--warmup", t->warmup, "Untimed steps first")->capture_default_str();
   train->add_flag("--torch", t->torch, "Also time the same model in PyTorch eager (bench/torch_train_eager.py)");
   train->add_flag("--profile", t->profile, "Add the wall ms per timed step of each section of the step (\"profile\")");
+  train->add_option("--device", t->device, "cpu, or cuda: the GPU training step (docs/gpu.md; needs a build with nvcc)")
+      ->capture_default_str();
+  train->add_option("--precision", t->precision, "--device cuda: f32 or bf16 products")->capture_default_str();
+  train->add_option("--gemm", t->gemm, "--device cuda: per-expert or grouped expert GEMMs")->capture_default_str();
   train->callback([t] {
     if (t->steps < 1) throw Error("bench train: --steps must be >= 1 (got " + std::to_string(t->steps) + ")");
     if (t->warmup < 0) throw Error("bench train: --warmup must be >= 0 (got " + std::to_string(t->warmup) + ")");

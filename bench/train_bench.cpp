@@ -29,6 +29,10 @@
 #include "model/model_state.h"
 #include "train/adamw.h"
 #include "train/train_config.h"
+#include "train_batches.h"
+#ifdef MOEPP_HAVE_CUDA
+#include "gpu/gpu_train_bench.h"
+#endif
 
 namespace moepp {
 namespace {
@@ -58,9 +62,37 @@ nlohmann::json run_torch(const ModelConfig& mc, const TrainConfig& tc, int64_t B
   return r;
 }
 
+// --device cuda: GpuTrainer on the same model, batches, seed and optimiser settings (gpu_train_bench.h).
+int run_gpu_train_bench(const TrainBenchOptions& opt, const TrainConfig& tc, const ModelConfig& mc, int64_t B,
+                        int64_t T) {
+#ifdef MOEPP_HAVE_CUDA
+  check(!opt.torch && !opt.profile, "bench train: --torch and --profile are CPU options (not with --device cuda)");
+  GpuTrainBenchOptions o;
+  o.name = opt.config.empty() ? "configs/slice-moepp.json" : opt.config;
+  o.model = mc;
+  o.batch = B;
+  o.seq = T;
+  o.steps = opt.steps;
+  o.warmup = opt.warmup;
+  o.lr = tc.lr;
+  o.grad_clip = tc.grad_clip;
+  o.init_std = tc.init_std;
+  o.seed = tc.seed;
+  o.adam = AdamWConfig{tc.beta1, tc.beta2, 1e-8f, tc.weight_decay};
+  o.gpu.precision = gpu::parse_precision(opt.precision, "bench train: --precision");
+  o.gpu.gemm = gpu::parse_grouped_gemm_mode(opt.gemm, "bench train: --gemm");
+  gpu_train_bench(o, [](const nlohmann::json& j) { std::printf("%s\n", j.dump().c_str()); });
+  return 0;
+#else
+  (void)opt, (void)tc, (void)mc, (void)B, (void)T;
+  throw Error("bench train: --device cuda: this moepp was built without CUDA (CMake found no nvcc)");
+#endif
+}
+
 }  // namespace
 
 int run_train_bench(const TrainBenchOptions& opt) {
+  check(opt.device == "cpu" || opt.device == "cuda", "bench train: --device must be cpu or cuda, got '" + opt.device + "'");
   check(opt.steps >= 1, "bench train: --steps must be >= 1");
   check(opt.warmup >= 0, "bench train: --warmup must be >= 0");
   const std::string config_path =
@@ -70,12 +102,8 @@ int run_train_bench(const TrainBenchOptions& opt) {
   const int64_t T = opt.seq_len > 0 ? opt.seq_len : tc.seq_len;
   check(B >= 1 && T >= 1, "bench train: --batch and --seq-len must be >= 1");
 
-  // The model block as the trainer builds it; the vocabulary is the tokenizer's size (tokenizer_vocab).
-  nlohmann::json mj = tc.model;
-  if (!mj.contains("vocab_size")) mj["vocab_size"] = tc.tokenizer_vocab;
-  if (!mj.contains("max_position_embeddings")) mj["max_position_embeddings"] = T;
-  const ModelConfig mc = ModelConfig::from_json(mj, config_path + ": field 'model'");
-  check(T <= mc.max_pos, "bench train: --seq-len exceeds the model's max_position_embeddings");
+  const ModelConfig mc = train_bench_model(tc, T, "bench train: " + config_path);
+  if (opt.device == "cuda") return run_gpu_train_bench(opt, tc, mc, B, T);
 
   ModelParams params = ModelParams::zeros(mc), grads = ModelParams::zeros(mc);
   params.init_random(mc, tc.seed, tc.init_std);
@@ -91,19 +119,8 @@ int run_train_bench(const TrainBenchOptions& opt) {
 
   // One random batch per step (inputs and next-token targets of B windows of T + 1 tokens).
   const int total = opt.warmup + opt.steps;
-  std::mt19937 rng(12345);
-  std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(mc.vocab - 1));
-  std::vector<std::vector<int32_t>> inputs(total), targets(total);
-  for (int s = 0; s < total; ++s) {
-    inputs[s].resize(B * T);
-    targets[s].resize(B * T);
-    for (int64_t b = 0; b < B; ++b) {
-      std::vector<int32_t> w(T + 1);
-      for (int32_t& x : w) x = tok(rng);
-      std::copy(w.begin(), w.end() - 1, inputs[s].begin() + b * T);
-      std::copy(w.begin() + 1, w.end(), targets[s].begin() + b * T);
-    }
-  }
+  std::vector<std::vector<int32_t>> inputs, targets;
+  random_train_batches(inputs, targets, total, B, T, mc.vocab);
 
   std::vector<double> step_ms, fwd_ms, bwd_ms, opt_ms, ffn_per_tok;
   double loss_first = 0.0, loss_last = 0.0;

@@ -15,6 +15,9 @@ struct TrainBenchOptions {
   int warmup = 1;
   bool torch = false;   // also run bench/torch_train_eager.py
   bool profile = false; // add per-section wall ms per timed step (core/profile.h) to the JSON
+  std::string device = "cpu";        // cpu, or cuda: GpuTrainer (docs/gpu.md; a build with nvcc)
+  std::string precision = "bf16";    // --device cuda: f32 or bf16 products
+  std::string gemm = "per-expert";   // --device cuda: per-expert or grouped expert GEMMs
 };
 
 int run_train_bench(const TrainBenchOptions& opt);

@@ -9,11 +9,15 @@
 #      TFLOP/s against one dense GEMM of the same FLOPs, for both expert-GEMM modes; the layer's forward
 #      and forward + backward at 2k/4k/16k tokens; and the released-code eager PyTorch layer
 #      (bench/torch_layer_eager.py --device cuda --dtype bf16) at the same sizes and fraction,
+#   3. the training step (bench/gpu/gpu_train_main.cpp, GpuTrainer): tokens/s and MFU of the ~107M MoE++
+#      of configs/gpu-train-100m.json (16 x 1024 tokens a step), BF16 then F32, against the H200's
+#      datasheet dense BF16 peak and the dense cuBLAS rate measured in step 2,
 # writing into $OUT (default out/gpu_check): results.jsonl (one JSON object a line: env, build, tests,
 # parity, every measurement, with the commit and the GPU), summary.json (the ratios the issue asks for),
 # and the logs build.log, tests.log, bench.log. Every step has its own time limit, cut to what is left of
 # BUDGET seconds (default 540, the build included) so that the script ends inside a 600 s device call; a
-# failing or cut step is recorded (ok false, timed_out) and the next one still runs.
+# failing or cut step is recorded (ok false, timed_out) and the next one still runs. The layer's
+# benchmarks run first but leave TRAIN_RESERVE seconds (default 70) of the budget to the training step.
 # Usage (device run, repo root): MOEPP_COMMIT=<sha> bash scripts/gpu_check.sh   (carry .gpudeps)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -43,8 +47,10 @@ PYEOF
 }
 elapsed() { echo $(( $(date +%s) - start )); }
 BUDGET=${BUDGET:-540}
-lim() {  # lim SECONDS -> min(SECONDS, what is left of BUDGET), at least 1
-  local left=$(( BUDGET - $(elapsed) ))
+RESERVE=0  # seconds of BUDGET that lim keeps back for later steps
+TRAIN_RESERVE=${TRAIN_RESERVE:-70}
+lim() {  # lim SECONDS -> min(SECONDS, what is left of BUDGET - RESERVE), at least 1
+  local left=$(( BUDGET - RESERVE - $(elapsed) ))
   [ "$left" -lt 1 ] && left=1
   [ "$1" -lt "$left" ] && echo "$1" || echo "$left"
 }
@@ -64,7 +70,7 @@ t0=$(date +%s)
 timeout $(lim 120) cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOEPP_GPU_ONLY=ON \
   -DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCH:-90} -DCMAKE_PREFIX_PATH="$DEPS" \
   -DMOEPP_GTEST_SOURCE="$DEPS/src/googletest" -DMOEPP_PYTHON="$PY" > "$OUT/build.log" 2>&1 &&
-timeout $(lim 300) ninja -C "$BUILD" -j"$JOBS" moepp_gpu_tests moepp_gpu_layer moepp_gpu_bench >> "$OUT/build.log" 2>&1
+timeout $(lim 300) ninja -C "$BUILD" -j"$JOBS" moepp_gpu_tests moepp_gpu_layer moepp_gpu_bench moepp_gpu_train >> "$OUT/build.log" 2>&1
 rc=$?
 line step='"build"' ok=$([ $rc -eq 0 ] && echo true || echo false) seconds=$(( $(date +%s) - t0 ))
 if [ $rc -ne 0 ]; then tail -40 "$OUT/build.log"; echo "gpu_check: build failed"; exit 1; fi
@@ -83,7 +89,8 @@ line step='"parity"' ok=$([ $rc -eq 0 ] && echo true || echo false) seconds=$(( 
   timed_out=$([ $rc -eq 124 ] && echo true || echo false) \
   skipped_no_gpu=$(grep -q "no GPU: skipped" "$OUT/tests.log" && echo true || echo false)
 
-# --- benchmarks ---
+# --- benchmarks of the layer (leaving TRAIN_RESERVE seconds for the training step) ---
+RESERVE=$TRAIN_RESERVE
 B="$BUILD/moepp_gpu_bench"
 bench() {  # bench SECONDS ARGS...: the driver's JSON lines into results.jsonl; a failure is recorded too
   timeout $(lim "$1") "$B" --commit "$COMMIT" "${@:2}" 2>> "$OUT/bench.log" | tee -a "$OUT/bench.log" >> "$RES"
@@ -111,6 +118,18 @@ for l in sys.stdin:
   [ "$rc" -eq 0 ] || line step='"torch_eager"' ok=false rc=$rc tokens=$T
 done
 
+# --- the training step: ~107M MoE++ (configs/gpu-train-100m.json), BF16 then F32 ---
+RESERVE=0
+dense_train=()
+"$PY" -c 'import sys; sys.exit(0 if float(sys.argv[1]) > 0 else 1)' "$dense" && dense_train=(--dense-tflops "$dense")
+for prec in bf16 f32; do
+  steps=10; [ "$prec" = f32 ] && steps=5
+  timeout $(lim 50) "$BUILD/moepp_gpu_train" --config configs/gpu-train-100m.json --precision $prec --steps $steps \
+    --warmup 2 --commit "$COMMIT" "${dense_train[@]}" 2>> "$OUT/bench.log" | tee -a "$OUT/bench.log" >> "$RES"
+  rc=${PIPESTATUS[0]}
+  [ "$rc" -eq 0 ] || line step="\"train_$prec\"" ok=false rc=$rc timed_out=$([ $rc -eq 124 ] && echo true || echo false)
+done
+
 # --- summary: the ratios of the issue ---
 "$PY" - "$RES" "$OUT/summary.json" <<'PYEOF'
 import json, sys
@@ -136,6 +155,10 @@ for r in by("layer_fwd_bwd"):
                  "torch_eager_ffn_slot_fraction": e["ffn_slot_fraction"] if e else None,
                  "speedup_vs_torch_eager": e["fwd_bwd_ms"] / r["fwd_bwd_ms"] if e else None})
 s["layer_fwd_bwd"] = rows
+s["train_step"] = [{k: r.get(k) for k in ("model", "params", "precision", "batch", "seq_len", "step_ms", "tokens_per_s",
+                                          "ffn_slots_per_token", "model_tflops", "peak_tflops", "mfu_peak",
+                                          "dense_tflops", "mfu_dense", "loss_first", "loss_last")}
+                   for r in by("train_step")]
 json.dump(s, open(sys.argv[2], "w"), indent=1)
 print(json.dumps(s, indent=1))
 PYEOF

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/gpu_step_backend.h"
 #include "core/error.h"
 #include "infer/engine.h"
 #include "infer/model_dir.h"
@@ -55,6 +56,7 @@ void register_train_command(CLI::App& app) {
     bool resume = false, quiet = false;
     int64_t steps = 0, stop_after = -1, seed = -1;
     int ep_size = 1;
+    std::string device = "cpu", precision = "bf16", gemm = "per-expert";
   };
   auto a = std::make_shared<Args>();
   CLI::App* sub = app.add_subcommand("train", "Train an MoE++ / MoE language model from a JSON config (docs/training.md)");
@@ -68,12 +70,20 @@ void register_train_command(CLI::App& app) {
   sub->add_option("--ep-size", a->ep_size,
                   "under mpirun: ranks per expert-parallel group (divides the ranks and the FFN experts; "
                   "default 1: data parallelism only)");
+  sub->add_option("--device", a->device,
+                  "cpu, or cuda: the steps on the GPU (GpuTrainer, docs/gpu.md; one process, grad_accum 1; "
+                  "needs a build with nvcc)")
+      ->capture_default_str();
+  sub->add_option("--precision", a->precision, "--device cuda: f32 or bf16 products (fp32 master weights)")
+      ->capture_default_str();
+  sub->add_option("--gemm", a->gemm, "--device cuda: per-expert or grouped expert GEMMs")->capture_default_str();
   sub->callback([a] {
+    const std::unique_ptr<StepBackend> backend = make_step_backend(a->device, a->precision, a->gemm);
     TrainConfig cfg = TrainConfig::from_file(a->config);
     if (a->steps > 0) cfg.steps = a->steps;
     if (a->seed >= 0) cfg.seed = static_cast<uint64_t>(a->seed);
     Comm& world = job_comm();
-    TrainOptions opt{a->out, a->resume, a->stop_after, a->quiet, &world, a->ep_size};
+    TrainOptions opt{a->out, a->resume, a->stop_after, a->quiet, &world, a->ep_size, backend.get()};
     const TrainResult r = train(cfg, opt);
     // The sample: rank 0 alone, from the checkpoint (which loads whole in one process).
     if (world.rank() != 0 || a->quiet || !r.completed || cfg.sample_prompt.empty() || cfg.sample_tokens <= 0) return;

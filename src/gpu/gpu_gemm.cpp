@@ -53,6 +53,20 @@ void gemm(cublasHandle_t h, const GemmShape& s, float alpha, const void* A, Elem
                std::string("cublasGemmEx (") + what + ")");
 }
 
+void gemm_strided_batched(cublasHandle_t h, const GemmShape& s, float alpha, const void* A, ElemType ta,
+                          int64_t stride_a, const void* B, ElemType tb, int64_t stride_b, float beta, void* C,
+                          ElemType tc, int64_t stride_c, int64_t batch, const char* what) {
+  const CublasGemmArgs c = to_cublas(s, what);
+  const int nb = to_int(batch, "batch", what);
+  if (stride_a < 0 || stride_b < 0 || stride_c < 0)
+    throw Error(std::string(what) + ": negative batch stride");
+  if (nb == 0 || s.m == 0 || s.n == 0 || (s.k == 0 && beta == 1.0f)) return;
+  cublas_check(cublasGemmStridedBatchedEx(h, c.op_first, c.op_second, c.m, c.n, c.k, &alpha, B, cuda_type(tb),
+                                          c.ld_first, stride_b, A, cuda_type(ta), c.ld_second, stride_a, &beta, C,
+                                          cuda_type(tc), c.ldc, stride_c, nb, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+               std::string("cublasGemmStridedBatchedEx (") + what + ")");
+}
+
 const char* grouped_gemm_mode_name(GroupedGemmMode m) {
   return m == GroupedGemmMode::kPerProduct ? "per-expert" : "grouped";
 }

@@ -45,6 +45,13 @@ CublasGemmArgs to_cublas(const GemmShape& s, const std::string& what);
 void gemm(cublasHandle_t h, const GemmShape& s, float alpha, const void* A, ElemType ta, const void* B, ElemType tb,
           float beta, void* C, ElemType tc, const char* what);
 
+// `batch` products of one shape (cublasGemmStridedBatchedEx): product i reads A + i·stride_a,
+// B + i·stride_b and writes C + i·stride_c (strides in elements; a stride of 0 reuses one operand).
+// Nothing to do when batch, m or n is 0. Throws moepp::Error when batch exceeds cuBLAS's int.
+void gemm_strided_batched(cublasHandle_t h, const GemmShape& s, float alpha, const void* A, ElemType ta,
+                          int64_t stride_a, const void* B, ElemType tb, int64_t stride_b, float beta, void* C,
+                          ElemType tc, int64_t stride_c, int64_t batch, const char* what);
+
 enum class GroupedGemmMode { kPerProduct, kGroupedBatched };
 const char* grouped_gemm_mode_name(GroupedGemmMode m);
 // "per-expert" | "grouped"; throws moepp::Error naming `source` otherwise.

@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "core/profile.h"
+#include "model/batch_check.h"
 #include "model/embedding.h"
 #include "model/linear.h"
 #include "model/rmsnorm.h"
@@ -50,23 +51,11 @@ float Model::forward(ModelState& st, const int32_t* tokens, const int32_t* targe
                      const ModelParams& p, bool training) const {
   const int64_t V = cfg_.vocab, D = cfg_.hidden, L = cfg_.n_layers;
   const int64_t H = cfg_.n_heads, KVH = cfg_.n_kv_heads, hd = cfg_.head_dim, Q = H * hd, KV = KVH * hd;
-  check(B > 0 && T > 0, "Model::forward: B and T must be > 0, got B=" + std::to_string(B) + " T=" + std::to_string(T));
-  check(T <= cfg_.max_pos, "Model::forward: sequence length " + std::to_string(T) +
-                               " exceeds max_position_embeddings = " + std::to_string(cfg_.max_pos));
+  check_model_batch(cfg_, tokens, targets, B, T, "Model::forward");
   check(static_cast<int64_t>(p.layers.size()) == L, "Model::forward: the params have " +
                                                         std::to_string(p.layers.size()) + " layers, the config " +
                                                         std::to_string(L));
   const int64_t N = B * T;
-  for (int64_t n = 0; n < N; ++n) {
-    check(tokens[n] >= 0 && tokens[n] < V, "Model::forward: token id " + std::to_string(tokens[n]) + " at position " +
-                                               std::to_string(n) + " is outside the vocabulary [0, " +
-                                               std::to_string(V) + ")");
-    if (targets)
-      check(targets[n] >= -1 && targets[n] < V, "Model::forward: target id " + std::to_string(targets[n]) +
-                                                    " at position " + std::to_string(n) +
-                                                    " is outside the vocabulary (or -1 = ignored) [0, " +
-                                                    std::to_string(V) + ")");
-  }
   st.B = B;
   st.T = T;
   st.N = N;

@@ -5,7 +5,14 @@
 
 namespace moepp {
 
-bool decays(const Tensor& t) { return t.shape.size() >= 2; }
+bool decays(const std::vector<int64_t>& shape) { return shape.size() >= 2; }
+bool decays(const Tensor& t) { return decays(t.shape); }
+
+AdamWStepScalars adamw_step_scalars(const AdamWConfig& cfg, int64_t step, float lr) {
+  const double bc1 = 1.0 - std::pow(static_cast<double>(cfg.beta1), static_cast<double>(step));
+  const double bc2 = 1.0 - std::pow(static_cast<double>(cfg.beta2), static_cast<double>(step));
+  return {static_cast<float>(lr / bc1), static_cast<float>(1.0 / std::sqrt(bc2))};
+}
 
 AdamW::AdamW(std::vector<ParamRef> params, AdamWConfig cfg) : params_(std::move(params)), cfg_(cfg) {
   for (const ParamRef& p : params_) {
@@ -16,11 +23,9 @@ AdamW::AdamW(std::vector<ParamRef> params, AdamWConfig cfg) : params_(std::move(
 
 void AdamW::step(float lr, float grad_scale) {
   ++step_;
-  const double bc1 = 1.0 - std::pow(static_cast<double>(cfg_.beta1), static_cast<double>(step_));
-  const double bc2 = 1.0 - std::pow(static_cast<double>(cfg_.beta2), static_cast<double>(step_));
+  const AdamWStepScalars sc = adamw_step_scalars(cfg_, step_, lr);
   const float b1 = cfg_.beta1, b2 = cfg_.beta2, eps = cfg_.eps;
-  const float step_size = static_cast<float>(lr / bc1);
-  const float inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
+  const float step_size = sc.step_size, inv_sqrt_bc2 = sc.inv_sqrt_bc2;
   for (size_t i = 0; i < params_.size(); ++i) {
     float* w = params_[i].value->ptr();
     const float* g = params_[i].grad->ptr();

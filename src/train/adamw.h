@@ -24,6 +24,15 @@ struct AdamWConfig {
 // Weight decay applies to matrices (rank >= 2: linears, embeddings, lm_head, router, gate_map) and not
 // to vectors (RMSNorm weights, constant experts' v).
 bool decays(const Tensor& t);
+bool decays(const std::vector<int64_t>& shape);  // the same rule on a shape (e.g. a ParamSpec's)
+
+// The scalars of one AdamW update after `step` steps (1-based: the update's own number) at learning rate
+// lr: step_size = lr / (1 - beta1^step), inv_sqrt_bc2 = 1 / sqrt(1 - beta2^step), bias corrections in
+// double. Shared by AdamW::step and the GPU optimizer (gpu/gpu_adamw.h).
+struct AdamWStepScalars {
+  float step_size = 0.0f, inv_sqrt_bc2 = 0.0f;
+};
+AdamWStepScalars adamw_step_scalars(const AdamWConfig& cfg, int64_t step, float lr);
 
 class AdamW {
  public:
@@ -38,6 +47,8 @@ class AdamW {
   void set_steps(int64_t s) { step_ = s; }
   const std::vector<ParamRef>& params() const { return params_; }
   std::vector<Tensor>& m() { return m_; }
+  const std::vector<Tensor>& m() const { return m_; }
+  const std::vector<Tensor>& v() const { return v_; }
   std::vector<Tensor>& v() { return v_; }
 
  private:

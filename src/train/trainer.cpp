@@ -449,6 +449,25 @@ StepStats train_step(Run& run, const Model& model, const data::BatchSampler& sam
   return s;
 }
 
+// One optimizer step on a StepBackend (one process, one micro-batch): the batch of the step, the
+// backend's step, its statistics as the CPU step reports them.
+StepStats backend_step(StepBackend& backend, const data::BatchSampler& sampler, int64_t step, int64_t layers) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const data::TokenBatch b = sampler.batch_at(static_cast<uint64_t>(step));
+  const BackendStepStats r = backend.step(b.inputs.data(), b.targets.data(), b.batch, b.seq_len);
+  check(static_cast<int64_t>(r.ffn.size()) == layers, "moepp train: the step backend reported " +
+                                                          std::to_string(r.ffn.size()) + " layers, the model has " +
+                                                          std::to_string(layers));
+  StepStats s;
+  s.loss = r.loss;
+  s.aux = r.aux;
+  s.gnorm = r.gnorm;
+  s.lr = r.lr;
+  s.ffn = r.ffn;
+  s.dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return s;
+}
+
 // The step's log.jsonl record (ntok: tokens per step); evaluations and ReMoE's keys are added later.
 // Under mpirun: the ranks, the seconds of the gradient sum, and with expert parallelism each layer's
 // exchange (rows and bytes to other ranks, forward and backward, summed over the ranks; seconds, mean
@@ -511,7 +530,7 @@ void report_step(bool tty, bool quiet, int64_t done, int64_t total, int64_t left
 // The training loop from run.start_step to cfg.steps (or opt.stop_after), then the final evaluation.
 // Every rank runs it; rank 0 alone writes the log and prints.
 TrainResult run_steps(Run& run, const RunData& data, const TrainConfig& cfg, const TrainOptions& opt,
-                      const std::string& log_path, TrainParallel& par) {
+                      const std::string& log_path, TrainParallel& par, const AdamWConfig& ac) {
   const bool lead = par.rank() == 0;
   const bool quiet = opt.quiet || !lead;
   const bool tty = isatty(2) && !quiet;
@@ -520,6 +539,10 @@ TrainResult run_steps(Run& run, const RunData& data, const TrainConfig& cfg, con
   const LrSchedule sched{cfg.init_lr, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.steps, cfg.cosine};
   data::BatchSampler sampler(data.train, cfg.batch_size, cfg.seq_len, cfg.seed);
   ModelState st, est;
+  if (opt.backend) {
+    check(!run.adaptive_l1, "moepp train: the step backend (--device) does not run the relu router");
+    opt.backend->start(run.mc, run.params, *run.adam, ac, sched, cfg.grad_clip);
+  }
   std::unique_ptr<std::FILE, int (*)(std::FILE*)> log_file(nullptr, &std::fclose);
   if (lead) {
     log_file.reset(std::fopen(log_path.c_str(), "a"));
@@ -533,12 +556,16 @@ TrainResult run_steps(Run& run, const RunData& data, const TrainConfig& cfg, con
 
   for (int64_t step = run.start_step; step < last_step; ++step) {
     fault_point(kill_point);
-    const StepStats s = train_step(run, model, sampler, st, sched, cfg, step, par);
+    const StepStats s = opt.backend ? backend_step(*opt.backend, sampler, step, run.mc.n_layers)
+                                    : train_step(run, model, sampler, st, sched, cfg, step, par);
     const int64_t ntok = cfg.batch_size * cfg.seq_len * cfg.grad_accum;
     tokens_done += ntok;
     nlohmann::json rec = step_record(step, s, ntok, par, run.mc.hidden);
     if (run.adaptive_l1) adapt_relu_l1(run, model, s.sparsity, rec);
     const bool do_eval = (step + 1) % cfg.eval_every == 0 || step + 1 == cfg.steps;
+    const bool do_ckpt = (step + 1) % cfg.ckpt_every == 0 || step + 1 == last_step;
+    // The backend's weights and optimizer state come back before the host's code reads them.
+    if (opt.backend && (do_eval || do_ckpt)) opt.backend->sync_to_host(run.params, *run.adam);
     if (do_eval) {
       last_val = evaluate(model, run.params, data.valid, cfg, est, par);
       rec["val_loss"] = last_val;
@@ -550,7 +577,7 @@ TrainResult run_steps(Run& run, const RunData& data, const TrainConfig& cfg, con
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
     const double tps = static_cast<double>(tokens_done) / elapsed;
     report_step(tty, quiet, step + 1, cfg.steps, last_step - step - 1, s, tps, ntok, do_eval, last_val);
-    if ((step + 1) % cfg.ckpt_every == 0 || step + 1 == last_step)
+    if (do_ckpt)
       save_checkpoint(opt.out_dir, step + 1, run.mc, run.params, *run.adam, cfg, run.adaptive_l1, par);
   }
   if (tty) std::fprintf(stderr, "\n");
@@ -575,6 +602,11 @@ TrainResult train(const TrainConfig& cfg, const TrainOptions& opt) {
   Fnv1a64 args_hash;
   args_hash.add(args);
   check_same_on_every_rank(world, args_hash.value(), "the training config or command line");
+  if (opt.backend) {  // what a step backend does not do (step_backend.h), refused before any work
+    check(world.size() == 1 && opt.ep_size == 1,
+          "moepp train: the step backend (--device) runs one process without expert parallelism");
+    check(cfg.grad_accum == 1, "moepp train: the step backend (--device) takes one micro-batch a step (grad_accum 1)");
+  }
   const std::string log_path = (fs::path(opt.out_dir) / "log.jsonl").string();
   if (lead) {
     fs::create_directories(opt.out_dir);
@@ -601,7 +633,7 @@ TrainResult train(const TrainConfig& cfg, const TrainOptions& opt) {
   if (lead && par.distributed() && !opt.quiet)
     std::fprintf(stderr, "moepp train: %d ranks, expert parallelism %d x data parallelism %d\n", par.size(),
                  par.ep_size(), par.size() / par.ep_size());
-  return run_steps(run, *data, cfg, opt, log_path, par);
+  return run_steps(run, *data, cfg, opt, log_path, par, ac);
 }
 
 }  // namespace moepp

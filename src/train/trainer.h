@@ -21,6 +21,7 @@
 #include <string>
 
 #include "comm/comm.h"
+#include "train/step_backend.h"
 #include "train/train_config.h"
 
 namespace moepp {
@@ -32,6 +33,9 @@ struct TrainOptions {
   bool quiet = false;       // no progress bar
   Comm* world = nullptr;    // the job's processes (null: this one alone); every rank calls train()
   int ep_size = 1;          // ranks per expert-parallel group (divides the ranks and the FFN experts)
+  // Where the steps run (train/step_backend.h; e.g. the GPU): null = the CPU engine. With a backend: one
+  // process, ep_size 1, grad_accum 1, no relu router. Not owned; must outlive train().
+  StepBackend* backend = nullptr;
 };
 
 struct TrainResult {
