@@ -1,4 +1,4 @@
-// `moepp bench …`: registration of the benchmark subcommands (gemm, layer, train, infer, ep) on the CLI.
+// `moepp bench …`: registration of the benchmark subcommands (gemm, layer, train, infer, kernels, ep) on the CLI.
 #include <memory>
 #include <string>
 
@@ -7,6 +7,7 @@
 #include "ep_bench.h"
 #include "gemm_bench.h"
 #include "infer_bench.h"
+#include "kernel_bench.h"
 #include "layer_bench.h"
 #include "train_bench.h"
 
@@ -86,6 +87,21 @@ void register_bench_command(CLI::App& app) {
     if (t->batch < 0 || t->seq_len < 0) throw Error("bench train: --batch and --seq-len must be >= 1");
     check_status("bench train", run_train_bench(*t));
   });
+
+  // moepp bench kernels [--reps N] [--rows N] [--copies N]
+  struct KernelArgs {
+    int reps = 9;
+    int rows = 1;
+    int copies = 16;
+  };
+  auto kb = std::make_shared<KernelArgs>();
+  CLI::App* kernels = bench->add_subcommand(
+      "kernels", "moepp's own weight-row kernels (Q4 AVX-512 VNNI) vs the alternatives, GB/s");
+  kernels->add_option("--reps", kb->reps, "Interleaved timings per kernel pair")->capture_default_str();
+  kernels->add_option("--rows", kb->rows, "Input rows per product (1 = decoding)")->capture_default_str();
+  kernels->add_option("--copies", kb->copies, "Copies of each expert matrix per pass (1: cache-resident)")
+      ->capture_default_str();
+  kernels->callback([kb] { check_status("bench kernels", run_kernel_bench(kb->reps, kb->rows, kb->copies)); });
 
   // moepp bench infer [--dtypes LIST] [--variants LIST] [--prompt N] [--gen N] [--reps N] [--gguf-out PATH]
   //                   [--llama-bench PATH [--llama-quantize PATH] [--pairs N]]

@@ -10,8 +10,8 @@
 // Products. An input row x [I] is first quantised the same way to 8 bits (Q8 activations: per block
 // of 32 a fp32 scale xd = max|x| / 127, codes xq in [-127, 127], and their sum, the correction for the
 // codes' +8 offset); a weight row's dot product is then sum over blocks of d · xd · (sum_j q_j · xq_j
-// - 8 · sum_j xq_j), integer inside a block. The kernels: AVX-512 VNNI (vpdpbusd on 256-bit
-// vectors), AVX2 (vpmaddubsw + vpmaddwd), and portable C++; q4_kernel_name() says which one this CPU
+// - 8 · sum_j xq_j), integer inside a block. The kernels: AVX-512 VNNI (vpdpbusd on 512-bit
+// vectors, four blocks a step), AVX2 (vpmaddubsw + vpmaddwd), and portable C++; q4_kernel_name() says which one this CPU
 // runs (chosen once, at first use, from the CPU's features).
 //
 // All functions are pure and thread-safe; callers own every buffer.

@@ -8,6 +8,7 @@
 #include <random>
 #include <string>
 #include <vector>
+#include <utility>
 
 #include "core/error.h"
 #include "core/half_float.h"
@@ -55,8 +56,11 @@ TEST(Q4Blocks, EveryKernelThisCpuRunsAgrees) {
   const std::string chosen = q4_kernel_name();
   std::mt19937 rng(3);
   std::normal_distribution<float> n01;
-  for (const int64_t I : {32, 64, 101, 1024}) {
-    const int64_t O = 37, M = 3, nb = q4_blocks(I);
+  // I: tails of 1-3 blocks after whole groups of four (the AVX-512 kernel's step), and none; M: the
+  // kernels' row chunks of up to four, whole and split.
+  for (const auto& [I, M] : std::vector<std::pair<int64_t, int64_t>>{
+           {32, 3}, {64, 1}, {101, 3}, {160, 6}, {224, 5}, {1024, 3}, {1024, 8}}) {
+    const int64_t O = 37, nb = q4_blocks(I);
     std::vector<float> w(O * I), x(M * I);
     for (float& v : w) v = 0.05f * n01(rng);
     for (float& v : x) v = n01(rng);
