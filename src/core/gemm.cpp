@@ -4,11 +4,16 @@
 #include <cblas.h>
 #include <omp.h>
 #include <oneapi/dnnl/dnnl.h>
+#include <oneapi/dnnl/dnnl.hpp>
 
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
+#include <mutex>
+#include <tuple>
+#include <vector>
 #include <string>
 
 #include "core/error.h"
@@ -182,6 +187,69 @@ void sgemm_parallel(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alp
       sgemm(ta, tb, M, n1 - n0, K, alpha, A, lda, b, ldb, beta, C + n0, ldc);
     }
   }
+}
+
+namespace {
+
+// The bf16 matmul primitives, one per (N, K, ldc, accumulate), with M a run-time dimension (oneDNN then
+// takes its jit gemm, which measured 480-590 GFLOP/s here at M = 77-300 against 170-280 for sgemm).
+// Scratch memory is the caller's (user scratchpad mode), so concurrent calls do not share it.
+struct Bf16Matmul {
+  dnnl::matmul prim;
+  dnnl::memory::desc weights, scratch;
+};
+
+dnnl::engine& cpu_engine() {
+  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
+  return e;
+}
+
+const Bf16Matmul& bf16_matmul(int64_t N, int64_t K, int64_t ldc, bool accumulate) {
+  static std::mutex mu;
+  static std::map<std::tuple<int64_t, int64_t, int64_t, bool>, Bf16Matmul> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cache.find({N, K, ldc, accumulate});
+  if (it != cache.end()) return it->second;
+  using dt = dnnl::memory::data_type;
+  const dnnl::memory::dim rt = DNNL_RUNTIME_DIM_VAL;
+  const dnnl::memory::desc src({rt, K}, dt::bf16, dnnl::memory::dims{K, 1});
+  const dnnl::memory::desc wei({K, N}, dt::bf16, dnnl::memory::dims{1, K});  // B [N, K] row-major
+  const dnnl::memory::desc dst({rt, N}, dt::f32, dnnl::memory::dims{ldc, 1});
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  if (accumulate) {
+    dnnl::post_ops po;
+    po.append_sum(1.0f);
+    attr.set_post_ops(po);
+  }
+  const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, wei, dst), attr, cpu_engine());
+  Bf16Matmul m{dnnl::matmul(pd), wei, pd.scratchpad_desc()};
+  return cache.emplace(std::make_tuple(N, K, ldc, accumulate), std::move(m)).first->second;
+}
+
+}  // namespace
+
+bool gemm_bf16_native() {
+  static const bool v = (dnnl_get_effective_cpu_isa() & dnnl_cpu_isa_avx512_core_bf16) == dnnl_cpu_isa_avx512_core_bf16;
+  return v;
+}
+
+void gemm_bf16_parallel(int64_t M, int64_t N, int64_t K, const uint16_t* A, const uint16_t* B, float* C,
+                        int64_t ldc, bool accumulate) {
+  check(M >= 0 && N > 0 && K > 0 && ldc >= N, "gemm_bf16_parallel: bad shape");
+  if (M == 0) return;
+  const Bf16Matmul& mm = bf16_matmul(N, K, ldc, accumulate);
+  using dt = dnnl::memory::data_type;
+  dnnl::engine& eng = cpu_engine();
+  thread_local std::vector<uint8_t> scratch;
+  scratch.resize(std::max<size_t>(mm.scratch.get_size(), 1));
+  const dnnl::memory a({{M, K}, dt::bf16, dnnl::memory::dims{K, 1}}, eng, const_cast<uint16_t*>(A));
+  const dnnl::memory b(mm.weights, eng, const_cast<uint16_t*>(B));
+  const dnnl::memory c({{M, N}, dt::f32, dnnl::memory::dims{ldc, 1}}, eng, C);
+  const dnnl::memory s(mm.scratch, eng, scratch.data());
+  dnnl::stream st(eng);
+  mm.prim.execute(st, {{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, b}, {DNNL_ARG_DST, c}, {DNNL_ARG_SCRATCHPAD, s}});
+  st.wait();
 }
 
 }  // namespace moepp

@@ -1,4 +1,4 @@
-// sgemm: the one entry point for fp32 matrix products. Row-major:
+// sgemm: the one entry point for fp32 matrix products (and gemm_bf16 for bf16 ones). Row-major:
 //   C[M, N] = alpha * op(A)[M, K] * op(B)[K, N] + beta * C,  op(X) = X or X^T.
 // Backends: OpenBLAS (cblas_sgemm) and oneDNN (dnnl_sgemm). Threading contract: moepp owns the
 // threads (OpenMP); the libraries run single-threaded inside our parallel regions, so sgemm may be
@@ -31,5 +31,15 @@ void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float al
 void sgemm_parallel(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                     const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
                     int64_t ldc);
+
+// bf16 products: C[M, N] (+= when accumulate) = A[M, K] · B[N, K]^T, with A and B bfloat16 (bit
+// patterns), fp32 accumulation and output; C rows ldc apart. oneDNN's bf16 matmul, one primitive per
+// (N, K, ldc, accumulate) made on first use and kept (the row count M is given at run time), over all
+// OpenMP threads: call it from serial code. Thread-safe (each call has its own scratch memory).
+// gemm_bf16_native() says whether oneDNN runs native AVX-512 BF16 kernels here (about 2x sgemm's
+// FLOP/s on this project's AVX-512 machine); elsewhere it emulates them, and callers keep fp32.
+bool gemm_bf16_native();
+void gemm_bf16_parallel(int64_t M, int64_t N, int64_t K, const uint16_t* A, const uint16_t* B, float* C,
+                        int64_t ldc, bool accumulate);
 
 }  // namespace moepp

@@ -59,6 +59,48 @@ void q4_dequantize_row(float* out, const uint8_t* codes, const uint16_t* scales,
   }
 }
 
+namespace {
+
+// 32 weights a block: the 16 code bytes split into low and high nibbles, minus 8, widened to fp32,
+// times the block's scale, rounded to bf16 (vcvtneps2bf16 rounds to nearest even, as f32_to_bf16).
+__attribute__((target("avx2,f16c,avx512f,avx512bw,avx512vl,avx512bf16"))) void dequantize_bf16_avx512(
+    uint16_t* out, const uint8_t* codes, const uint16_t* scales, int64_t whole_blocks) {
+  const __m128i low = _mm_set1_epi8(0x0F), eight = _mm_set1_epi8(8);
+  for (int64_t b = 0; b < whole_blocks; ++b) {
+    const __m128i p = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + b * 16));
+    const __m128i lo = _mm_sub_epi8(_mm_and_si128(p, low), eight);
+    const __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(p, 4), low), eight);
+    const __m512 d = _mm512_set1_ps(_cvtsh_ss(scales[b]));
+    const __m256bh l = _mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(lo)), d));
+    const __m256bh h = _mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(hi)), d));
+    std::memcpy(out + b * kQ4Block, &l, 32);
+    std::memcpy(out + b * kQ4Block + 16, &h, 32);
+  }
+}
+
+bool cpu_has_avx512bf16() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16") &&
+         __builtin_cpu_supports("f16c");
+}
+
+}  // namespace
+
+void q4_dequantize_row_bf16(uint16_t* out, const uint8_t* codes, const uint16_t* scales, int64_t I) {
+  static const bool simd = cpu_has_avx512bf16();
+  const int64_t whole = simd ? I / kQ4Block : 0;
+  if (whole > 0) dequantize_bf16_avx512(out, codes, scales, whole);
+  const int64_t j0 = whole * kQ4Block;
+  if (j0 == I) return;
+  float tail[kQ4Block * 64];  // the rest: at most the whole row when not vectorised, done in pieces
+  for (int64_t b = whole; b < q4_blocks(I); b += 64) {
+    const int64_t bs = b * kQ4Block, n = std::min<int64_t>(kQ4Block * 64, I - bs);
+    q4_dequantize_row(tail, codes + b * 16, scales + b, n);
+    for (int64_t j = 0; j < n; ++j) out[bs + j] = f32_to_bf16(tail[j]);
+  }
+}
+
 void q8_quantize_row(int8_t* xq, float* xd, int32_t* xsum, const float* x, int64_t I) {
   const int64_t nb = q4_blocks(I);
   for (int64_t b = 0; b < nb; ++b) {

@@ -32,6 +32,10 @@ void q4_quantize_row(uint8_t* codes, uint16_t* scales, const float* w, int64_t I
 // out [I] = the dequantised row (the padding is not written).
 void q4_dequantize_row(float* out, const uint8_t* codes, const uint16_t* scales, int64_t I);
 
+// out [I] = the dequantised row rounded to bfloat16 (nearest even; bit patterns), for bf16 products.
+// Vectorised (AVX-512 BF16) where the CPU has it; the same values as q4_dequantize_row + f32_to_bf16.
+void q4_dequantize_row_bf16(uint16_t* out, const uint8_t* codes, const uint16_t* scales, int64_t I);
+
 // One input row as Q8 blocks: xq [q4_blocks(I) * 32] (padding zero), xd [q4_blocks(I)] scales,
 // xsum [q4_blocks(I)] sums of each block's codes.
 void q8_quantize_row(int8_t* xq, float* xd, int32_t* xsum, const float* x, int64_t I);

@@ -3,8 +3,11 @@
 //     weights once through AVX2 dot products against the M input rows (decoding is bound by the
 //     bytes of weights read, so BF16, INT8 and Q4 read 2x, 4x and 7x less than F32; Q4's integer block
 //     kernels are core/q4_blocks.h's);
-//   many rows: every thread dequantises a block of kBlockRows weight rows into fp32 and runs sgemm
-//     on it (F32 weights go straight to sgemm_parallel).
+//   many rows: F32 weights go straight to sgemm_parallel. BF16 and Q4 weights, where oneDNN runs native
+//     AVX-512 BF16 kernels, take a bf16 product (core/gemm.h's gemm_bf16_parallel; about 2x sgemm's
+//     FLOP/s): the input rows are rounded to bf16, BF16 weights are used as stored, Q4 weights are
+//     dequantised to bf16 a chunk at a time. Otherwise (and always for INT8) every thread dequantises a
+//     block of kBlockRows weight rows into fp32 and runs sgemm on it.
 #include "infer/weight_matrix.h"
 
 #include <immintrin.h>
@@ -25,6 +28,7 @@ namespace {
 
 constexpr int64_t kStreamRows = 8;   // up to this many input rows: streaming dot products
 constexpr int64_t kBlockRows = 64;   // weight rows dequantised per sgemm block
+constexpr int64_t kBf16ChunkRows = 256;  // Q4 weight rows dequantised to bf16 per bf16 product
 
 #ifdef __AVX2__
 inline float hsum(__m256 v) {
@@ -326,6 +330,10 @@ void WeightMatrix::matmul(float* out, const float* x, int64_t M, bool accumulate
     }
     return;
   }
+  if ((dtype_ == WeightDType::kBF16 || dtype_ == WeightDType::kQ4) && gemm_bf16_native()) {
+    matmul_bf16(out, x, M, accumulate);
+    return;
+  }
   const float beta = accumulate ? 1.0f : 0.0f;
   if (dtype_ == WeightDType::kF32) {
     sgemm_parallel(false, true, M, O_, I_, 1.0f, x, I_, f32_.data(), I_, beta, out, O_);
@@ -344,6 +352,32 @@ void WeightMatrix::matmul(float* out, const float* x, int64_t M, bool accumulate
         for (int64_t r = 0; r < nb; ++r) row_f32(o0 + r, wbuf.data() + r * I_);
       sgemm(false, true, M, nb, I_, 1.0f, x, I_, wbuf.data(), I_, beta, out + o0, O_);
     }
+  }
+}
+
+void WeightMatrix::matmul_bf16(float* out, const float* x, int64_t M, bool accumulate) const {
+  thread_local std::vector<uint16_t> xb;  // the input rows in bf16
+  xb.resize(static_cast<size_t>(M * I_));
+  uint16_t* xp = xb.data();
+  const int64_t n = M * I_;
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) xp[i] = f32_to_bf16(x[i]);
+  if (dtype_ == WeightDType::kBF16) {
+    gemm_bf16_parallel(M, O_, I_, xp, bf16(), out, O_, accumulate);
+    return;
+  }
+  // Q4: chunks of kBf16ChunkRows weight rows dequantised to bf16 (a chunk stays in the L2 cache), each
+  // multiplied as it is made. The dequantised weights, (q - 8) * d, are rounded to bf16 (2^-9 of each).
+  thread_local std::vector<uint16_t> wb;
+  wb.resize(static_cast<size_t>(std::min(kBf16ChunkRows, O_) * I_));
+  uint16_t* wp = wb.data();
+  for (int64_t o0 = 0; o0 < O_; o0 += kBf16ChunkRows) {
+    const int64_t rows = std::min(kBf16ChunkRows, O_ - o0);
+    const int64_t nb = q4_blocks(I_);
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; ++r)
+      q4_dequantize_row_bf16(wp + r * I_, q4_codes() + (o0 + r) * nb * 16, q4_scales() + (o0 + r) * nb, I_);
+    gemm_bf16_parallel(M, rows, I_, xp, wp, out + o0, O_, accumulate);
   }
 }
 

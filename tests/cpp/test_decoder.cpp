@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/gemm.h"
 #include "infer/decoder.h"
 #include "tiny_models.h"
 #include "infer/kv_cache.h"
@@ -190,7 +191,10 @@ TEST(Decoder, QuantisedWeightsComputeWithTheirRoundedValues) {
     const Decoder dec(f.cfg, w);
     KvCache kc = dec.make_cache(1, T);
     dec.forward(out, kc, {{0, tok.data(), T, true}}, sc);
-    EXPECT_LT(max_rel_diff(out.ptr(), ref.ptr(), T * V), 1e-4f) << weight_dtype_name(dt);
+    // The prompt's many rows take the bf16 GEMM for BF16 where oneDNN has native AVX-512 BF16: its input
+    // rows are rounded to bf16 (2^-9 relative each), which the fp32 reference does not do.
+    const bool bf16_gemm = dt == WeightDType::kBF16 && gemm_bf16_native();
+    EXPECT_LT(max_rel_diff(out.ptr(), ref.ptr(), T * V), bf16_gemm ? 2e-2f : 1e-4f) << weight_dtype_name(dt);
     // Decoding token by token with the quantised weights (the streaming kernels) agrees as well.
     kc.clear(0);
     for (int64_t t = 0; t < T; ++t) {

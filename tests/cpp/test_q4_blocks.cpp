@@ -52,6 +52,23 @@ TEST(Q4Blocks, LastBlockIsPaddedWithZeros) {
   for (int j = 40; j < 64; ++j) EXPECT_EQ(xq[j], 0) << j;
 }
 
+TEST(Q4Blocks, Bf16DequantisationIsTheRoundedFp32One) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> n01;
+  for (const int64_t I : {32, 45, 1024, 2900}) {  // whole blocks, a padded tail, long rows
+    const int64_t nb = q4_blocks(I);
+    std::vector<float> w(I), f(I);
+    for (float& v : w) v = 0.05f * n01(rng);
+    std::vector<uint8_t> codes(nb * 16);
+    std::vector<uint16_t> scales(nb), b(I + 1, 0xABCD);
+    q4_quantize_row(codes.data(), scales.data(), w.data(), I);
+    q4_dequantize_row(f.data(), codes.data(), scales.data(), I);
+    q4_dequantize_row_bf16(b.data(), codes.data(), scales.data(), I);
+    for (int64_t j = 0; j < I; ++j) ASSERT_EQ(b[j], f32_to_bf16(f[j])) << "I=" << I << " j=" << j;
+    EXPECT_EQ(b[I], 0xABCD) << "wrote past the row";
+  }
+}
+
 TEST(Q4Blocks, EveryKernelThisCpuRunsAgrees) {
   const std::string chosen = q4_kernel_name();
   std::mt19937 rng(3);

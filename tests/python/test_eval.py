@@ -47,6 +47,7 @@ SLICE_TRAIN = os.path.join(ROOT, "data", "slice", "train.txt")
 SLICE_VALID = os.path.join(ROOT, "data", "slice", "valid.txt")
 EXAMPLE_MC = os.path.join(ROOT, "data", "tasks", "example_mc.jsonl")
 TOL = 1e-4
+TOL_BF16 = 1e-3
 MARGIN = 1e-5
 BOS = 1
 MATRIX_SUFFIXES = ("q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight", "up_proj.weight",
@@ -233,14 +234,17 @@ def ppl_case(exe, tmp, tok, vocab, name, seed, window=None, stride=None, dtype="
     for k, v in exact.items():
         if j.get(k) != v:
             problems.append(f"{k} = {j.get(k)!r}, expected {v!r}")
+    # BF16: on CPUs with AVX-512 BF16, moepp's products of many rows round their inputs to bf16 as well
+    # (a bf16 GEMM, docs/inference.md), which this reference does not: those cases compare at 1e-3.
+    tol = TOL_BF16 if dtype == "bf16" else TOL
     rel = abs(j["mean_nll"] - want["mean_nll"]) / want["mean_nll"]
-    if rel > TOL:
+    if rel > tol:
         problems.append(f"mean_nll {j['mean_nll']:.8g} vs ref {want['mean_nll']:.8g} (rel {rel:.2e})")
     ppl = math.exp(want["mean_nll"])
-    if abs(j["perplexity"] - ppl) > 3 * TOL * ppl:
+    if abs(j["perplexity"] - ppl) > 3 * tol * ppl:
         problems.append(f"perplexity {j['perplexity']} vs ref {ppl}")
     bpb = want["nll_sum"] / math.log(2) / nbytes
-    if abs(j["bits_per_byte"] - bpb) > TOL * bpb:
+    if abs(j["bits_per_byte"] - bpb) > tol * bpb:
         problems.append(f"bits_per_byte {j['bits_per_byte']} vs ref {bpb}")
     if "perplexity" not in p.stderr or "bits/byte" not in p.stderr:
         problems.append(f"no summary line on stderr: {p.stderr[-300:]}")
