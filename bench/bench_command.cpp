@@ -134,6 +134,9 @@ void register_bench_command(CLI::App& app) {
       ->capture_default_str();
   infer->add_option("--gguf-dir", inf->gguf_dir, "Side by side: directory for the GGUF files (default: a new /tmp dir)");
   infer->add_flag("--keep-gguf", inf->keep_gguf, "Side by side: keep the GGUF files");
+  infer->add_flag("--profile", inf->profile,
+                  "Add the decoder's wall ms per section (qkv, attend, wo, route, experts, head) of the last "
+                  "repetition's prefill and per decode step (\"profile\")");
   infer->callback([inf] { check_status("bench infer", run_infer_bench(*inf)); });
 
   // mpirun -np N moepp bench ep [--cases LIST] [--fractions LIST] [--tokens T] [--reps N]

@@ -30,6 +30,7 @@
 #include "bench_env.h"
 #include "bench_stats.h"
 #include "core/error.h"
+#include "core/profile.h"
 #include "infer/decoder.h"
 #include "io/weight_source.h"
 #include "llama_cpp_runner.h"
@@ -147,7 +148,16 @@ ModelConfig make_config(const InferBenchOptions& o, bool moepp, int64_t max_pos)
 struct Result {
   double prefill_tps = 0, decode_tps = 0, zc_share = 0;
   size_t weight_bytes = 0;
+  nlohmann::json profile;  // with --profile: ms per section of the last repetition's prefill and per decode step
 };
+
+// The profiler's sections (core/profile.h) as {name: ms / divisor}, then reset.
+nlohmann::json take_profile(double divisor) {
+  nlohmann::json j = nlohmann::json::object();
+  for (const ProfileEntry& e : profile_entries()) j[e.name] = e.ms / divisor;
+  profile_reset();
+  return j;
+}
 
 // The share of the K slots per token and layer that did not go to an FFN expert, from the decoder's
 // routing counters (what the router actually kept: its scores, the zero expert's rule, --zc-bias).
@@ -156,7 +166,7 @@ double zc_share(const DecoderScratch& sc, int64_t k) {
 }
 
 Result measure(const ModelConfig& cfg, const InferWeights& w, const std::vector<int32_t>& prompt, int64_t gen,
-               int reps) {
+               int reps, bool profile) {
   const Decoder dec(cfg, w);
   KvCache cache = dec.make_cache(1, static_cast<int64_t>(prompt.size()) + gen);
   DecoderScratch sc;
@@ -165,10 +175,14 @@ Result measure(const ModelConfig& cfg, const InferWeights& w, const std::vector<
   r.weight_bytes = w.bytes();
   double best_pp = 1e30, best_tg = 1e30;
   for (int rep = 0; rep < reps; ++rep) {
+    const bool prof = profile && rep == reps - 1;  // the timed sections of the last repetition
     cache.clear(0);
+    profile_reset();
+    set_profiling(prof);
     const double t0 = now_s();
     dec.forward(logits, cache, {{0, prompt.data(), static_cast<int64_t>(prompt.size()), false}}, sc);
     best_pp = std::min(best_pp, now_s() - t0);
+    if (prof) r.profile["prefill_ms"] = take_profile(1.0);
     // Greedy decoding of `gen` tokens.
     const double t1 = now_s();
     for (int64_t i = 0; i < gen; ++i) {
@@ -176,6 +190,8 @@ Result measure(const ModelConfig& cfg, const InferWeights& w, const std::vector<
       dec.forward(logits, cache, {{0, &next, 1, false}}, sc);
     }
     best_tg = std::min(best_tg, now_s() - t1);
+    if (prof) r.profile["decode_ms_per_token"] = take_profile(static_cast<double>(gen));
+    set_profiling(false);
     if (rep == 0) r.zc_share = zc_share(sc, cfg.moe.top_k);  // prefill and decoding
   }
   r.prefill_tps = static_cast<double>(prompt.size()) / best_pp;
@@ -415,6 +431,7 @@ int run_side_by_side(const InferBenchOptions& o, const std::vector<WeightDType>&
 int run_infer_bench(const InferBenchOptions& o) {
   check(o.prompt >= 1 && o.gen >= 1 && o.reps >= 1, "bench infer: --prompt, --gen and --reps must be >= 1");
   check(o.zc_fraction >= 0.0 && o.zc_fraction < 1.0, "bench infer: --zc-fraction must be in [0, 1)");
+  check(!o.profile || o.llama_bench.empty(), "bench infer: --profile times moepp alone; it cannot be combined with --llama-bench");
   std::vector<WeightDType> dtypes;
   for (const std::string& d : split(o.dtypes)) dtypes.push_back(parse_weight_dtype(d));
   std::vector<bool> variants;
@@ -509,7 +526,7 @@ int run_infer_bench(const InferBenchOptions& o) {
         const InferWeights w = InferWeights::load(run_cfg, src, dt);
         const double load_s = now_s() - t0;
         const Bandwidth bw = measure_read_bandwidth();
-        const Result r = measure(run_cfg, w, prompt, o.gen, o.reps);
+        const Result r = measure(run_cfg, w, prompt, o.gen, o.reps, o.profile);
         // Decode reads the cache at positions prompt .. prompt + gen: on average prompt + gen / 2.
         const double active = active_decode_bytes(run_cfg, w, static_cast<double>(cfg.moe.top_k) * (1.0 - r.zc_share),
                                                   static_cast<double>(o.prompt) + 0.5 * static_cast<double>(o.gen));
@@ -532,6 +549,7 @@ int run_infer_bench(const InferBenchOptions& o) {
                             {"decode_read_gbs", active * r.decode_tps / 1e9},
                             {"read_bandwidth_gbs", bw.all_threads_gbs},
                             {"decode_roofline_share", roofline_share(active, r.decode_tps, bw)}};
+        if (o.profile) j["profile"] = r.profile;
         j.update(bench_environment());
         if (!moepp) {
           vanilla[dn] = r;

@@ -16,6 +16,7 @@
 #include <string>
 
 #include "core/error.h"
+#include "core/profile.h"
 #include "core/fast_exp.h"
 #include "core/gemm.h"
 #include "model/embedding.h"
@@ -199,15 +200,22 @@ void Decoder::attention_block(int64_t l, const RowPlan& plan, KvCache& cache, co
                               DecoderScratch& sc) const {
   const int64_t R = plan.R, D = cfg_.hidden, H = cfg_.n_heads, KVH = cfg_.n_kv_heads, hd = cfg_.head_dim;
   const InferWeights::Layer& w = w_.layers[l];
-  rmsnorm_forward(sc.xn.ptr(), sc.rstd.data(), sc.h.ptr(), w.attn_norm.ptr(), R, D, cfg_.rms_eps);
-  w.wq.matmul(sc.q.ptr(), sc.xn.ptr(), R);
-  w.wk.matmul(sc.k.ptr(), sc.xn.ptr(), R);
-  w.wv.matmul(sc.v.ptr(), sc.xn.ptr(), R);
-  rope_rows(sc.q.ptr(), rope_, sc.pos.data(), R, H, hd);
-  rope_rows(sc.k.ptr(), rope_, sc.pos.data(), R, KVH, hd);
-  append_kv(cache, l, batch, sc.k.ptr(), sc.v.ptr(), KVH * hd);
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  attend(sc.att.ptr(), sc.q.ptr(), cache, l, plan.items, hd, H * hd, KVH * hd, H / KVH, scale);
+  {
+    ProfileScope ps("infer.qkv");
+    rmsnorm_forward(sc.xn.ptr(), sc.rstd.data(), sc.h.ptr(), w.attn_norm.ptr(), R, D, cfg_.rms_eps);
+    w.wq.matmul(sc.q.ptr(), sc.xn.ptr(), R);
+    w.wk.matmul(sc.k.ptr(), sc.xn.ptr(), R);
+    w.wv.matmul(sc.v.ptr(), sc.xn.ptr(), R);
+    rope_rows(sc.q.ptr(), rope_, sc.pos.data(), R, H, hd);
+    rope_rows(sc.k.ptr(), rope_, sc.pos.data(), R, KVH, hd);
+    append_kv(cache, l, batch, sc.k.ptr(), sc.v.ptr(), KVH * hd);
+  }
+  {
+    ProfileScope ps("infer.attend");
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    attend(sc.att.ptr(), sc.q.ptr(), cache, l, plan.items, hd, H * hd, KVH * hd, H / KVH, scale);
+  }
+  ProfileScope ps("infer.wo");
   w.wo.matmul(sc.h.ptr(), sc.att.ptr(), R, /*accumulate=*/true);
 }
 
@@ -217,7 +225,11 @@ void Decoder::moe_block(int64_t l, int64_t R, DecoderScratch& sc, std::vector<Te
   rmsnorm_forward(sc.xn.ptr(), sc.rstd.data(), sc.h.ptr(), w.mlp_norm.ptr(), R, D, cfg_.rms_eps);
   const MoeConfig& mc = layers_[l].config();
   MoeForwardState& st = sc.moe;
-  moe_route(st, sc.xn.ptr(), mc.uses_residual() ? sc.z[l - 1].ptr() : nullptr, w.moe_small, mc, R);
+  {
+    ProfileScope ps("infer.route");
+    moe_route(st, sc.xn.ptr(), mc.uses_residual() ? sc.z[l - 1].ptr() : nullptr, w.moe_small, mc, R);
+  }
+  ProfileScope ps("infer.experts");
   MatrixFfnExperts experts(w.up, w.down, sc.ffn_x, sc.ffn_h, sc.ffn_a, w.ffn_first, w.ffn_end);
   ensure_shape(sc.y, {R, D});
   if (group_) {
@@ -245,6 +257,7 @@ void Decoder::moe_block(int64_t l, int64_t R, DecoderScratch& sc, std::vector<Te
 
 void Decoder::final_head(Tensor& logits, const std::vector<int64_t>& out_rows, DecoderScratch& sc) const {
   const int64_t V = cfg_.vocab, D = cfg_.hidden, R_out = static_cast<int64_t>(out_rows.size());
+  ProfileScope ps("infer.head");
   ensure_shape(sc.logits_x, {R_out, D});
   for (int64_t i = 0; i < R_out; ++i)
     std::memcpy(sc.logits_x.ptr() + i * D, sc.h.ptr() + out_rows[i] * D, sizeof(float) * D);
