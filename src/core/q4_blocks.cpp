@@ -209,7 +209,7 @@ MOEPP_Q4_SIMD_KERNEL(dot_avx2, "avx2,fma,f16c", _mm256_madd_epi16(_mm256_maddubs
 // and the high nibbles `hi` in one vpdpbusd each, and every 128-bit lane of the result holds one block's
 // four partial sums. The block scales then multiply lane-wise (d16: each block's activation scale four
 // times), and the +8 correction of the four blocks is one 4-wide FMA (c4: activation scale x code sum).
-// Measured against the one-block 256-bit loop it replaces: bench/results/q4_kernels.jsonl.
+// Measured against the one-block 256-bit loop it replaces (`moepp bench kernels`): bench/results/kernels.jsonl.
 struct alignas(64) Q8Group {
   int8_t lo[64];
   int8_t hi[64];
@@ -219,6 +219,8 @@ struct alignas(64) Q8Group {
 
 // out rows [o0, o1) for MB (1-4) input rows given as groups g [MB][ng] (plus, for blocks past the last
 // whole group, the plain Q8 rows: `tail` is the first such block).
+constexpr int64_t kQ4PrefetchBytes = 2048;  // codes prefetched this far ahead of the line in use
+
 template <int MB>
 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vnni"))) void q4_rows_avx512(
     float* out, int64_t ldo, const uint8_t* codes, const uint16_t* scales, const Q8Group* g, const int8_t* xq,
@@ -235,6 +237,7 @@ __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vnni"))) void q4_row
       corr[i] = _mm_setzero_ps();
     }
     for (int64_t k = 0; k < ng; ++k) {
+      _mm_prefetch(reinterpret_cast<const char*>(cr + k * 64 + kQ4PrefetchBytes), _MM_HINT_T0);
       const __m512i p = _mm512_loadu_si512(cr + k * 64);
       const __m512i wl = _mm512_and_si512(p, low), wh = _mm512_and_si512(_mm512_srli_epi16(p, 4), low);
       const __m128 dw4 = _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sr + k * 4)));

@@ -10,6 +10,10 @@
 //     block of kBlockRows weight rows into fp32 and runs sgemm on it.
 #include "infer/weight_matrix.h"
 
+// GCC 12 warns that the 512-bit intrinsics' own undefined-vector temporaries "may be used
+// uninitialized" (GCC bug 105593, fixed in GCC 13); the warning is about the header, not this code.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
 #include <immintrin.h>
 #include <omp.h>
 
@@ -29,6 +33,7 @@ namespace {
 constexpr int64_t kStreamRows = 8;   // up to this many input rows: streaming dot products
 constexpr int64_t kBlockRows = 64;   // weight rows dequantised per sgemm block
 constexpr int64_t kBf16ChunkRows = 256;  // Q4 weight rows dequantised to bf16 per bf16 product
+constexpr int64_t kPrefetchBytes = 2048;  // one-row streaming: weights prefetched this far ahead
 
 #ifdef __AVX2__
 inline float hsum(__m256 v) {
@@ -48,6 +53,17 @@ inline __m256 load8(const int8_t* p) {
   return _mm256_cvtepi32_ps(w);
 }
 #endif
+#ifdef __AVX512F__
+// Sixteen weights widened to fp32 in one 512-bit vector (same values as load8, twice the width).
+inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+inline __m512 load16(const uint16_t* p) {
+  const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+}
+inline __m512 load16(const int8_t* p) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+}
+#endif
 inline float to_f32(float v) { return v; }
 inline float to_f32(uint16_t v) { return bf16_to_f32(v); }
 inline float to_f32(int8_t v) { return static_cast<float>(v); }
@@ -61,6 +77,20 @@ void stream_one_row(float* out, const float* x, const Wt* W, const float* scale,
     const Wt* w = W + o * I;
     float acc = 0.0f;
     int64_t j = 0;
+#ifdef __AVX512F__
+    __m512 b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps(), b2 = _mm512_setzero_ps(), b3 = _mm512_setzero_ps();
+    for (; j + 64 <= I; j += 64) {
+      // 64 weights are sizeof(Wt) cache lines: each is prefetched kPrefetchBytes ahead of its use.
+      const char* ahead = reinterpret_cast<const char*>(w + j) + kPrefetchBytes;
+      for (size_t l = 0; l < sizeof(Wt); ++l) _mm_prefetch(ahead + 64 * l, _MM_HINT_T0);
+      b0 = _mm512_fmadd_ps(load16(w + j), _mm512_loadu_ps(x + j), b0);
+      b1 = _mm512_fmadd_ps(load16(w + j + 16), _mm512_loadu_ps(x + j + 16), b1);
+      b2 = _mm512_fmadd_ps(load16(w + j + 32), _mm512_loadu_ps(x + j + 32), b2);
+      b3 = _mm512_fmadd_ps(load16(w + j + 48), _mm512_loadu_ps(x + j + 48), b3);
+    }
+    for (; j + 16 <= I; j += 16) b0 = _mm512_fmadd_ps(load16(w + j), _mm512_loadu_ps(x + j), b0);
+    acc = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(b0, b1), _mm512_add_ps(b2, b3)));
+#endif
 #ifdef __AVX2__
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
     for (; j + 32 <= I; j += 32) {
@@ -70,7 +100,7 @@ void stream_one_row(float* out, const float* x, const Wt* W, const float* scale,
       a3 = _mm256_fmadd_ps(load8(w + j + 24), _mm256_loadu_ps(x + j + 24), a3);
     }
     for (; j + 8 <= I; j += 8) a0 = _mm256_fmadd_ps(load8(w + j), _mm256_loadu_ps(x + j), a0);
-    acc = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    acc += hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
 #endif
     for (; j < I; ++j) acc += to_f32(w[j]) * x[j];
     const float v = (scale ? scale[o] : 1.0f) * acc;
@@ -95,6 +125,20 @@ void stream_rows(float* out, int64_t ldo, const float* x, int64_t M, const Wt* W
       const Wt* w = W + o * I;
       float acc[4] = {0, 0, 0, 0};
       int64_t j = 0;
+#ifdef __AVX512F__
+      __m512 b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps(), b2 = _mm512_setzero_ps(), b3 = _mm512_setzero_ps();
+      for (; j + 16 <= I; j += 16) {
+        const __m512 wv = load16(w + j);
+        b0 = _mm512_fmadd_ps(wv, _mm512_loadu_ps(xr[0] + j), b0);
+        if (mb > 1) b1 = _mm512_fmadd_ps(wv, _mm512_loadu_ps(xr[1] + j), b1);
+        if (mb > 2) b2 = _mm512_fmadd_ps(wv, _mm512_loadu_ps(xr[2] + j), b2);
+        if (mb > 3) b3 = _mm512_fmadd_ps(wv, _mm512_loadu_ps(xr[3] + j), b3);
+      }
+      acc[0] = _mm512_reduce_add_ps(b0);
+      acc[1] = _mm512_reduce_add_ps(b1);
+      acc[2] = _mm512_reduce_add_ps(b2);
+      acc[3] = _mm512_reduce_add_ps(b3);
+#endif
 #ifdef __AVX2__
       __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
       for (; j + 8 <= I; j += 8) {
@@ -104,10 +148,10 @@ void stream_rows(float* out, int64_t ldo, const float* x, int64_t M, const Wt* W
         if (mb > 2) a2 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xr[2] + j), a2);
         if (mb > 3) a3 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xr[3] + j), a3);
       }
-      acc[0] = hsum(a0);
-      acc[1] = hsum(a1);
-      acc[2] = hsum(a2);
-      acc[3] = hsum(a3);
+      acc[0] += hsum(a0);
+      acc[1] += hsum(a1);
+      acc[2] += hsum(a2);
+      acc[3] += hsum(a3);
 #endif
       for (; j < I; ++j) {
         const float wv = to_f32(w[j]);
