@@ -3,13 +3,14 @@
 
 1. a tiny run trained for a few steps is analysed: analysis.json has every documented field with
    consistent values, and the PNG plots exist and are PNGs (when matplotlib is installed);
-2. scripts/plot_losses.py draws the run's log.jsonl;
+2. scripts/plot_losses.py draws the run's log.jsonl, also with --group-seeds over copies of the run as seeds;
 3. bad inputs (missing model dir, missing text file, empty text, bad --seq-len) fail with a clear
    message and a non-zero exit.
 Prints `N passed, M failed`.
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -121,6 +122,35 @@ def main():
             p = run(["/usr/bin/python3", os.path.join(ROOT, "scripts", "plot_losses.py"), os.path.join(tmp, "nope"),
                      "--out", png], check=False)
             assert p.returncode != 0 and "log.jsonl" in p.stderr, p.stderr
+
+            # --group-seeds: two copies of the run as seeds tiny-s1, tiny-s2 of one preset (the second's losses
+            # shifted, so that the seeds' range is not empty) next to the run itself, a one-seed preset.
+            with open(os.path.join(rund, "log.jsonl"), encoding="utf-8") as f:
+                rows = [json.loads(line) for line in f if line.strip()]
+
+            def seed_dir(name, records, shift=0.0):
+                d = os.path.join(tmp, "seeds", name)
+                os.makedirs(d)
+                shutil.copy(os.path.join(rund, "train_config.json"), d)
+                with open(os.path.join(d, "log.jsonl"), "w", encoding="utf-8") as f:
+                    for r in records:
+                        r = dict(r, loss=r["loss"] + shift)
+                        if r.get("val_loss") is not None:
+                            r["val_loss"] += shift
+                        f.write(json.dumps(r) + "\n")
+                return d
+
+            seeds = [seed_dir("tiny-s1", rows), seed_dir("tiny-s2", rows, 0.05)]
+            png = os.path.join(tmp, "losses_seeds.png")
+            p = run(["/usr/bin/python3", os.path.join(ROOT, "scripts", "plot_losses.py"), *seeds, rund,
+                     "--group-seeds", "--labels", "tiny,single", "--x", "tokens", "--out", png])
+            assert is_png(png), png
+            assert "tiny: 2 seeds;" in p.stdout and "run: 1 seed;" in p.stdout, p.stdout
+            # Seeds without a step in common are an error.
+            gap = [seed_dir("gap-s1", rows[:3]), seed_dir("gap-s2", rows[3:])]
+            p = run(["/usr/bin/python3", os.path.join(ROOT, "scripts", "plot_losses.py"), *gap, "--group-seeds",
+                     "--out", png], check=False)
+            assert p.returncode != 0 and "no training step in common" in p.stderr, p.stderr
 
         def bad_inputs():
             empty = os.path.join(tmp, "empty.txt")
