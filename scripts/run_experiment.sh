@@ -48,6 +48,6 @@ for preset in $presets; do
   for seed in $seeds; do run_one "$preset" "$seed" & pids+=($!); done
   for p in "${pids[@]}"; do wait "$p"; done
 done
-/usr/bin/python3 scripts/plot_losses.py --group-seeds --out docs/results/loss_curves.png "$runs"/exp-*/
+/usr/bin/python3 scripts/plot_losses.py --group-seeds --out "$runs/loss_curves.png" "$runs"/exp-*/
 /usr/bin/python3 scripts/summarize_runs.py "$runs"/exp-*/ > "$runs/summary.md"
-echo "summary: $runs/summary.md (copy its table into docs/results.md)"
+echo "summary: $runs/summary.md, $runs/loss_curves.png (copy them into docs/results.md and docs/results/)"
