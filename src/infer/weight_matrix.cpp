@@ -1,8 +1,9 @@
 // WeightMatrix storage conversion and products (see weight_matrix.h). Two paths:
 //   few rows (M <= kStreamRows): every thread takes a range of output rows and streams their stored
-//     weights once through AVX2 dot products against the M input rows (decoding is bound by the
-//     bytes of weights read, so BF16, INT8 and Q4 read 2x, 4x and 7x less than F32; Q4's integer block
-//     kernels are core/q4_blocks.h's);
+//     weights once through dot products against the M input rows, on 512-bit vectors where the build
+//     has AVX-512 (else AVX2), one input row with software prefetch kPrefetchBytes ahead (decoding is
+//     bound by the bytes of weights read, so BF16, INT8 and Q4 read 2x, 4x and 7x less than F32; Q4's
+//     integer block kernels are core/q4_blocks.h's);
 //   many rows: F32 weights go straight to sgemm_parallel. BF16 and Q4 weights, where oneDNN runs native
 //     AVX-512 BF16 kernels, take a bf16 product (core/gemm.h's gemm_bf16_parallel; about 2x sgemm's
 //     FLOP/s): the input rows are rounded to bf16, BF16 weights are used as stored, Q4 weights are
