@@ -217,10 +217,10 @@ struct alignas(64) Q8Group {
   float c4[4];
 };
 
-// out rows [o0, o1) for MB (1-4) input rows given as groups g [MB][ng] (plus, for blocks past the last
-// whole group, the plain Q8 rows: `tail` is the first such block).
 constexpr int64_t kQ4PrefetchBytes = 2048;  // codes prefetched this far ahead of the line in use
 
+// out rows [o0, o1) for MB (1-4) input rows given as groups g [MB][ng] (plus, for blocks past the last
+// whole group, the plain Q8 rows: `tail` is the first such block).
 template <int MB>
 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vnni"))) void q4_rows_avx512(
     float* out, int64_t ldo, const uint8_t* codes, const uint16_t* scales, const Q8Group* g, const int8_t* xq,
