@@ -96,7 +96,7 @@ void register_bench_command(CLI::App& app) {
   };
   auto kb = std::make_shared<KernelArgs>();
   CLI::App* kernels = bench->add_subcommand(
-      "kernels", "moepp's own weight-row kernels (Q4 AVX-512 VNNI) vs the alternatives, GB/s");
+      "kernels", "moepp's own kernels (Q4 AVX-512 VNNI weight rows; with --rows 1 the fused decode attention) vs the alternatives");
   kernels->add_option("--reps", kb->reps, "Interleaved timings per kernel pair")->capture_default_str();
   kernels->add_option("--rows", kb->rows, "Input rows per product (1 = decoding)")->capture_default_str();
   kernels->add_option("--copies", kb->copies, "Copies of each expert matrix per pass (1: cache-resident)")
@@ -119,6 +119,9 @@ void register_bench_command(CLI::App& app) {
                     "MoE++: comma list of --zc-bias values (router shift toward zero-computation experts), each measured")
       ->capture_default_str();
   infer->add_option("--zc-fraction", inf->zc_fraction, "MoE++: target share of slots on zero-computation experts")
+      ->capture_default_str();
+  infer->add_option("--kv-dtype", inf->kv_dtype,
+                    "moepp's KV cache: auto (f32 with f32 weights, bf16 otherwise), f32 or bf16")
       ->capture_default_str();
   infer->add_option("--gguf-out", inf->gguf_out,
                     "Also write the vanilla random model as a GGUF file (llama architecture, Mixtral-style experts)");

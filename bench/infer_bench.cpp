@@ -165,9 +165,9 @@ double zc_share(const DecoderScratch& sc, int64_t k) {
   return sc.moe_rows ? 1.0 - static_cast<double>(sc.ffn_slots) / static_cast<double>(sc.moe_rows * k) : 0.0;
 }
 
-Result measure(const ModelConfig& cfg, const InferWeights& w, const std::vector<int32_t>& prompt, int64_t gen,
-               int reps, bool profile) {
-  const Decoder dec(cfg, w);
+Result measure(const ModelConfig& cfg, const InferWeights& w, KvDType kv, const std::vector<int32_t>& prompt,
+               int64_t gen, int reps, bool profile) {
+  const Decoder dec(cfg, w, nullptr, kv);
   KvCache cache = dec.make_cache(1, static_cast<int64_t>(prompt.size()) + gen);
   DecoderScratch sc;
   Tensor logits;
@@ -206,8 +206,10 @@ size_t matrix_bytes(const WeightMatrix& m) {
 
 // Every byte one decode step reads: the embedding row, per block the two norms, the attention
 // projections, the router's tensors and `ffn_per_token` FFN experts (an average expert's up and down),
-// the keys and values of `kv_positions` cached positions, the final norm and the LM head.
-double active_decode_bytes(const ModelConfig& cfg, const InferWeights& w, double ffn_per_token, double kv_positions) {
+// the keys and values of `kv_positions` cached positions (in the cache's dtype kv), the final norm
+// and the LM head.
+double active_decode_bytes(const ModelConfig& cfg, const InferWeights& w, KvDType kv, double ffn_per_token,
+                           double kv_positions) {
   const double f = sizeof(float);
   double b = static_cast<double>(cfg.hidden) * f + static_cast<double>(w.final_norm.numel()) * f +
              static_cast<double>(matrix_bytes(w.lm_head));
@@ -222,7 +224,8 @@ double active_decode_bytes(const ModelConfig& cfg, const InferWeights& w, double
     double experts = 0;
     for (size_t e = 0; e < l.up.size(); ++e) experts += static_cast<double>(matrix_bytes(l.up[e]) + matrix_bytes(l.down[e]));
     if (!l.up.empty()) b += experts / static_cast<double>(l.up.size()) * ffn_per_token;
-    b += 2.0 * static_cast<double>(cfg.n_kv_heads * cfg.head_dim) * kv_positions * f;  // K and V (fp32 cache)
+    const double kv_bytes = kv == KvDType::kBF16 ? 2.0 : 4.0;
+    b += 2.0 * static_cast<double>(cfg.n_kv_heads * cfg.head_dim) * kv_positions * kv_bytes;  // K and V
   }
   return b;
 }
@@ -239,9 +242,9 @@ double roofline_share(double active_bytes, double tokens_per_s, const Bandwidth&
 struct PairSide {
   double pp_tps = 0, tg_tps = 0;
 };
-PairSide measure_like_llama_bench(const ModelConfig& cfg, const InferWeights& w, const std::vector<int32_t>& prompt,
-                                  int64_t gen, int reps) {
-  const Decoder dec(cfg, w);
+PairSide measure_like_llama_bench(const ModelConfig& cfg, const InferWeights& w, KvDType kv,
+                                  const std::vector<int32_t>& prompt, int64_t gen, int reps) {
+  const Decoder dec(cfg, w, nullptr, kv);
   KvCache cache = dec.make_cache(1, std::max<int64_t>(static_cast<int64_t>(prompt.size()), gen));
   DecoderScratch sc;
   Tensor logits;
@@ -279,7 +282,7 @@ const char* llama_type_for(WeightDType d) {
 }
 
 // --llama-bench: the side-by-side run (vanilla model only).
-int run_side_by_side(const InferBenchOptions& o, const std::vector<WeightDType>& dtypes,
+int run_side_by_side(const InferBenchOptions& o, const std::vector<WeightDType>& dtypes, std::optional<KvDType> kv_choice,
                      const std::vector<int32_t>& prompt) {
   namespace fs = std::filesystem;
   const std::string quantize =
@@ -323,7 +326,9 @@ int run_side_by_side(const InferBenchOptions& o, const std::vector<WeightDType>&
     const std::string dn = weight_dtype_name(dt), lt = llama_type_for(dt);
     const std::string model = gguf_file(lt);
     const InferWeights w = InferWeights::load(cfg, src, dt);
-    const double active = active_decode_bytes(cfg, w, static_cast<double>(cfg.moe.top_k), 0.5 * static_cast<double>(o.gen));
+    const KvDType kv = kv_choice.value_or(default_kv_dtype(dt));
+    const double active =
+        active_decode_bytes(cfg, w, kv, static_cast<double>(cfg.moe.top_k), 0.5 * static_cast<double>(o.gen));
     std::vector<double> pp_ratio, tg_ratio, share, m_pp, m_tg, l_pp, l_tg, bws, l_share;
     nlohmann::json llama_info;
     for (int pair = 0; pair < o.pairs; ++pair) {
@@ -334,7 +339,7 @@ int run_side_by_side(const InferBenchOptions& o, const std::vector<WeightDType>&
       for (int side = 0; side < 2; ++side) {
         if ((side == 0) == moepp_first) {
           bw = measure_read_bandwidth();
-          m = measure_like_llama_bench(cfg, w, prompt, o.gen, o.reps);
+          m = measure_like_llama_bench(cfg, w, kv, prompt, o.gen, o.reps);
         } else {
           l = llama_bench(o.llama_bench, model, o.prompt, o.gen, threads, o.reps, log);
         }
@@ -356,6 +361,7 @@ int run_side_by_side(const InferBenchOptions& o, const std::vector<WeightDType>&
       nlohmann::json j = {{"bench", "infer_vs_llama_cpp"},
                           {"dtype", dn},
                           {"llama_cpp_type", lt},
+                          {"kv_dtype", kv_dtype_name(kv)},
                           {"pair", pair},
                           {"first", moepp_first ? "moepp" : "llama.cpp"},
                           {"prompt_tokens", o.prompt},
@@ -449,6 +455,7 @@ int run_infer_bench(const InferBenchOptions& o) {
   check(!biases.empty(), "bench infer: --zc-biases is empty");
   check(o.gguf_dtype == "f32" || o.gguf_dtype == "bf16", "bench infer: --gguf-dtype must be f32 or bf16, got '" + o.gguf_dtype + "'");
   check(o.pairs >= 1, "bench infer: --pairs must be >= 1");
+  const std::optional<KvDType> kv_choice = parse_kv_dtype_choice(o.kv_dtype, "bench infer: --kv-dtype");
   check(o.llama_quantize.empty() || !o.llama_bench.empty(), "bench infer: --llama-quantize needs --llama-bench");
   if (!o.llama_bench.empty()) check_llama_binary(o.llama_bench, "--llama-bench");  // before any slow work
   const int64_t max_pos = o.prompt + o.gen;
@@ -491,7 +498,7 @@ int run_infer_bench(const InferBenchOptions& o) {
     std::printf("%s\n", j.dump().c_str());
     std::fflush(stdout);
   }
-  if (!o.llama_bench.empty()) return run_side_by_side(o, dtypes, prompt);
+  if (!o.llama_bench.empty()) return run_side_by_side(o, dtypes, kv_choice, prompt);
 
   std::map<std::string, Result> vanilla;
   nlohmann::json summary = {{"bench", "infer_summary"}};
@@ -526,13 +533,15 @@ int run_infer_bench(const InferBenchOptions& o) {
         const InferWeights w = InferWeights::load(run_cfg, src, dt);
         const double load_s = now_s() - t0;
         const Bandwidth bw = measure_read_bandwidth();
-        const Result r = measure(run_cfg, w, prompt, o.gen, o.reps, o.profile);
+        const KvDType kv = kv_choice.value_or(default_kv_dtype(dt));
+        const Result r = measure(run_cfg, w, kv, prompt, o.gen, o.reps, o.profile);
         // Decode reads the cache at positions prompt .. prompt + gen: on average prompt + gen / 2.
-        const double active = active_decode_bytes(run_cfg, w, static_cast<double>(cfg.moe.top_k) * (1.0 - r.zc_share),
+        const double active = active_decode_bytes(run_cfg, w, kv, static_cast<double>(cfg.moe.top_k) * (1.0 - r.zc_share),
                                                   static_cast<double>(o.prompt) + 0.5 * static_cast<double>(o.gen));
         nlohmann::json j = {{"bench", "infer"},
                             {"variant", moepp ? "moepp" : "moe"},
                             {"dtype", dn},
+                            {"kv_dtype", kv_dtype_name(kv)},
                             {"layers", o.layers},
                             {"hidden", o.hidden},
                             {"experts", moepp ? "8 FFN + 1 zero + 1 copy + 2 constant" : "8 FFN"},

@@ -34,6 +34,7 @@ struct InferBenchOptions {
   std::string gguf_dir;                  // side-by-side: where the GGUF files go (default: a new /tmp dir)
   int pairs = 5;                         // side-by-side: interleaved (moepp, llama.cpp) pairs per dtype
   bool keep_gguf = false;                // side-by-side: keep the GGUF files afterwards
+  std::string kv_dtype = "auto";         // moepp's KV cache: auto (by weight dtype), f32 or bf16
   bool profile = false;                  // add the decoder's section times ("profile"; not side by side)
 };
 

@@ -9,6 +9,10 @@
 // one pass per kernel, alternating which goes first; reported: GB/s of weights read (median, min, max
 // over the repetitions), the share of the read-bandwidth probe, and the ratio of the two kernels (median
 // and range of the per-repetition ratios). Needs a quiet machine.
+// Also the decode step's attention (core/attention_row.h) on the benchmark model's cache (8 layers x 16
+// heads of 64, 576 cached positions, `copies` such caches read in turn): the library path (sgemm for
+// the 1-row scores and weighted sum, with the causal softmax between) against the fused kernel on an
+// fp32 and on a bf16 cache; reported as ms per decoded token and the ratios to the library path.
 #include "kernel_bench.h"
 
 #include <omp.h>
@@ -26,7 +30,10 @@
 #include "bandwidth_probe.h"
 #include "bench_env.h"
 #include "bench_stats.h"
+#include "core/attention_row.h"
 #include "core/error.h"
+#include "core/gemm.h"
+#include "core/half_float.h"
 #include "core/q4_blocks.h"
 #include "infer/weight_matrix.h"
 
@@ -44,6 +51,80 @@ struct Family {
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+nlohmann::json stats(const std::vector<double>& v) {
+  return nlohmann::json{{"median", median(v)}, {"min", *std::min_element(v.begin(), v.end())},
+                        {"max", *std::max_element(v.begin(), v.end())}};
+}
+
+// The decode step's attention over `copies` caches of the benchmark model: library path vs fused kernel.
+void attention_row_bench(int reps, int copies) {
+  const int64_t layers = 8 * copies, heads = 16, hd = 64, n = 576, per_head = n * hd;
+  std::mt19937 rng(11);
+  std::normal_distribution<float> n01;
+  std::vector<float> k32(layers * heads * per_head), v32(k32.size()), q(heads * hd), out(heads * hd);
+  for (float& x : k32) x = n01(rng);
+  for (float& x : v32) x = n01(rng);
+  for (float& x : q) x = 0.3f * n01(rng);
+  std::vector<uint16_t> k16(k32.size()), v16(v32.size());
+  for (size_t i = 0; i < k32.size(); ++i) {
+    k16[i] = f32_to_bf16(k32[i]);
+    v16[i] = f32_to_bf16(v32[i]);
+  }
+  const float scale = 0.125f;
+  enum Path { kLibrary, kFusedF32, kFusedBF16 };
+  auto pass = [&](Path path) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int64_t l = 0; l < layers; ++l) {
+#pragma omp parallel
+      {
+        thread_local std::vector<float> sc;
+        sc.resize(static_cast<size_t>(n));
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t h = 0; h < heads; ++h) {
+          const size_t at = static_cast<size_t>((l * heads + h) * per_head);
+          float* o = out.data() + h * hd;
+          const float* qh = q.data() + h * hd;
+          if (path == kLibrary) {
+            sgemm(false, true, 1, n, hd, scale, qh, hd, k32.data() + at, hd, 0.0f, sc.data(), n);
+            causal_softmax_row(sc.data(), n, n);
+            sgemm(false, false, 1, hd, n, 1.0f, sc.data(), n, v32.data() + at, hd, 0.0f, o, hd);
+          } else if (path == kFusedF32) {
+            attention_row_f32(o, sc.data(), qh, k32.data() + at, v32.data() + at, n, hd, scale);
+          } else {
+            attention_row_bf16(o, sc.data(), qh, k16.data() + at, v16.data() + at, n, hd, scale);
+          }
+        }
+      }
+    }
+    return seconds_since(t0) * 1e3 / copies;  // ms per token of the 8-layer model
+  };
+  for (Path p : {kLibrary, kFusedF32, kFusedBF16}) pass(p);  // warm-up
+  std::vector<double> lib, f32, bf16, r32, r16;
+  for (int r = 0; r < reps; ++r) {
+    double t[3];
+    const Path order[3][3] = {{kLibrary, kFusedF32, kFusedBF16}, {kFusedBF16, kFusedF32, kLibrary}, {kFusedF32, kLibrary, kFusedBF16}};
+    for (Path p : order[r % 3]) t[p] = pass(p);
+    lib.push_back(t[kLibrary]);
+    f32.push_back(t[kFusedF32]);
+    bf16.push_back(t[kFusedBF16]);
+    r32.push_back(t[kLibrary] / t[kFusedF32]);
+    r16.push_back(t[kLibrary] / t[kFusedBF16]);
+  }
+  nlohmann::json j = bench_environment();
+  j["bench"] = "kernels";
+  j["family"] = "attention_row";
+  j["shape"] = "8 layers x 16 heads x hd 64, 576 cached positions";
+  j["copies"] = copies;
+  j["reps"] = reps;
+  j["library_sgemm_ms_per_token"] = stats(lib);
+  j["fused_f32_ms_per_token"] = stats(f32);
+  j["fused_bf16_ms_per_token"] = stats(bf16);
+  j["speedup_fused_f32_vs_library"] = stats(r32);
+  j["speedup_fused_bf16_vs_library"] = stats(r16);
+  std::printf("%s\n", j.dump().c_str());
+  std::fflush(stdout);
 }
 
 }  // namespace
@@ -99,10 +180,6 @@ int run_kernel_bench(int reps, int rows, int copies) {
       ratio.push_back(a / b);
     }
     f.force(chosen.c_str());
-    auto stats = [](const std::vector<double>& v) {
-      return nlohmann::json{{"median", median(v)}, {"min", *std::min_element(v.begin(), v.end())},
-                            {"max", *std::max_element(v.begin(), v.end())}};
-    };
     nlohmann::json j = bench_environment();
     j["bench"] = "kernels";
     j["family"] = f.name;
@@ -118,6 +195,7 @@ int run_kernel_bench(int reps, int rows, int copies) {
     std::printf("%s\n", j.dump().c_str());
     std::fflush(stdout);
   }
+  if (rows == 1) attention_row_bench(reps, copies);
   return 0;
 }
 

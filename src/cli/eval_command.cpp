@@ -40,6 +40,7 @@ struct ModelArgs {
   int64_t batch_tokens = 4096;
   int64_t ep_size = 1;
   float zc_bias = 0.0f;
+  std::string kv_dtype = "auto";
   bool quiet = false;
 };
 
@@ -56,7 +57,7 @@ LoadedModel load(const ModelArgs& a, const char* cmd) {
   const WeightDType dtype = parse_weight_dtype(a.dtype);
   LoadedModel m{open_model_dir(a.model, a.tokenizer, who), nullptr};
   m.md.cfg.set_zc_bias(a.zc_bias);
-  m.dec = std::make_unique<Decoder>(load_decoder(m.md, dtype, group));
+  m.dec = std::make_unique<Decoder>(load_decoder(m.md, dtype, group, parse_kv_dtype_choice(a.kv_dtype, "--kv-dtype")));
   return m;
 }
 
@@ -70,6 +71,7 @@ void add_model_options(CLI::App* sub, ModelArgs& a) {
   sub->add_flag("--quiet", a.quiet, "no progress output");
   add_ep_size_option(sub, a.ep_size);
   add_zc_bias_option(sub, a.zc_bias);
+  add_kv_dtype_option(sub, a.kv_dtype);
 }
 
 // Progress on stderr: a line every few seconds (rewritten in place on a terminal).
@@ -160,6 +162,7 @@ void run_ppl(const PplArgs& a) {
   j["model"] = m.md.dir;
   j["text"] = a.text;
   j["dtype"] = weight_dtype_name(m.dec->weights().dtype);
+  j["kv_dtype"] = kv_dtype_name(m.dec->kv_dtype());
   j["window"] = opt.window;
   j["stride"] = opt.stride;
   j["windows"] = r.windows;
@@ -245,6 +248,7 @@ void run_mc(const McArgs& a) {
   j["model"] = m.md.dir;
   j["tasks"] = a.tasks;
   j["dtype"] = weight_dtype_name(m.dec->weights().dtype);
+  j["kv_dtype"] = kv_dtype_name(m.dec->kv_dtype());
   j["n"] = s.n;
   j["acc"] = s.acc;
   j["acc_stderr"] = s.acc_stderr;  // NaN (n < 2) is written as null

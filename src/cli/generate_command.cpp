@@ -36,6 +36,7 @@ struct GenArgs {
   bool ignore_eos = false, no_stream = false;
   int64_t ep_size = 1;
   float zc_bias = 0.0f;
+  std::string kv_dtype = "auto";
 };
 
 // Option values are read as text and converted here, so that a bad one is a moepp::Error (exit 1)
@@ -95,7 +96,7 @@ void run_generate(const GenArgs& a) {
                        std::to_string(limit) + " (it must be shorter, to leave room for generated tokens)");
 
   const auto t_load = std::chrono::steady_clock::now();
-  Decoder dec = load_decoder(md, dtype, group);
+  Decoder dec = load_decoder(md, dtype, group, parse_kv_dtype_choice(a.kv_dtype, "--kv-dtype"));
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
   if (is_follower(dec)) {
     follow_decoder(dec);
@@ -140,11 +141,11 @@ void run_generate(const GenArgs& a) {
   const int64_t decoded = std::max<int64_t>(0, fin.completion_tokens - 1);  // tokens after the first
   const double decode_tps = fin.decode_s > 0 ? static_cast<double>(decoded) / fin.decode_s : 0.0;
   std::fprintf(stderr,
-               "generate: weights %s (%.1f MB in memory, %.1f MB read in place from the file, loaded in %.2f s); "
+               "generate: weights %s (%.1f MB in memory, %.1f MB read in place from the file, loaded in %.2f s), KV cache %s; "
                "prompt %lld tokens, prefill %.2f s (%.1f tokens/s); generated %lld tokens, decode %.2f s "
                "(%.1f tokens/s); finish_reason %s\n",
                weight_dtype_name(dtype), static_cast<double>(dec.weights().bytes()) / 1e6,
-               static_cast<double>(dec.weights().mapped_bytes()) / 1e6, load_s,
+               static_cast<double>(dec.weights().mapped_bytes()) / 1e6, load_s, kv_dtype_name(dec.kv_dtype()),
                static_cast<long long>(fin.prompt_tokens), fin.prefill_s, prefill_tps,
                static_cast<long long>(fin.completion_tokens), fin.decode_s, decode_tps, fin.reason.c_str());
   if (group) std::fprintf(stderr, "generate: %s\n", expert_group_summary(dec).c_str());
@@ -173,6 +174,7 @@ void register_generate_command(CLI::App& app) {
   gen->add_flag("--no-stream", a->no_stream, "print the text once, at the end");
   add_ep_size_option(gen, a->ep_size);
   add_zc_bias_option(gen, a->zc_bias);
+  add_kv_dtype_option(gen, a->kv_dtype);
   gen->callback([a] { run_generate(*a); });
 }
 

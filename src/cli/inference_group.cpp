@@ -21,6 +21,13 @@ void add_zc_bias_option(CLI::App* sub, float& zc_bias) {
       ->capture_default_str();
 }
 
+void add_kv_dtype_option(CLI::App* sub, std::string& kv_dtype) {
+  sub->add_option("--kv-dtype", kv_dtype,
+                  "KV cache: auto (f32 with f32 weights, bf16 with bf16, int8 and q4), f32 or bf16; "
+                  "docs/inference.md")
+      ->capture_default_str();
+}
+
 Comm* inference_expert_group(int64_t ep_size, const std::string& who) {
   Comm& job = job_comm();
   const int64_t P = job.size();

@@ -19,6 +19,9 @@ void add_ep_size_option(CLI::App* sub, int64_t& ep_size);
 // Adds --zc-bias (ModelConfig::set_zc_bias: shift the router toward the zero-computation experts).
 void add_zc_bias_option(CLI::App* sub, float& zc_bias);
 
+// Adds --kv-dtype (auto, f32 or bf16: the decoder's KV cache; parse_kv_dtype_choice() reads it).
+void add_kv_dtype_option(CLI::App* sub, std::string& kv_dtype);
+
 // Null in one process (ep_size 1); the job's communicator when ep_size equals the number of
 // processes. Any other value throws JobWideError (on every rank) prefixed with `who`.
 Comm* inference_expert_group(int64_t ep_size, const std::string& who);

@@ -42,6 +42,7 @@ struct ServeArgs {
   std::string api_key, api_key_file, read_timeout = "10", write_timeout = "10", max_pending = "64";
   std::string ep_size = "1";
   float zc_bias = 0.0f;
+  std::string kv_dtype = "auto";
   std::vector<std::string> served_names;
 };
 
@@ -118,7 +119,7 @@ void run_serve(const ServeArgs& a) {
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
 
-  Decoder dec = load_decoder(md, dtype, group);
+  Decoder dec = load_decoder(md, dtype, group, parse_kv_dtype_choice(a.kv_dtype, "--kv-dtype"));
   if (is_follower(dec)) {
     follow_decoder(dec);
     return;
@@ -160,13 +161,13 @@ void run_serve(const ServeArgs& a) {
   });
   std::fprintf(stderr,
                "moepp serve: listening on http://%s:%d (model %s from %s, weights %s %.1f MB + %.1f MB mapped, %lld slots x %lld "
-               "positions, KV cache %.1f MB, queue %lld%s)\n",
+               "positions, KV cache %s %.1f MB, queue %lld%s)\n",
                a.host.c_str(), bound, so.model_name.c_str(), md.dir.c_str(), weight_dtype_name(dtype),
                static_cast<double>(dec.weights().bytes()) / 1e6, static_cast<double>(dec.weights().mapped_bytes()) / 1e6,
                static_cast<long long>(slots),
-               static_cast<long long>(engine.max_len()),
+               static_cast<long long>(engine.max_len()), kv_dtype_name(dec.kv_dtype()),
                2.0 * static_cast<double>(cfg.n_layers * slots * engine.max_len() * cfg.n_kv_heads * cfg.head_dim) *
-                   4.0 / 1e6,
+                   (dec.kv_dtype() == KvDType::kBF16 ? 2.0 : 4.0) / 1e6,
                static_cast<long long>(max_queue), key.empty() ? "" : ", API key required");
   std::fflush(stderr);
   server.run();
@@ -210,6 +211,7 @@ void register_serve_command(CLI::App& app) {
                   "accepted connections that may wait for an HTTP worker (503 beyond)")
       ->capture_default_str();
   add_zc_bias_option(sub, a->zc_bias);
+  add_kv_dtype_option(sub, a->kv_dtype);
   sub->add_option("--ep-size", a->ep_size,
                   "ranks the FFN experts are split over; under mpirun it must equal the number of processes")
       ->capture_default_str();

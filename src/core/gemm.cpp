@@ -230,7 +230,13 @@ const Bf16Matmul& bf16_matmul(int64_t N, int64_t K, int64_t ldc, bool accumulate
 }  // namespace
 
 bool gemm_bf16_native() {
-  static const bool v = (dnnl_get_effective_cpu_isa() & dnnl_cpu_isa_avx512_core_bf16) == dnnl_cpu_isa_avx512_core_bf16;
+  static const bool v = [] {
+    const char* env = std::getenv("MOEPP_BF16_GEMM");
+    const std::string e = env ? env : "1";
+    check(e == "0" || e == "1", "MOEPP_BF16_GEMM must be 0 (products of many rows in fp32) or 1 (the default), got '" + e + "'");
+    return e == "1" &&
+           (dnnl_get_effective_cpu_isa() & dnnl_cpu_isa_avx512_core_bf16) == dnnl_cpu_isa_avx512_core_bf16;
+  }();
   return v;
 }
 

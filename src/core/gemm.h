@@ -37,7 +37,9 @@ void sgemm_parallel(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
 // (N, K, ldc, accumulate) made on first use and kept (the row count M is given at run time), over all
 // OpenMP threads: call it from serial code. Thread-safe (each call has its own scratch memory).
 // gemm_bf16_native() says whether oneDNN runs native AVX-512 BF16 kernels here (about 2x sgemm's
-// FLOP/s on this project's AVX-512 machine); elsewhere it emulates them, and callers keep fp32.
+// FLOP/s on this project's AVX-512 machine); elsewhere it emulates them, and callers keep fp32. The
+// environment variable MOEPP_BF16_GEMM=0 makes it false (callers then keep their exact fp32 path; any
+// value but 0 or 1 throws moepp::Error naming it). Read once, at the first call.
 bool gemm_bf16_native();
 void gemm_bf16_parallel(int64_t M, int64_t N, int64_t K, const uint16_t* A, const uint16_t* B, float* C,
                         int64_t ldc, bool accumulate);

@@ -17,7 +17,7 @@
 
 #include "core/error.h"
 #include "core/profile.h"
-#include "core/fast_exp.h"
+#include "core/attention_row.h"
 #include "core/gemm.h"
 #include "model/embedding.h"
 #include "model/rmsnorm.h"
@@ -40,8 +40,17 @@ struct AttnItem {
 
 }  // namespace
 
-Decoder::Decoder(ModelConfig cfg, InferWeights w, Comm* expert_group)
-    : cfg_(std::move(cfg)), w_(std::move(w)), group_(expert_group) {
+KvDType default_kv_dtype(WeightDType weights) { return weights == WeightDType::kF32 ? KvDType::kF32 : KvDType::kBF16; }
+
+std::optional<KvDType> parse_kv_dtype_choice(const std::string& s, const std::string& who) {
+  if (s == "auto") return std::nullopt;
+  check(s == "f32" || s == "bf16", who + " must be auto, f32 or bf16, got '" + s + "'");
+  return parse_kv_dtype(s, who);
+}
+
+Decoder::Decoder(ModelConfig cfg, InferWeights w, Comm* expert_group, std::optional<KvDType> kv_dtype)
+    : cfg_(std::move(cfg)), w_(std::move(w)), kv_dtype_(kv_dtype.value_or(default_kv_dtype(w_.dtype))),
+      group_(expert_group) {
   cfg_.validate("Decoder");
   const int G = group_ ? group_->size() : 1, g = group_ ? group_->rank() : 0;
   check(w_.shard.count == G && w_.shard.index == g,
@@ -67,7 +76,7 @@ std::vector<int32_t> Decoder::max_ffn_experts() const {
 KvCache Decoder::make_cache(int64_t n_slots, int64_t max_len) const {
   check(max_len <= cfg_.max_pos, "Decoder: cache length " + std::to_string(max_len) +
                                      " exceeds max_position_embeddings = " + std::to_string(cfg_.max_pos));
-  return KvCache(cfg_.n_layers, n_slots, max_len, cfg_.n_kv_heads * cfg_.head_dim);
+  return KvCache(cfg_.n_layers, n_slots, max_len, cfg_.n_kv_heads, cfg_.head_dim, kv_dtype_);
 }
 
 // Rows of one pass, in chunk order: built by plan_rows() once the batch is validated.
@@ -81,7 +90,8 @@ struct Decoder::RowPlan {
 void Decoder::check_batch(const KvCache& cache, const std::vector<DecodeChunk>& batch) const {
   const int64_t V = cfg_.vocab;
   check(!batch.empty(), "Decoder::forward: empty batch");
-  check(cache.n_layers() == cfg_.n_layers && cache.kv_dim() == cfg_.n_kv_heads * cfg_.head_dim,
+  check(cache.n_layers() == cfg_.n_layers && cache.n_kv_heads() == cfg_.n_kv_heads && cache.head_dim() == cfg_.head_dim &&
+            cache.dtype() == kv_dtype_,
         "Decoder::forward: the cache was not made for this model");
   std::set<int64_t> slots;
   for (const DecodeChunk& c : batch) {
@@ -145,51 +155,57 @@ void Decoder::embed_rows(const RowPlan& plan, DecoderScratch& sc) const {
 
 namespace {
 
-// Copies the new rows' keys/values k, v [R, KV] of layer l after each chunk's cached positions.
+// Stores the new rows' keys/values k, v [R, KV] of layer l after each chunk's cached positions.
 void append_kv(KvCache& cache, int64_t l, const std::vector<DecodeChunk>& batch, const float* k, const float* v,
                int64_t KV) {
   int64_t r = 0;
   for (const DecodeChunk& c : batch) {
-    const int64_t p0 = cache.length(c.slot);
-    std::memcpy(cache.k(l, c.slot) + p0 * KV, k + r * KV, sizeof(float) * c.n * KV);
-    std::memcpy(cache.v(l, c.slot) + p0 * KV, v + r * KV, sizeof(float) * c.n * KV);
+    cache.write(l, c.slot, cache.length(c.slot), c.n, k + r * KV, v + r * KV);
     r += c.n;
   }
 }
 
 // att [R, H*hd] = causal softmax(q K^T * scale) V of every work item, over layer l of the cache (which
 // already holds the new rows' keys/values). q is [R, H*hd]; heads share kv heads in groups of `group`.
+// Tiles of query rows take sgemm for the scores and the values (a BF16 cache's keys and values of the
+// item widened into a buffer first); a single row (a decode step) takes the fused attention_row kernel,
+// which reads the cache in its own dtype.
 void attend(float* att, const float* q, const KvCache& kc, int64_t l, const std::vector<AttnItem>& items,
-            int64_t hd, int64_t Q, int64_t KV, int64_t group, float scale) {
+            int64_t hd, int64_t Q, int64_t group, float scale) {
+  const bool bf16 = kc.dtype() == KvDType::kBF16;
 #pragma omp parallel
   {
-    std::vector<float> s(static_cast<size_t>(kQueryTile * kc.max_len()));
+    // Per-thread buffers, kept between calls (resizing only grows them): the scores of one item, and
+    // a BF16 cache's widened keys and values of one item ([keys, hd] each).
+    thread_local std::vector<float> s, kw, vw;
+    if (s.size() < static_cast<size_t>(kQueryTile * kc.max_len())) s.resize(static_cast<size_t>(kQueryTile * kc.max_len()));
+    if (bf16 && kw.size() < static_cast<size_t>(kc.max_len() * hd)) {
+      kw.resize(static_cast<size_t>(kc.max_len() * hd));
+      vw.resize(kw.size());
+    }
 #pragma omp for schedule(dynamic, 1)
     for (size_t it = 0; it < items.size(); ++it) {
       const AttnItem& a = items[it];
       const int64_t keys = a.pos0 + a.n;  // row i sees keys [0, pos0 + i]
       const int64_t kvh = a.head / group;
       const float* qp = q + a.row0 * Q + a.head * hd;
-      const float* kp = kc.k(l, a.slot) + kvh * hd;
-      const float* vp = kc.v(l, a.slot) + kvh * hd;
-      // S [n, keys] = q · K^T * scale
-      sgemm(false, true, a.n, keys, hd, scale, qp, Q, kp, KV, 0.0f, s.data(), keys);
-      for (int64_t i = 0; i < a.n; ++i) {
-        float* row = s.data() + i * keys;
-        const int64_t valid = a.pos0 + i + 1;
-        float mx = -std::numeric_limits<float>::infinity();
-        for (int64_t j = 0; j < valid; ++j) mx = std::max(mx, row[j]);
-        float sum = 0.0f;
-        for (int64_t j = 0; j < valid; ++j) {
-          row[j] = exp_vec(row[j] - mx);
-          sum += row[j];
-        }
-        const float inv = 1.0f / sum;
-        for (int64_t j = 0; j < valid; ++j) row[j] *= inv;
-        for (int64_t j = valid; j < keys; ++j) row[j] = 0.0f;
+      float* out = att + a.row0 * Q + a.head * hd;
+      if (a.n == 1) {
+        if (bf16)
+          attention_row_bf16(out, s.data(), qp, kc.bf16_keys(l, a.slot, kvh), kc.bf16_values(l, a.slot, kvh), keys,
+                             hd, scale);
+        else
+          attention_row_f32(out, s.data(), qp, kc.keys(l, a.slot, kvh, keys, nullptr),
+                            kc.values(l, a.slot, kvh, keys, nullptr), keys, hd, scale);
+        continue;
       }
+      const float* kp = kc.keys(l, a.slot, kvh, keys, kw.data());
+      const float* vp = kc.values(l, a.slot, kvh, keys, vw.data());
+      // S [n, keys] = q · K^T * scale
+      sgemm(false, true, a.n, keys, hd, scale, qp, Q, kp, hd, 0.0f, s.data(), keys);
+      for (int64_t i = 0; i < a.n; ++i) causal_softmax_row(s.data() + i * keys, a.pos0 + i + 1, keys);
       // out [n, hd] = P · V
-      sgemm(false, false, a.n, hd, keys, 1.0f, s.data(), keys, vp, KV, 0.0f, att + a.row0 * Q + a.head * hd, Q);
+      sgemm(false, false, a.n, hd, keys, 1.0f, s.data(), keys, vp, hd, 0.0f, out, Q);
     }
   }
 }
@@ -213,7 +229,7 @@ void Decoder::attention_block(int64_t l, const RowPlan& plan, KvCache& cache, co
   {
     ProfileScope ps("infer.attend");
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-    attend(sc.att.ptr(), sc.q.ptr(), cache, l, plan.items, hd, H * hd, KVH * hd, H / KVH, scale);
+    attend(sc.att.ptr(), sc.q.ptr(), cache, l, plan.items, hd, H * hd, H / KVH, scale);
   }
   ProfileScope ps("infer.wo");
   w.wo.matmul(sc.h.ptr(), sc.att.ptr(), R, /*accumulate=*/true);

@@ -13,6 +13,8 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "comm/comm.h"
@@ -54,14 +56,25 @@ struct DecoderScratch {
   std::vector<int32_t> row_ffn, logit_ffn;
 };
 
+// The KV cache dtype a decoder uses unless told otherwise: fp32 with F32 weights (the exact path),
+// bf16 with BF16, INT8 and Q4 weights (half the cache bytes per decoded token; docs/inference.md has
+// the measured cost).
+KvDType default_kv_dtype(WeightDType weights);
+// A --kv-dtype value: "auto" (nullopt: default_kv_dtype of the weights), "f32" or "bf16"; anything
+// else throws moepp::Error naming `who` and the accepted values.
+std::optional<KvDType> parse_kv_dtype_choice(const std::string& s, const std::string& who);
+
 class Decoder {
  public:
   // expert_group: null for one process; else every rank of it holds shard group->rank() of
   // group->size() of the FFN experts (w.shard; checked) and the group must outlive the decoder.
-  Decoder(ModelConfig cfg, InferWeights w, Comm* expert_group = nullptr);
+  // kv_dtype: the dtype of the caches make_cache() makes (default_kv_dtype(w.dtype) when not given).
+  Decoder(ModelConfig cfg, InferWeights w, Comm* expert_group = nullptr,
+          std::optional<KvDType> kv_dtype = std::nullopt);
   const ModelConfig& config() const { return cfg_; }
   const InferWeights& weights() const { return w_; }
   Comm* expert_group() const { return group_; }
+  KvDType kv_dtype() const { return kv_dtype_; }
   // Under an expert group: what each layer's FFN allreduce exchanged so far ([n_layers]; empty
   // without a group).
   const std::vector<ExpertGroupStats>& expert_group_stats() const { return group_stats_; }
@@ -70,7 +83,7 @@ class Decoder {
   // (K; every expert for the ReLU router), at most the layer's FFN experts. The bound of row_ffn.
   std::vector<int32_t> max_ffn_experts() const;
 
-  // A cache sized for this model.
+  // A cache sized for this model, in kv_dtype().
   KvCache make_cache(int64_t n_slots, int64_t max_len) const;
 
   // Runs every chunk's new tokens, appends their keys/values to their slots (lengths advance by n),
@@ -80,8 +93,9 @@ class Decoder {
   // generate and serve, the tokenizer-built inputs of eval, perplexity()'s own check). forward() still
   // checks every id, a cheap internal guard for library callers (score_mc takes encoded items from
   // anywhere) since an id outside the vocabulary would read outside the embedding table.
-  // Throws moepp::Error (cache unchanged) on an empty chunk, a token id outside the vocabulary, a
-  // slot out of range or used twice, or a chunk that would overflow the slot's max_len.
+  // Throws moepp::Error (cache unchanged) on a cache not made for this model and kv_dtype(), an empty
+  // chunk, a token id outside the vocabulary, a slot out of range or used twice, or a chunk that would
+  // overflow the slot's max_len.
   // Under an expert group: on rank 0 a valid call is first announced to the other ranks; the others
   // call forward only from follow_decoder(). A failure after the checks (the ranks are then inside
   // the pass's collectives) prints the error and aborts the job, so that no rank waits forever.
@@ -112,6 +126,7 @@ class Decoder {
 
   ModelConfig cfg_;
   InferWeights w_;
+  KvDType kv_dtype_;              // of the caches make_cache() makes
   std::vector<MoeLayer> layers_;  // inference-mode layer configs (router, dispatch, combine)
   RopeTable rope_;                // cos/sin for positions [0, max_position_embeddings)
   Comm* group_ = nullptr;         // expert group (not owned), or null

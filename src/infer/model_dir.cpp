@@ -32,7 +32,7 @@ ModelDir open_model_dir(const std::string& path, const std::string& tokenizer, c
   return m;
 }
 
-Decoder load_decoder(const ModelDir& m, WeightDType dtype, Comm* expert_group) {
+Decoder load_decoder(const ModelDir& m, WeightDType dtype, Comm* expert_group, std::optional<KvDType> kv_dtype) {
   ExpertShard shard;
   if (expert_group) {
     const std::string config_path = (std::filesystem::path(m.dir) / "config.json").string();
@@ -54,7 +54,10 @@ Decoder load_decoder(const ModelDir& m, WeightDType dtype, Comm* expert_group) {
     check_same_on_every_rank(*expert_group, w.dense_hash(),
                              "the dense weights (all but the FFN experts) of " + m.dir + " as " +
                                  weight_dtype_name(dtype));
-  return Decoder(m.cfg, std::move(w), expert_group);
+  const KvDType kv = kv_dtype.value_or(default_kv_dtype(dtype));
+  if (expert_group)
+    check_same_on_every_rank(*expert_group, static_cast<uint64_t>(kv), std::string("the KV cache dtype (") + kv_dtype_name(kv) + ")");
+  return Decoder(m.cfg, std::move(w), expert_group, kv);
 }
 
 }  // namespace moepp

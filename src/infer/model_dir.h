@@ -4,6 +4,7 @@
 // the caller has checked its request against the config (a bad prompt fails before gigabytes load).
 #pragma once
 
+#include <optional>
 #include <string>
 
 #include "comm/comm.h"
@@ -33,6 +34,9 @@ ModelDir open_model_dir(const std::string& path, const std::string& tokenizer, c
 // rank loads the dense weights and only its shard of the FFN experts, and the ranks compare an FNV-1a
 // hash of config.json and of the dense weights. JobWideError (on every rank) when the group's size
 // does not divide a layer's FFN expert count or when the hashes differ (naming the ranks).
-Decoder load_decoder(const ModelDir& m, WeightDType dtype, Comm* expert_group = nullptr);
+// kv_dtype: the decoder's KV cache dtype (default_kv_dtype(dtype) when not given; the same on every
+// rank of the group, checked).
+Decoder load_decoder(const ModelDir& m, WeightDType dtype, Comm* expert_group = nullptr,
+                     std::optional<KvDType> kv_dtype = std::nullopt);
 
 }  // namespace moepp

@@ -19,6 +19,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstring>
 
@@ -375,7 +376,7 @@ void WeightMatrix::matmul(float* out, const float* x, int64_t M, bool accumulate
     }
     return;
   }
-  if ((dtype_ == WeightDType::kBF16 || dtype_ == WeightDType::kQ4) && gemm_bf16_native()) {
+  if (dtype_ != WeightDType::kF32 && gemm_bf16_native()) {
     matmul_bf16(out, x, M, accumulate);
     return;
   }
@@ -411,18 +412,47 @@ void WeightMatrix::matmul_bf16(float* out, const float* x, int64_t M, bool accum
     gemm_bf16_parallel(M, O_, I_, xp, bf16(), out, O_, accumulate);
     return;
   }
-  // Q4: chunks of kBf16ChunkRows weight rows dequantised to bf16 (a chunk stays in the L2 cache), each
-  // multiplied as it is made. The dequantised weights, (q - 8) * d, are rounded to bf16 (2^-9 of each).
+  // Q4 and INT8: chunks of kBf16ChunkRows weight rows made bf16 (a chunk stays in the L2 cache), each
+  // multiplied as it is made. Q4: the dequantised weights, (q - 8) * d, rounded to bf16 (2^-9 of each).
+  // INT8: the codes themselves, exact in bf16 (|q| <= 127 needs 7 bits), multiplied into a chunk of
+  // fp32 products that each output column's row scale then multiplies: the weights stay exact.
   thread_local std::vector<uint16_t> wb;
+  thread_local std::vector<float> prod;  // INT8: [M, chunk rows] products before the row scales
   wb.resize(static_cast<size_t>(std::min(kBf16ChunkRows, O_) * I_));
   uint16_t* wp = wb.data();
+  const bool int8 = dtype_ == WeightDType::kInt8;
+  if (int8) prod.resize(static_cast<size_t>(M * std::min(kBf16ChunkRows, O_)));
   for (int64_t o0 = 0; o0 < O_; o0 += kBf16ChunkRows) {
     const int64_t rows = std::min(kBf16ChunkRows, O_ - o0);
     const int64_t nb = q4_blocks(I_);
+    const int8_t* codes = int8 ? i8() + o0 * I_ : nullptr;
 #pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; ++r)
-      q4_dequantize_row_bf16(wp + r * I_, q4_codes() + (o0 + r) * nb * 16, q4_scales() + (o0 + r) * nb, I_);
-    gemm_bf16_parallel(M, rows, I_, xp, wp, out + o0, O_, accumulate);
+    for (int64_t r = 0; r < rows; ++r) {
+      if (int8) {
+        // Exact: an integer of magnitude <= 127 is its fp32 bits' upper half (inline, so it vectorises).
+        for (int64_t j = 0; j < I_; ++j)
+          wp[r * I_ + j] = static_cast<uint16_t>(std::bit_cast<uint32_t>(static_cast<float>(codes[r * I_ + j])) >> 16);
+      } else {
+        q4_dequantize_row_bf16(wp + r * I_, q4_codes() + (o0 + r) * nb * 16, q4_scales() + (o0 + r) * nb, I_);
+      }
+    }
+    if (!int8) {
+      gemm_bf16_parallel(M, rows, I_, xp, wp, out + o0, O_, accumulate);
+      continue;
+    }
+    gemm_bf16_parallel(M, rows, I_, xp, wp, prod.data(), rows, false);
+    const float* sc = row_scales() + o0;
+    const float* pp = prod.data();
+#pragma omp parallel for schedule(static)
+    for (int64_t m = 0; m < M; ++m) {
+      float* o = out + m * O_ + o0;
+      const float* p = pp + m * rows;
+      if (accumulate) {
+        for (int64_t r = 0; r < rows; ++r) o[r] += sc[r] * p[r];
+      } else {
+        for (int64_t r = 0; r < rows; ++r) o[r] = sc[r] * p[r];
+      }
+    }
   }
 }
 

@@ -3,10 +3,11 @@
 // an fp16 scale each, core/q4_blocks.h).
 // Products with few input rows (decoding) stream the stored weights through SIMD dot-product kernels:
 // F32/BF16/INT8 compute in fp32; Q4 quantises the input rows to 8 bits per block and takes integer
-// block dot products. With many rows (prefill, evaluation): F32 runs sgemm; BF16 and Q4, where the CPU
-// has AVX-512 BF16, run a bf16 GEMM with the input rows rounded to bf16 (fp32 accumulation, as
-// llama.cpp and PyTorch's bf16 matmul do; docs/inference.md has the measured cost in perplexity);
-// otherwise, and for INT8, each thread dequantises a block of weight rows to fp32 and runs sgemm on it.
+// block dot products. With many rows (prefill, evaluation): F32 runs sgemm; BF16, INT8 and Q4, where
+// the CPU has AVX-512 BF16, run a bf16 GEMM with the input rows rounded to bf16 (fp32 accumulation, as
+// llama.cpp and PyTorch's bf16 matmul do; INT8's codes are exact in bf16 and its row scales applied to
+// the products; docs/inference.md has the measured cost in perplexity); otherwise each thread
+// dequantises a block of weight rows to fp32 and runs sgemm on it.
 #pragma once
 
 #include <cstdint>
@@ -85,7 +86,7 @@ class WeightMatrix {
   const int8_t* i8() const { return view_data_ ? static_cast<const int8_t*>(view_data_) : i8_.data(); }
   const float* row_scales() const { return view_data_ ? static_cast<const float*>(view_scales_) : scale_.data(); }
   const uint8_t* q4_codes() const { return view_data_ ? static_cast<const uint8_t*>(view_data_) : q4_codes_.data(); }
-  void matmul_bf16(float* out, const float* x, int64_t M, bool accumulate) const;  // BF16/Q4, many rows
+  void matmul_bf16(float* out, const float* x, int64_t M, bool accumulate) const;  // BF16/INT8/Q4, many rows
   const uint16_t* q4_scales() const {
     return view_data_ ? static_cast<const uint16_t*>(view_scales_) : q4_scales_.data();
   }

@@ -188,12 +188,12 @@ TEST(Decoder, QuantisedWeightsComputeWithTheirRoundedValues) {
     }
     const InferWeights w = InferWeights::from_params(f.cfg, f.params, dt);
     EXPECT_LT(w.bytes(), f32_bytes) << weight_dtype_name(dt);
-    const Decoder dec(f.cfg, w);
+    const Decoder dec(f.cfg, w, nullptr, KvDType::kF32);  // the weights alone (the bf16 cache: below)
     KvCache kc = dec.make_cache(1, T);
     dec.forward(out, kc, {{0, tok.data(), T, true}}, sc);
-    // The prompt's many rows take the bf16 GEMM for BF16 where oneDNN has native AVX-512 BF16: its input
-    // rows are rounded to bf16 (2^-9 relative each), which the fp32 reference does not do.
-    const bool bf16_gemm = dt == WeightDType::kBF16 && gemm_bf16_native();
+    // The prompt's many rows take the bf16 GEMM where oneDNN has native AVX-512 BF16: its input rows are
+    // rounded to bf16 (2^-9 relative each), which the fp32 reference does not do.
+    const bool bf16_gemm = gemm_bf16_native();
     EXPECT_LT(max_rel_diff(out.ptr(), ref.ptr(), T * V), bf16_gemm ? 2e-2f : 1e-4f) << weight_dtype_name(dt);
     // Decoding token by token with the quantised weights (the streaming kernels) agrees as well.
     kc.clear(0);
@@ -202,6 +202,43 @@ TEST(Decoder, QuantisedWeightsComputeWithTheirRoundedValues) {
       ASSERT_LT(max_rel_diff(out.ptr(), ref.ptr() + t * V, V), 1e-4f) << weight_dtype_name(dt) << " t " << t;
     }
   }
+}
+
+// A BF16 KV cache (the default with reduced-precision weights) stores the keys and values rounded to
+// bf16: prefill and token-by-token decoding read the same rounded values and agree, the logits stay
+// close to the F32 cache's (and differ from them: the rounding happens), and a cache of the other
+// dtype is refused.
+TEST(Decoder, Bf16KvCacheRoundsKeysAndValuesAndStaysCloseToF32) {
+  const Fixture f = make_model("moepp", 5);
+  const int64_t T = 40, V = f.cfg.vocab;
+  EXPECT_EQ(Decoder(f.cfg, InferWeights::from_params(f.cfg, f.params, WeightDType::kF32)).kv_dtype(), KvDType::kF32);
+  for (WeightDType dt : {WeightDType::kBF16, WeightDType::kInt8, WeightDType::kQ4})
+    EXPECT_EQ(Decoder(f.cfg, InferWeights::from_params(f.cfg, f.params, dt)).kv_dtype(), KvDType::kBF16)
+        << weight_dtype_name(dt);
+  const std::vector<int32_t> tok = random_tokens(T, V, 8);
+  const InferWeights w = InferWeights::from_params(f.cfg, f.params, WeightDType::kF32);
+  const Decoder exact(f.cfg, w, nullptr, KvDType::kF32), half(f.cfg, w, nullptr, KvDType::kBF16);
+  DecoderScratch sc;
+  Tensor ref, pre, step;
+  KvCache ce = exact.make_cache(1, T), ch = half.make_cache(1, T);
+  EXPECT_EQ(ch.dtype(), KvDType::kBF16);
+  EXPECT_EQ(ch.bytes() * 2, ce.bytes());
+  exact.forward(ref, ce, {{0, tok.data(), T, true}}, sc);
+  half.forward(pre, ch, {{0, tok.data(), T, true}}, sc);
+  const float d = max_rel_diff(pre.ptr(), ref.ptr(), T * V);
+  EXPECT_GT(d, 0.0f);
+  EXPECT_LT(d, 1e-2f);
+  ch.clear(0);
+  for (int64_t t = 0; t < T; ++t) {
+    half.forward(step, ch, {{0, tok.data() + t, 1, false}}, sc);
+    ASSERT_LT(max_rel_diff(step.ptr(), pre.ptr() + t * V, V), 1e-4f) << "t " << t;
+  }
+  KvCache other = exact.make_cache(1, T);
+  EXPECT_THROW(half.forward(step, other, {{0, tok.data(), 1, false}}, sc), Error);
+  EXPECT_EQ(other.length(0), 0);
+  EXPECT_FALSE(parse_kv_dtype_choice("auto", "--kv-dtype").has_value());
+  EXPECT_EQ(parse_kv_dtype_choice("bf16", "--kv-dtype"), KvDType::kBF16);
+  EXPECT_THROW(parse_kv_dtype_choice("f16", "--kv-dtype"), Error);
 }
 
 TEST(Decoder, RejectsBadInputWithoutTouchingTheCache) {

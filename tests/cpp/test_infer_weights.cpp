@@ -162,24 +162,5 @@ TEST(InferWeights, ShardLoadsOnlyItsExpertsAndTheDenseHashIgnoresThem) {
   EXPECT_THROW(InferWeights::load(cfg, *src, WeightDType::kF32, {0, 3}), Error);  // 3 does not divide 4
 }
 
-TEST(KvCacheCopySlot, CopiesTheFilledPositionsOfEveryLayer) {
-  KvCache c(2, 3, 8, 4);
-  for (int64_t l = 0; l < 2; ++l)
-    for (int64_t i = 0; i < 8 * 4; ++i) {
-      c.k(l, 1)[i] = static_cast<float>(l * 100 + i);
-      c.v(l, 1)[i] = -static_cast<float>(l * 100 + i);
-    }
-  c.set_length(1, 5);
-  c.copy_slot(2, 1);
-  EXPECT_EQ(c.length(2), 5);
-  for (int64_t l = 0; l < 2; ++l)
-    for (int64_t i = 0; i < 5 * 4; ++i) {
-      EXPECT_EQ(c.k(l, 2)[i], c.k(l, 1)[i]);
-      EXPECT_EQ(c.v(l, 2)[i], c.v(l, 1)[i]);
-    }
-  EXPECT_EQ(c.k(0, 2)[5 * 4], 0.0f);  // beyond the length: not copied
-  EXPECT_THROW(c.copy_slot(3, 1), Error);
-}
-
 }  // namespace
 }  // namespace moepp

@@ -123,8 +123,17 @@ def attention(q, k, v, H, KVH):
     return o.transpose(1, 2).reshape(B, T, H * hd)
 
 
-def forward(config, W, tokens, targets, B, training):
-    """W: full name -> torch tensor (float64 or float32). tokens, targets: int arrays [B*T]."""
+def round_to_bf16(t):
+    """t rounded to bfloat16 (nearest, ties to even) through fp32, returned in t's dtype: what moepp's BF16
+    KV cache stores of an fp32 key or value."""
+    bits = t.to(torch.float32).contiguous().view(torch.int32)
+    bits = (bits + (0x7FFF + ((bits >> 16) & 1))) & -65536
+    return bits.view(torch.float32).to(t.dtype)
+
+
+def forward(config, W, tokens, targets, B, training, kv_bf16=False):
+    """W: full name -> torch tensor (float64 or float32). tokens, targets: int arrays [B*T]. kv_bf16: the
+    keys (after RoPE) and values rounded to bfloat16 before attention, as moepp's BF16 KV cache keeps them."""
     m = resolve(config)
     L, H, KVH, hd, eps = m["L"], m["H"], m["KVH"], m["hd"], m["eps"]
     N = len(tokens)
@@ -144,6 +153,8 @@ def forward(config, W, tokens, targets, B, training):
         c4, s4 = cos[None, :, None, :], sin[None, :, None, :]
         q = q * c4 + rotate_half(q) * s4
         k = k * c4 + rotate_half(k) * s4
+        if kv_bf16:
+            k, v = round_to_bf16(k), round_to_bf16(v)
         a = attention(q, k, v, H, KVH).reshape(N, H * hd)
         h = h + a @ W[b + "self_attn.o_proj.weight"].t()
         n2 = rmsnorm(h, W[b + "post_attention_layernorm.weight"], eps)

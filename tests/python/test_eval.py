@@ -12,12 +12,14 @@ recomputed here from the documented rules (docs/eval.md), with the model run in 
 ppl: sliding windows (HF strided method) over a ~1.2 kB text from data/slice/valid.txt: default
 window and stride, an explicit window/stride with two windows per forward pass (--batch-tokens),
 stride == window, --max-tokens, a run directory (its `latest` checkpoint), BF16 and INT8 weights (the
-reference uses the same rounded / quantised matrices).
-Bound: |mean_nll - ref| <= 1e-4 * ref; tokens, windows, scored tokens and bytes exact.
+reference uses the same rounded / quantised matrices), and the KV cache in bf16 (the reference rounds
+the keys and values too) and in fp32.
+Bound: |mean_nll - ref| <= 1e-4 * ref (1e-3 for BF16 and INT8 weights, whose products of many rows round
+their inputs to bf16 on AVX-512 BF16 CPUs); tokens, windows, scored tokens and bytes exact.
 mc: data/tasks/example_mc.jsonl and a generated file whose long contexts overflow the 64 positions
 (the oldest context tokens are dropped per choice), each also in small forward passes (--batch-tokens:
 one question or a few per pass); per-choice log-likelihoods from --details within
-1e-4 * max(1, |ref|), predictions, acc, acc_norm and their standard errors identical.
+1e-4 * max(1, |ref|) (INT8 weights with MOEPP_BF16_GEMM=0: exact fp32 products), predictions, acc, acc_norm and their standard errors identical.
 Errors: malformed JSONL, missing or mistyped fields, gold out of range, missing files, bad window ->
 non-zero exit with the file:line and field named.
 Models are drawn without near-ties in routing (the seed is re-drawn when two of the first K+1 sorted
@@ -58,8 +60,8 @@ class Failure(Exception):
     pass
 
 
-def run(cmd, check=True, timeout=300):
-    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
+def run(cmd, check=True, timeout=300, extra_env=None):
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"), **(extra_env or {}))
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     if check and p.returncode != 0:
         raise Failure(f"{' '.join(cmd[:3])} ... exited {p.returncode}: {p.stderr.strip()[-1500:]}")
@@ -124,8 +126,9 @@ class NearTie(Exception):
 
 
 class RefModel:
-    def __init__(self, config, W):
+    def __init__(self, config, W, kv_bf16=False):
         self.config = config
+        self.kv_bf16 = kv_bf16
         self.W = {k: torch.tensor(np.asarray(v), dtype=torch.float64) for k, v in W.items()}
 
     def logprobs(self, seqs):
@@ -139,7 +142,7 @@ class RefModel:
         for T, idx in by_len.items():
             tokens = np.concatenate([np.asarray(seqs[i], dtype=np.int64) for i in idx])
             with torch.no_grad():
-                f = M.forward(self.config, self.W, tokens, None, len(idx), False)
+                f = M.forward(self.config, self.W, tokens, None, len(idx), False, kv_bf16=self.kv_bf16)
                 margin, min_std = M.selection_margin(f["layer_outs"])
             if margin < MARGIN or min_std <= 1e-3:
                 raise NearTie()
@@ -154,13 +157,18 @@ def write_model(d, config, W, tokenizer):
     shutil.copy(tokenizer, os.path.join(d, "tokenizer.model"))
 
 
-def draw_model(config, seed, dtype, compute):
+def kv_is_bf16(dtype, kv):
+    """Whether moepp's KV cache is bf16: --kv-dtype kv, or for kv None (auto) bf16 unless the weights are f32."""
+    return kv == "bf16" or (kv is None and dtype != "f32")
+
+
+def draw_model(config, seed, dtype, compute, kv=None):
     """Random weights whose routing has no near-ties in any pass `compute(ref)` makes; returns
     (W as stored, compute's result, attempts)."""
     for attempt in range(60):
         W = M.make_weights(config, seed * 1000 + attempt)
         try:
-            return W, compute(RefModel(config, as_dtype(W, dtype))), attempt + 1
+            return W, compute(RefModel(config, as_dtype(W, dtype), kv_is_bf16(dtype, kv))), attempt + 1
         except NearTie:
             continue
     raise RuntimeError("no tie-free model found")
@@ -196,7 +204,7 @@ def ref_ppl(ref, tokens, window, stride):
 
 
 def ppl_case(exe, tmp, tok, vocab, name, seed, window=None, stride=None, dtype="f32", max_tokens=None,
-             run_dir=False, L=2, batch_tokens=None):
+             run_dir=False, L=2, batch_tokens=None, kv=None):
     with open(os.path.join(tmp, "text.txt"), "rb") as f:
         text = f.read().decode("utf-8")
     tokens = [BOS] + tok.encode(text)
@@ -208,7 +216,7 @@ def ppl_case(exe, tmp, tok, vocab, name, seed, window=None, stride=None, dtype="
     config = model_cfg(vocab, L=L)
     win = window or config["max_position_embeddings"]
     strd = stride or win // 2
-    W, want, attempts = draw_model(config, seed, dtype, lambda ref: ref_ppl(ref, tokens, win, strd))
+    W, want, attempts = draw_model(config, seed, dtype, lambda ref: ref_ppl(ref, tokens, win, strd), kv)
     d = os.path.join(tmp, name)
     model_arg = d
     if run_dir:
@@ -226,17 +234,19 @@ def ppl_case(exe, tmp, tok, vocab, name, seed, window=None, stride=None, dtype="
         cmd += ["--max-tokens", str(max_tokens)]
     if batch_tokens:
         cmd += ["--batch-tokens", str(batch_tokens)]
+    if kv:
+        cmd += ["--kv-dtype", kv]
     p = run(cmd)
     j = last_json(p.stdout)
     problems = []
     exact = dict(tokens=len(tokens), tokens_scored=want["scored"], windows=want["windows"], window=win, stride=strd,
-                 bytes=nbytes, dtype=dtype)
+                 bytes=nbytes, dtype=dtype, kv_dtype="bf16" if kv_is_bf16(dtype, kv) else "f32")
     for k, v in exact.items():
         if j.get(k) != v:
             problems.append(f"{k} = {j.get(k)!r}, expected {v!r}")
-    # BF16: on CPUs with AVX-512 BF16, moepp's products of many rows round their inputs to bf16 as well
-    # (a bf16 GEMM, docs/inference.md), which this reference does not: those cases compare at 1e-3.
-    tol = TOL_BF16 if dtype == "bf16" else TOL
+    # BF16 and INT8: on CPUs with AVX-512 BF16, moepp's products of many rows round their inputs to bf16
+    # as well (a bf16 GEMM, docs/inference.md), which this reference does not: those cases compare at 1e-3.
+    tol = TOL_BF16 if dtype in ("bf16", "int8") else TOL
     rel = abs(j["mean_nll"] - want["mean_nll"]) / want["mean_nll"]
     if rel > tol:
         problems.append(f"mean_nll {j['mean_nll']:.8g} vs ref {want['mean_nll']:.8g} (rel {rel:.2e})")
@@ -300,28 +310,33 @@ def stderr_of(hits):
     return float(np.std(np.asarray(hits, dtype=np.float64), ddof=1) / math.sqrt(n))
 
 
-def mc_case(exe, tmp, tok, vocab, name, seed, task_file, limit=None, dtype="f32", batch_tokens=(None,)):
+def mc_case(exe, tmp, tok, vocab, name, seed, task_file, limit=None, dtype="f32", batch_tokens=(None,), kv=None):
     """Runs moepp once per --batch-tokens value (None: the default) against one reference."""
     items = [json.loads(l) for l in open(task_file, encoding="utf-8") if l.strip()]
     if limit:
         items = items[:limit]
     config = model_cfg(vocab, L=3)
     W, want, attempts = draw_model(config, seed, dtype,
-                                   lambda ref: ref_mc(ref, tok, items, config["max_position_embeddings"]))
+                                   lambda ref: ref_mc(ref, tok, items, config["max_position_embeddings"]), kv)
     d = os.path.join(tmp, name)
     write_model(d, config, W, tok.model)
-    notes = [mc_compare(exe, tmp, name, d, items, want, task_file, limit, dtype, bt) for bt in batch_tokens]
+    notes = [mc_compare(exe, tmp, name, d, items, want, task_file, limit, dtype, bt, kv) for bt in batch_tokens]
     return "; ".join(notes) + f", draw {attempts}"
 
 
-def mc_compare(exe, tmp, name, d, items, want, task_file, limit, dtype, batch_tokens):
+def mc_compare(exe, tmp, name, d, items, want, task_file, limit, dtype, batch_tokens, kv):
     details = os.path.join(tmp, name + ".details.jsonl")
     cmd = [exe, "eval", "mc", "--model", d, "--tasks", task_file, "--dtype", dtype, "--details", details]
     if limit:
         cmd += ["--limit", str(limit)]
     if batch_tokens:
         cmd += ["--batch-tokens", str(batch_tokens)]
-    j = last_json(run(cmd).stdout)
+    if kv:
+        cmd += ["--kv-dtype", kv]
+    # Predictions are compared exactly, and a bf16 GEMM's rounded inputs (BF16 and INT8 weights on AVX-512
+    # BF16 CPUs) could flip a routing decision the reference makes in fp32: those run the fp32 products.
+    exact = {"MOEPP_BF16_GEMM": "0"} if dtype in ("bf16", "int8") else None
+    j = last_json(run(cmd, extra_env=exact).stdout)
     got = [json.loads(l) for l in open(details, encoding="utf-8")]
     problems = []
     if len(got) != len(items):
@@ -347,7 +362,8 @@ def mc_compare(exe, tmp, name, d, items, want, task_file, limit, dtype, batch_to
         acc.append(1.0 if pred == it["gold"] else 0.0)
         acc_norm.append(1.0 if pred_norm == it["gold"] else 0.0)
     expect = dict(n=len(items), acc=float(np.mean(acc)), acc_norm=float(np.mean(acc_norm)),
-                  acc_stderr=stderr_of(acc), acc_norm_stderr=stderr_of(acc_norm), dtype=dtype)
+                  acc_stderr=stderr_of(acc), acc_norm_stderr=stderr_of(acc_norm), dtype=dtype,
+                  kv_dtype="bf16" if kv_is_bf16(dtype, kv) else "f32")
     for k, v in expect.items():
         x = j.get(k)
         same = x == v if (v is None or isinstance(v, str) or k == "n") else (x is not None and abs(x - v) < 1e-12)
@@ -402,6 +418,7 @@ def error_cases(exe, tmp, model_dir):
         "missing_tasks_file": (["--tasks", os.path.join(tmp, "nope.jsonl")], ["nope.jsonl"]),
         "missing_model": (["--tasks", EXAMPLE_MC, "--model", os.path.join(tmp, "nomodel")], ["nomodel"]),
         "bad_dtype": (["--tasks", EXAMPLE_MC, "--dtype", "fp8"], ["fp8"]),
+        "bad_kv_dtype": (["--tasks", EXAMPLE_MC, "--kv-dtype", "f16"], ["--kv-dtype", "f16"]),
     }
     words = " ".join(["word"] * 80)
     mc["choice_longer_than_model"] = (["--tasks", write("longchoice.jsonl", [good, json.dumps(
@@ -422,6 +439,11 @@ def error_cases(exe, tmp, model_dir):
             p = run([exe, "eval", cmdname, *args], check=False, timeout=60)
             ok = p.returncode != 0 and all(n in p.stderr for n in needles) and "moepp: error:" in p.stderr
             results.append((name, ok, f"exit {p.returncode}: {p.stderr.strip()[:300]}"))
+    # A bad MOEPP_BF16_GEMM (read when a product of many rows first asks for the bf16 GEMM).
+    p = run([exe, "eval", "ppl", "--model", model_dir, "--text", text, "--dtype", "bf16"], check=False, timeout=60,
+            extra_env={"MOEPP_BF16_GEMM": "yes"})
+    ok = p.returncode != 0 and "MOEPP_BF16_GEMM" in p.stderr and "'yes'" in p.stderr and "moepp: error:" in p.stderr
+    results.append(("bad_MOEPP_BF16_GEMM", ok, f"exit {p.returncode}: {p.stderr.strip()[:300]}"))
     return results
 
 
@@ -456,6 +478,10 @@ def main():
                                              run_dir=True)),
             ("ppl_bf16", lambda: ppl_case(exe, tmp, tok, vocab, "ppl_bf16", 6, dtype="bf16")),
             ("ppl_int8", lambda: ppl_case(exe, tmp, tok, vocab, "ppl_int8", 7, dtype="int8")),
+            # The KV cache dtype on its own: bf16 keys/values with fp32 weights (the reference rounds them
+            # too), and INT8 weights with the fp32 cache.
+            ("ppl_f32_kv_bf16", lambda: ppl_case(exe, tmp, tok, vocab, "ppl_kv_bf16", 8, kv="bf16")),
+            ("ppl_int8_kv_f32", lambda: ppl_case(exe, tmp, tok, vocab, "ppl_int8_kv_f32", 9, dtype="int8", kv="f32")),
             ("mc_example", lambda: mc_case(exe, tmp, tok, vocab, "mc_example", 11, EXAMPLE_MC,
                                            batch_tokens=(None, 40))),
             ("mc_example_limit5_int8", lambda: mc_case(exe, tmp, tok, vocab, "mc_limit", 12, EXAMPLE_MC, limit=5,

@@ -1,0 +1,85 @@
+#!/usr/bin/env python3
+"""MoE++ against vanilla MoE at every weight dtype, measured in interleaved rounds: each round runs
+`moepp bench infer` once over all --dtypes with both variants, the order of the variants alternating
+from round to round (these machines drift 20-40 % between runs; a round's two variants are measured
+minutes apart). Appends every JSON line to OUT (with the round number) and prints, per dtype, the
+medians (min-max) of both variants' tokens/s and of the per-round MoE++ speedups.
+
+usage: scripts/bench_infer_rounds.py OUT.jsonl [--rounds 5] [--dtypes f32,bf16,int8,q4] [--moepp build/moepp]
+       [-- EXTRA bench infer ARGS]   (run on a quiet machine, OMP_NUM_THREADS=2 or as wanted)
+       scripts/bench_infer_rounds.py OUT.jsonl --table   (only the table, from the lines OUT holds)
+"""
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+
+
+def fmt(x):
+    return f"{x:.0f}" if abs(x) >= 100 else f"{x:.3g}"
+
+
+def med(v):
+    return f"{fmt(statistics.median(v))} ({fmt(min(v))}-{fmt(max(v))})"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--dtypes", default="f32,bf16,int8,q4")
+    ap.add_argument("--moepp", default="build/moepp")
+    ap.add_argument("--table", action="store_true", help="print the table of OUT's lines; run nothing")
+    ap.add_argument("extra", nargs="*", help="more `bench infer` arguments (after --)")
+    a = ap.parse_args()
+    if a.rounds < 1:
+        sys.exit("bench_infer_rounds: --rounds must be >= 1")
+    res = {}  # (dtype, variant) -> list of (pp, tg, kv dtype, FFN experts per token) per round
+
+    def take(j):
+        if j.get("bench") == "infer":
+            res.setdefault((j["dtype"], j["variant"]), []).append(
+                (j["prefill_tokens_per_s"], j["decode_tokens_per_s"], j.get("kv_dtype", "f32"),
+                 j["ffn_experts_per_token"]))
+
+    if a.table:
+        try:
+            with open(a.out, encoding="utf-8") as f:
+                for n, line in enumerate(f, 1):
+                    try:
+                        take(json.loads(line))
+                    except (json.JSONDecodeError, KeyError) as e:
+                        sys.exit(f"bench_infer_rounds: {a.out}:{n}: not a bench infer JSON line ({e})")
+        except OSError as e:
+            sys.exit(f"bench_infer_rounds: {e}")
+        a.rounds = 0
+    with open(a.out, "a", encoding="utf-8") as out:
+        for r in range(a.rounds):
+            order = "moe,moepp" if r % 2 == 0 else "moepp,moe"
+            cmd = [a.moepp, "bench", "infer", "--dtypes", a.dtypes, "--variants", order, "--reps", "2"] + a.extra
+            print(f"round {r + 1}/{a.rounds}: {' '.join(cmd)}", file=sys.stderr, flush=True)
+            p = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+            if p.returncode != 0:
+                sys.exit(f"bench_infer_rounds: {' '.join(cmd)} exited with {p.returncode}")
+            for line in p.stdout.splitlines():
+                j = json.loads(line)
+                j["round"] = r
+                out.write(json.dumps(j, sort_keys=True) + "\n")
+                take(j)
+            out.flush()
+    print("| weights | KV cache | MoE prefill tok/s | MoE decode tok/s | MoE++ prefill tok/s | MoE++ decode tok/s "
+          "| MoE++ speedup prefill | MoE++ speedup decode | MoE++ FFN experts / token |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for dt in a.dtypes.split(","):
+        m, p = res.get((dt, "moe"), []), res.get((dt, "moepp"), [])
+        if not m or len(m) != len(p):
+            continue
+        sp = [x[0] / y[0] for x, y in zip(p, m)]
+        st = [x[1] / y[1] for x, y in zip(p, m)]
+        print(f"| {dt} | {m[0][2]} | {med([x[0] for x in m])} | {med([x[1] for x in m])} | {med([x[0] for x in p])} "
+              f"| {med([x[1] for x in p])} | {med(sp)} | {med(st)} | {statistics.median([x[3] for x in p]):.2f} |")
+
+
+if __name__ == "__main__":
+    main()
