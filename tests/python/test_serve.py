@@ -767,13 +767,18 @@ def run_cases(case, srv, exe, model):
         q = gen(*base, "--no-stream")
         expect(q.stdout == p.stdout, "--no-stream prints the same text")
         cut = ref["text"][4:6]
+        # The KV cache dtype is named on stderr: f32 by default with f32 weights, bf16 when asked.
+        k = gen(*base, "--kv-dtype", "bf16")
+        expect(k.returncode == 0 and "KV cache bf16" in k.stderr.decode(), f"--kv-dtype bf16: {k.stderr!r}")
+        expect("KV cache f32" in err, f"default with f32 weights: {err!r}")
         r = gen(*base, "--stop", cut)
         want = "The ship sailed across" + ref["text"][:ref["text"].find(cut)] + "\n"
         expect(r.returncode == 0 and r.stdout.decode("utf-8", errors="replace") == want, f"--stop: {r.stdout!r}")
         for args, needle in [(["--temperature", "abc"], "--temperature"), (["--top-p", "0"], "--top-p"),
                              (["--max-tokens", "-1"], "--max-tokens"), (["--min-p", "2"], "--min-p"),
                              (["--repetition-penalty", "0"], "--repetition-penalty"), (["--dtype", "fp8"], "fp8"),
-                             (["--top-k", "1.5"], "--top-k"), (["--ctx", "100000"], "--ctx")]:
+                             (["--top-k", "1.5"], "--top-k"), (["--ctx", "100000"], "--ctx"),
+                             (["--kv-dtype", "f16"], "--kv-dtype")]:
             b = gen("--prompt", "x", *args)
             msg = b.stderr.decode(errors="replace")
             expect(b.returncode == 1 and "error" in msg and needle in msg, f"{args}: exit {b.returncode} {msg!r}")
