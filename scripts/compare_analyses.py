@@ -4,9 +4,10 @@ directories that differ only in their -s<seed> suffix are averaged), writes into
   results_ffn_by_layer.png     mean FFN experts per token in each layer (cf. the paper's Figure 5, left)
   results_ffn_by_token.png     mean FFN experts of the 15 most frequent tokens, per MoE++ preset
   results_expert_types.png     share of slots per expert type (FFN / constant / copy / zero) per preset
-and prints a Markdown table of the same numbers. Needs Debian's python3-matplotlib.
+and prints a Markdown table of the same numbers (--prefix replaces "results_" in the file names).
+Needs Debian's python3-matplotlib.
 
-usage: /usr/bin/python3 scripts/compare_analyses.py RUN_DIR [RUN_DIR ...] --out DIR
+usage: /usr/bin/python3 scripts/compare_analyses.py RUN_DIR [RUN_DIR ...] --out DIR [--prefix results_]
 """
 import argparse
 import json
@@ -25,6 +26,7 @@ def main():
     ap.add_argument("runs", nargs="+")
     ap.add_argument("--out", required=True)
     ap.add_argument("--top", type=int, default=15)
+    ap.add_argument("--prefix", default="results_", help="file name prefix of the figures")
     a = ap.parse_args()
     groups = defaultdict(list)
     for run in a.runs:
@@ -41,7 +43,7 @@ def main():
 
     # FFN experts per layer.
     L = len(groups[names[0]][0]["ffn_experts_per_token"]["per_layer"])
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+    fig, ax = plt.subplots(figsize=(9, 3.5))
     width = 0.8 / len(names)
     print("| preset | FFN experts/token by layer | mean | constant / copy / zero share of slots |")
     print("|---|---|---|---|")
@@ -57,9 +59,9 @@ def main():
     ax.set_xticks([l + 0.4 - width / 2 for l in range(L)])
     ax.set_xticklabels([f"layer {l}" for l in range(L)])
     ax.set_ylabel("FFN experts per token")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never over the bars
     fig.tight_layout()
-    fig.savefig(os.path.join(a.out, "results_ffn_by_layer.png"), dpi=120)
+    fig.savefig(os.path.join(a.out, a.prefix + "ffn_by_layer.png"), dpi=120)
 
     # FFN experts of the most frequent tokens, MoE++ presets (the vanilla MoE always uses K).
     pp = [n for n in names if groups[n][0]["model"].get("router") == "moepp"]
@@ -67,7 +69,7 @@ def main():
         first = groups[pp[0]][0]["tokens_by_frequency"][: a.top]
         ids = [t["id"] for t in first]
         labels = [t.get("piece", str(t["id"])).replace("\u2581", "_") for t in first]
-        fig, ax = plt.subplots(figsize=(9, 3.5))
+        fig, ax = plt.subplots(figsize=(11, 3.5))
         width = 0.8 / len(pp)
         for i, n in enumerate(pp):
             vals = []
@@ -79,12 +81,12 @@ def main():
         ax.set_xticklabels(labels, rotation=60, fontsize=8)
         ax.set_ylabel("FFN experts per token")
         ax.set_title("most frequent validation tokens")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         fig.tight_layout()
-        fig.savefig(os.path.join(a.out, "results_ffn_by_token.png"), dpi=120)
+        fig.savefig(os.path.join(a.out, a.prefix + "ffn_by_token.png"), dpi=120)
 
     # Expert type shares.
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+    fig, ax = plt.subplots(figsize=(8, 4))
     bottom = [0.0] * len(names)
     for k in ("ffn", "constant", "copy", "zero"):
         vals = [mean([mean(r["expert_type_fraction"][k]) for r in groups[n]]) if k in groups[n][0]["expert_type_fraction"]
@@ -92,11 +94,11 @@ def main():
         ax.bar(range(len(names)), vals, bottom=bottom, label=k)
         bottom = [b + v for b, v in zip(bottom, vals)]
     ax.set_xticks(range(len(names)))
-    ax.set_xticklabels(names, fontsize=8)
+    ax.set_xticklabels(names, fontsize=8, rotation=30, ha="right")
     ax.set_ylabel("share of slots")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
-    fig.savefig(os.path.join(a.out, "results_expert_types.png"), dpi=120)
+    fig.savefig(os.path.join(a.out, a.prefix + "expert_types.png"), dpi=120)
 
 
 if __name__ == "__main__":
