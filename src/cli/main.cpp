@@ -11,6 +11,7 @@
 #include <memory>
 #include <string>
 
+#include "core/gemm.h"
 #include "cli/commands.h"
 #include "comm/world.h"
 #include "core/error.h"
@@ -82,6 +83,7 @@ int main(int argc, char** argv) {
   moepp::cli::register_serve_command(app);
   moepp::cli::register_convert_command(app);
   try {
+    moepp::gemm_bf16_native();  // reads and checks MOEPP_BF16_GEMM (core/gemm.h) before any work
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     const int code = app.exit(e);

@@ -1,6 +1,7 @@
 // Decoder: the inference forward pass over a KV cache (see decoder.h). Per block: RMSNorm -> q/k/v
 // projections -> RoPE at each row's own position -> append k/v to the cache -> attention of every
-// new row over its slot's cached keys (tiles of query rows, sgemm for scores and values) -> o_proj ->
+// new row over its slot's cached keys (tiles of query rows, sgemm for scores and values; a single
+// row, a decode step, takes the fused kernel of core/attention_row.h) -> o_proj ->
 // RMSNorm -> MoE++ (router, dispatch and combine of src/moe; FFN experts on WeightMatrix) -> residual.
 #include "infer/decoder.h"
 
