@@ -224,8 +224,8 @@ double active_decode_bytes(const ModelConfig& cfg, const InferWeights& w, KvDTyp
     double experts = 0;
     for (size_t e = 0; e < l.up.size(); ++e) experts += static_cast<double>(matrix_bytes(l.up[e]) + matrix_bytes(l.down[e]));
     if (!l.up.empty()) b += experts / static_cast<double>(l.up.size()) * ffn_per_token;
-    const double kv_bytes = kv == KvDType::kBF16 ? 2.0 : 4.0;
-    b += 2.0 * static_cast<double>(cfg.n_kv_heads * cfg.head_dim) * kv_positions * kv_bytes;  // K and V
+    b += 2.0 * static_cast<double>(cfg.n_kv_heads * cfg.head_dim) * kv_positions *
+         static_cast<double>(kv_dtype_bytes(kv));  // K and V
   }
   return b;
 }

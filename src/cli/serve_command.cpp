@@ -166,8 +166,7 @@ void run_serve(const ServeArgs& a) {
                static_cast<double>(dec.weights().bytes()) / 1e6, static_cast<double>(dec.weights().mapped_bytes()) / 1e6,
                static_cast<long long>(slots),
                static_cast<long long>(engine.max_len()), kv_dtype_name(dec.kv_dtype()),
-               2.0 * static_cast<double>(cfg.n_layers * slots * engine.max_len() * cfg.n_kv_heads * cfg.head_dim) *
-                   (dec.kv_dtype() == KvDType::kBF16 ? 2.0 : 4.0) / 1e6,
+               static_cast<double>(engine.cache_bytes()) / 1e6,
                static_cast<long long>(max_queue), key.empty() ? "" : ", API key required");
   std::fflush(stderr);
   server.run();

@@ -130,6 +130,9 @@ class Engine {
 
   const EngineOptions& options() const { return opt_; }
   int64_t max_len() const { return opt_.max_len; }
+  // Bytes of the KV cache, allocated once by the constructor (KvCache::bytes; fixed, so safe to read
+  // from any thread).
+  size_t cache_bytes() const { return cache_.bytes(); }
   const Decoder& decoder() const { return dec_; }
 
   // Validates and queues a request; returns its id (> 0). This is where a prompt's token ids are

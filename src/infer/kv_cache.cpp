@@ -48,17 +48,19 @@ void KvCache::copy_slot(int64_t dst, int64_t src) {
             std::to_string(S_) + ")");
   const int64_t len = len_[src];
   const size_t n = static_cast<size_t>(len * hd_);
-  if (dst != src) {
+  auto copy = [&](auto& store) {  // the filled positions of every (layer, kv head) of one storage
     for (int64_t l = 0; l < L_; ++l)
-      for (int64_t h = 0; h < H_; ++h) {
-        if (dtype_ == KvDType::kBF16) {
-          std::memcpy(kb_.data() + offset(l, dst, h), kb_.data() + offset(l, src, h), n * sizeof(uint16_t));
-          std::memcpy(vb_.data() + offset(l, dst, h), vb_.data() + offset(l, src, h), n * sizeof(uint16_t));
-        } else {
-          std::memcpy(k_.data() + offset(l, dst, h), k_.data() + offset(l, src, h), n * sizeof(float));
-          std::memcpy(v_.data() + offset(l, dst, h), v_.data() + offset(l, src, h), n * sizeof(float));
-        }
-      }
+      for (int64_t h = 0; h < H_; ++h)
+        std::memcpy(store.data() + offset(l, dst, h), store.data() + offset(l, src, h), n * sizeof(store[0]));
+  };
+  if (dst != src) {
+    if (dtype_ == KvDType::kBF16) {
+      copy(kb_);
+      copy(vb_);
+    } else {
+      copy(k_);
+      copy(v_);
+    }
   }
   len_[dst] = len;
 }

@@ -18,6 +18,7 @@ namespace moepp {
 
 enum class KvDType { kF32, kBF16 };
 const char* kv_dtype_name(KvDType d);  // "f32", "bf16"
+inline size_t kv_dtype_bytes(KvDType d) { return d == KvDType::kBF16 ? 2 : 4; }  // bytes per stored value
 // Parses "f32" or "bf16"; throws moepp::Error naming `who` and the accepted values otherwise.
 KvDType parse_kv_dtype(const std::string& s, const std::string& who);
 

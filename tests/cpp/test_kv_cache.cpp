@@ -45,7 +45,9 @@ TEST(KvCache, StoresInItsDtypeAndReadsEachHeadBackAsFp32) {
           const float x = k[p * KV + h * hd + j], y = v[p * KV + h * hd + j];
           ASSERT_EQ(kr[p * hd + j], dt == KvDType::kBF16 ? rounded(x) : x) << kv_dtype_name(dt) << " h " << h;
           ASSERT_EQ(vr[p * hd + j], dt == KvDType::kBF16 ? rounded(y) : y) << kv_dtype_name(dt) << " h " << h;
-          if (dt == KvDType::kBF16) ASSERT_EQ(c.bf16_keys(1, 2, h)[p * hd + j], f32_to_bf16(x));
+          if (dt == KvDType::kBF16) {
+            ASSERT_EQ(c.bf16_keys(1, 2, h)[p * hd + j], f32_to_bf16(x));
+          }
         }
     }
     EXPECT_EQ(c.bf16_keys(0, 0, 0) == nullptr, dt == KvDType::kF32);
