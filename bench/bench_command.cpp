@@ -137,6 +137,9 @@ void register_bench_command(CLI::App& app) {
       ->capture_default_str();
   infer->add_option("--gguf-dir", inf->gguf_dir, "Side by side: directory for the GGUF files (default: a new /tmp dir)");
   infer->add_flag("--keep-gguf", inf->keep_gguf, "Side by side: keep the GGUF files");
+  infer->add_flag("--packed-prefill", inf->packed_prefill,
+                  "BF16 weights: also keep a copy packed for products of many rows (faster prefill, twice the "
+                  "BF16 weight memory; generate/eval/serve --packed-prefill)");
   infer->add_flag("--profile", inf->profile,
                   "Add the decoder's wall ms per section (qkv, attend, wo, route, experts, head) of the last "
                   "repetition's prefill and per decode step (\"profile\")");

@@ -325,7 +325,8 @@ int run_side_by_side(const InferBenchOptions& o, const std::vector<WeightDType>&
   for (const WeightDType dt : dtypes) {
     const std::string dn = weight_dtype_name(dt), lt = llama_type_for(dt);
     const std::string model = gguf_file(lt);
-    const InferWeights w = InferWeights::load(cfg, src, dt);
+    InferWeights w = InferWeights::load(cfg, src, dt);
+    const bool packed = o.packed_prefill && w.pack_bf16_for_many_rows() > 0;
     const KvDType kv = kv_choice.value_or(default_kv_dtype(dt));
     const double active =
         active_decode_bytes(cfg, w, kv, static_cast<double>(cfg.moe.top_k), 0.5 * static_cast<double>(o.gen));
@@ -362,6 +363,7 @@ int run_side_by_side(const InferBenchOptions& o, const std::vector<WeightDType>&
                           {"dtype", dn},
                           {"llama_cpp_type", lt},
                           {"kv_dtype", kv_dtype_name(kv)},
+                          {"packed_prefill", packed},
                           {"pair", pair},
                           {"first", moepp_first ? "moepp" : "llama.cpp"},
                           {"prompt_tokens", o.prompt},
@@ -530,7 +532,8 @@ int run_infer_bench(const InferBenchOptions& o) {
         ModelConfig run_cfg = cfg;
         run_cfg.set_zc_bias(zc_bias);
         const double t0 = now_s();
-        const InferWeights w = InferWeights::load(run_cfg, src, dt);
+        InferWeights w = InferWeights::load(run_cfg, src, dt);
+        const bool packed = o.packed_prefill && w.pack_bf16_for_many_rows() > 0;
         const double load_s = now_s() - t0;
         const Bandwidth bw = measure_read_bandwidth();
         const KvDType kv = kv_choice.value_or(default_kv_dtype(dt));
@@ -549,6 +552,7 @@ int run_infer_bench(const InferBenchOptions& o) {
                             {"gen_tokens", o.gen},
                             {"weight_bytes", r.weight_bytes},
                             {"init_s", load_s},
+                            {"packed_prefill", packed},
                             {"prefill_tokens_per_s", r.prefill_tps},
                             {"decode_tokens_per_s", r.decode_tps},
                             {"zc_slot_share", r.zc_share},

@@ -36,6 +36,8 @@ struct InferBenchOptions {
   bool keep_gguf = false;                // side-by-side: keep the GGUF files afterwards
   std::string kv_dtype = "auto";         // moepp's KV cache: auto (by weight dtype), f32 or bf16
   bool profile = false;                  // add the decoder's section times ("profile"; not side by side)
+  bool packed_prefill = false;           // BF16: also keep the weights packed for prefill
+                                         // (InferWeights::pack_bf16_for_many_rows)
 };
 
 int run_infer_bench(const InferBenchOptions& opt);

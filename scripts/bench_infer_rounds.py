@@ -5,8 +5,11 @@ from round to round (these machines drift 20-40 % between runs; a round's two va
 minutes apart). Appends every JSON line to OUT (with the round number) and prints, per dtype, the
 medians (min-max) of both variants' tokens/s and of the per-round MoE++ speedups.
 
+With --ab FLAG (e.g. --ab --packed-prefill) every round runs twice, without and with that bench infer
+flag (which goes first alternating from round to round), and the table has a row per dtype for each.
+
 usage: scripts/bench_infer_rounds.py OUT.jsonl [--rounds 5] [--dtypes f32,bf16,int8,q4] [--moepp build/moepp]
-       [-- EXTRA bench infer ARGS]   (run on a quiet machine, OMP_NUM_THREADS=2 or as wanted)
+       [--ab FLAG] [-- EXTRA bench infer ARGS]   (run on a quiet machine, OMP_NUM_THREADS=2 or as wanted)
        scripts/bench_infer_rounds.py OUT.jsonl --table   (only the table, from the lines OUT holds)
 """
 import argparse
@@ -30,6 +33,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--dtypes", default="f32,bf16,int8,q4")
     ap.add_argument("--moepp", default="build/moepp")
+    ap.add_argument("--ab", default="", help="a bench infer flag: each round runs without and with it")
     ap.add_argument("--table", action="store_true", help="print the table of OUT's lines; run nothing")
     ap.add_argument("extra", nargs="*", help="more `bench infer` arguments (after --)")
     a = ap.parse_args()
@@ -39,7 +43,8 @@ def main():
 
     def take(j):
         if j.get("bench") == "infer":
-            res.setdefault((j["dtype"], j["variant"]), []).append(
+            label = j["dtype"] + (" " + j["ab"] if j.get("ab") else "")
+            res.setdefault((label, j["variant"]), []).append(
                 (j["prefill_tokens_per_s"], j["decode_tokens_per_s"], j.get("kv_dtype", "f32"),
                  j["ffn_experts_per_token"]))
 
@@ -57,21 +62,31 @@ def main():
     with open(a.out, "a", encoding="utf-8") as out:
         for r in range(a.rounds):
             order = "moe,moepp" if r % 2 == 0 else "moepp,moe"
-            cmd = [a.moepp, "bench", "infer", "--dtypes", a.dtypes, "--variants", order, "--reps", "2"] + a.extra
-            print(f"round {r + 1}/{a.rounds}: {' '.join(cmd)}", file=sys.stderr, flush=True)
-            p = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
-            if p.returncode != 0:
-                sys.exit(f"bench_infer_rounds: {' '.join(cmd)} exited with {p.returncode}")
-            for line in p.stdout.splitlines():
-                j = json.loads(line)
-                j["round"] = r
-                out.write(json.dumps(j, sort_keys=True) + "\n")
-                take(j)
-            out.flush()
+            sides = ["", a.ab] if a.ab else [""]
+            if r % 2 == 1:
+                sides.reverse()
+            for flag in sides:
+                cmd = [a.moepp, "bench", "infer", "--dtypes", a.dtypes, "--variants", order, "--reps", "2"] + a.extra
+                if flag:
+                    cmd.append(flag)
+                print(f"round {r + 1}/{a.rounds}: {' '.join(cmd)}", file=sys.stderr, flush=True)
+                p = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+                if p.returncode != 0:
+                    sys.exit(f"bench_infer_rounds: {' '.join(cmd)} exited with {p.returncode}")
+                for line in p.stdout.splitlines():
+                    j = json.loads(line)
+                    j["round"] = r
+                    if flag:
+                        j["ab"] = flag
+                    out.write(json.dumps(j, sort_keys=True) + "\n")
+                    take(j)
+                out.flush()
     print("| weights | KV cache | MoE prefill tok/s | MoE decode tok/s | MoE++ prefill tok/s | MoE++ decode tok/s "
           "| MoE++ speedup prefill | MoE++ speedup decode | MoE++ FFN experts / token |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for dt in a.dtypes.split(","):
+    labels = sorted({k[0] for k in res}, key=lambda l: (a.dtypes.split(",").index(l.split()[0])
+                                                         if l.split()[0] in a.dtypes.split(",") else 99, l))
+    for dt in labels:
         m, p = res.get((dt, "moe"), []), res.get((dt, "moepp"), [])
         if not m or len(m) != len(p):
             continue

@@ -41,6 +41,7 @@ struct ModelArgs {
   int64_t ep_size = 1;
   float zc_bias = 0.0f;
   std::string kv_dtype = "auto";
+  bool packed_prefill = false;
   bool quiet = false;
 };
 
@@ -57,7 +58,8 @@ LoadedModel load(const ModelArgs& a, const char* cmd) {
   const WeightDType dtype = parse_weight_dtype(a.dtype);
   LoadedModel m{open_model_dir(a.model, a.tokenizer, who), nullptr};
   m.md.cfg.set_zc_bias(a.zc_bias);
-  m.dec = std::make_unique<Decoder>(load_decoder(m.md, dtype, group, parse_kv_dtype_choice(a.kv_dtype, "--kv-dtype")));
+  m.dec = std::make_unique<Decoder>(load_decoder(m.md, dtype, group, parse_kv_dtype_choice(a.kv_dtype, "--kv-dtype"),
+                                      a.packed_prefill));
   return m;
 }
 
@@ -72,6 +74,7 @@ void add_model_options(CLI::App* sub, ModelArgs& a) {
   add_ep_size_option(sub, a.ep_size);
   add_zc_bias_option(sub, a.zc_bias);
   add_kv_dtype_option(sub, a.kv_dtype);
+  add_packed_prefill_option(sub, a.packed_prefill);
 }
 
 // Progress on stderr: a line every few seconds (rewritten in place on a terminal).
@@ -163,6 +166,7 @@ void run_ppl(const PplArgs& a) {
   j["text"] = a.text;
   j["dtype"] = weight_dtype_name(m.dec->weights().dtype);
   j["kv_dtype"] = kv_dtype_name(m.dec->kv_dtype());
+  j["packed_prefill"] = a.m.packed_prefill;
   j["window"] = opt.window;
   j["stride"] = opt.stride;
   j["windows"] = r.windows;
@@ -249,6 +253,7 @@ void run_mc(const McArgs& a) {
   j["tasks"] = a.tasks;
   j["dtype"] = weight_dtype_name(m.dec->weights().dtype);
   j["kv_dtype"] = kv_dtype_name(m.dec->kv_dtype());
+  j["packed_prefill"] = a.m.packed_prefill;
   j["n"] = s.n;
   j["acc"] = s.acc;
   j["acc_stderr"] = s.acc_stderr;  // NaN (n < 2) is written as null

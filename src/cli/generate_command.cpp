@@ -37,6 +37,7 @@ struct GenArgs {
   int64_t ep_size = 1;
   float zc_bias = 0.0f;
   std::string kv_dtype = "auto";
+  bool packed_prefill = false;
 };
 
 // Option values are read as text and converted here, so that a bad one is a moepp::Error (exit 1)
@@ -96,7 +97,8 @@ void run_generate(const GenArgs& a) {
                        std::to_string(limit) + " (it must be shorter, to leave room for generated tokens)");
 
   const auto t_load = std::chrono::steady_clock::now();
-  Decoder dec = load_decoder(md, dtype, group, parse_kv_dtype_choice(a.kv_dtype, "--kv-dtype"));
+  Decoder dec = load_decoder(md, dtype, group, parse_kv_dtype_choice(a.kv_dtype, "--kv-dtype"),
+                                      a.packed_prefill);
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
   if (is_follower(dec)) {
     follow_decoder(dec);
@@ -175,6 +177,7 @@ void register_generate_command(CLI::App& app) {
   add_ep_size_option(gen, a->ep_size);
   add_zc_bias_option(gen, a->zc_bias);
   add_kv_dtype_option(gen, a->kv_dtype);
+  add_packed_prefill_option(gen, a->packed_prefill);
   gen->callback([a] { run_generate(*a); });
 }
 

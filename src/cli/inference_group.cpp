@@ -28,6 +28,12 @@ void add_kv_dtype_option(CLI::App* sub, std::string& kv_dtype) {
       ->capture_default_str();
 }
 
+void add_packed_prefill_option(CLI::App* sub, bool& packed_prefill) {
+  sub->add_flag("--packed-prefill", packed_prefill,
+                "with --dtype bf16: also keep the weights packed for products of many rows (faster prefill and "
+                "evaluation, twice the weight memory); docs/inference.md");
+}
+
 Comm* inference_expert_group(int64_t ep_size, const std::string& who) {
   Comm& job = job_comm();
   const int64_t P = job.size();

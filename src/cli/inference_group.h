@@ -22,6 +22,9 @@ void add_zc_bias_option(CLI::App* sub, float& zc_bias);
 // Adds --kv-dtype (auto, f32 or bf16: the decoder's KV cache; parse_kv_dtype_choice() reads it).
 void add_kv_dtype_option(CLI::App* sub, std::string& kv_dtype);
 
+// Adds --packed-prefill (load_decoder's packed_prefill: BF16 weights also packed for prefill).
+void add_packed_prefill_option(CLI::App* sub, bool& packed_prefill);
+
 // Null in one process (ep_size 1); the job's communicator when ep_size equals the number of
 // processes. Any other value throws JobWideError (on every rank) prefixed with `who`.
 Comm* inference_expert_group(int64_t ep_size, const std::string& who);

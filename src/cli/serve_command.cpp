@@ -43,6 +43,7 @@ struct ServeArgs {
   std::string ep_size = "1";
   float zc_bias = 0.0f;
   std::string kv_dtype = "auto";
+  bool packed_prefill = false;
   std::vector<std::string> served_names;
 };
 
@@ -119,7 +120,8 @@ void run_serve(const ServeArgs& a) {
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
 
-  Decoder dec = load_decoder(md, dtype, group, parse_kv_dtype_choice(a.kv_dtype, "--kv-dtype"));
+  Decoder dec = load_decoder(md, dtype, group, parse_kv_dtype_choice(a.kv_dtype, "--kv-dtype"),
+                                      a.packed_prefill);
   if (is_follower(dec)) {
     follow_decoder(dec);
     return;
@@ -211,6 +213,7 @@ void register_serve_command(CLI::App& app) {
       ->capture_default_str();
   add_zc_bias_option(sub, a->zc_bias);
   add_kv_dtype_option(sub, a->kv_dtype);
+  add_packed_prefill_option(sub, a->packed_prefill);
   sub->add_option("--ep-size", a->ep_size,
                   "ranks the FFN experts are split over; under mpirun it must equal the number of processes")
       ->capture_default_str();

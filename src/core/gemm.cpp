@@ -258,4 +258,109 @@ void gemm_bf16_parallel(int64_t M, int64_t N, int64_t K, const uint16_t* A, cons
   st.wait();
 }
 
+namespace {
+
+using dnnl_dt = dnnl::memory::data_type;
+
+// The fixed-M bf16 matmul primitives over packed weights, one per (M, N, K, ldc, accumulate), shared by
+// every Bf16PackedWeights of that shape (they all have the same packed layout, the one pack() takes).
+// Primitive descriptors cost 0.3-0.8 ms to make, so they are kept.
+struct PackedMatmul {
+  dnnl::matmul prim;
+  dnnl::memory::desc scratch;
+};
+
+dnnl::matmul::primitive_desc packed_matmul_pd(int64_t M, const dnnl::memory::desc& wei, int64_t N, int64_t K,
+                                              int64_t ldc, bool accumulate) {
+  const dnnl::memory::desc src({M, K}, dnnl_dt::bf16, dnnl::memory::dims{K, 1});
+  const dnnl::memory::desc dst({M, N}, dnnl_dt::f32, dnnl::memory::dims{ldc, 1});
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  if (accumulate) {
+    dnnl::post_ops po;
+    po.append_sum(1.0f);
+    attr.set_post_ops(po);
+  }
+  return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wei, dst), attr, cpu_engine());
+}
+
+const PackedMatmul& packed_matmul(int64_t M, const dnnl::memory::desc& wei, int64_t N, int64_t K, int64_t ldc,
+                                  bool accumulate) {
+  static std::mutex mu;
+  static std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, bool>, PackedMatmul> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  const auto key = std::make_tuple(M, N, K, ldc, accumulate);
+  auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+  try {
+    const dnnl::matmul::primitive_desc pd = packed_matmul_pd(M, wei, N, K, ldc, accumulate);
+    PackedMatmul m{dnnl::matmul(pd), pd.scratchpad_desc()};
+    return cache.emplace(key, std::move(m)).first->second;
+  } catch (const dnnl::error& e) {
+    throw Error("Bf16PackedWeights: oneDNN has no bf16 matmul of " + std::to_string(M) +
+                " rows over the packed layout of a " + std::to_string(N) + " x " + std::to_string(K) +
+                " matrix (" + e.what() + ")");
+  }
+}
+
+}  // namespace
+
+struct Bf16PackedWeights::Impl {
+  dnnl::memory::desc layout;
+  dnnl::memory data;  // owns the packed copy
+};
+
+Bf16PackedWeights::Bf16PackedWeights(int64_t N, int64_t K, std::unique_ptr<Impl> impl)
+    : N_(N), K_(K), impl_(std::move(impl)) {}
+Bf16PackedWeights::~Bf16PackedWeights() = default;
+
+size_t Bf16PackedWeights::bytes() const { return impl_->layout.get_size(); }
+
+std::shared_ptr<const Bf16PackedWeights> Bf16PackedWeights::pack(const uint16_t* B, int64_t N, int64_t K) {
+  check(B != nullptr && N > 0 && K > 0, "Bf16PackedWeights::pack: bad shape or null weights");
+  if (!gemm_bf16_native()) return nullptr;
+  const dnnl::memory::desc plain({K, N}, dnnl_dt::bf16, dnnl::memory::dims{1, K});  // B [N, K] row-major
+  const dnnl::memory::desc any({K, N}, dnnl_dt::bf16, dnnl::memory::format_tag::any);
+  dnnl::memory::desc layout;
+  try {
+    // The layout oneDNN picks for a product of kMaxRows rows: the same for every M (checked on this
+    // project's machines; every fixed-M primitive is made for exactly this layout, and one that oneDNN
+    // cannot make throws moepp::Error).
+    layout = dnnl::matmul::primitive_desc(
+                 dnnl::matmul::desc(dnnl::memory::desc({kMaxRows, K}, dnnl_dt::bf16, dnnl::memory::dims{K, 1}), any,
+                                    dnnl::memory::desc({kMaxRows, N}, dnnl_dt::f32, dnnl::memory::dims{N, 1})),
+                 cpu_engine())
+                 .weights_desc();
+  } catch (const dnnl::error&) {
+    return nullptr;
+  }
+  if (layout == plain) return nullptr;  // nothing to gain over gemm_bf16_parallel
+  auto impl = std::make_unique<Impl>();
+  impl->layout = layout;
+  impl->data = dnnl::memory(layout, cpu_engine());
+  dnnl::stream st(cpu_engine());
+  dnnl::memory src(plain, cpu_engine(), const_cast<uint16_t*>(B));
+  dnnl::reorder(src, impl->data).execute(st, src, impl->data);
+  st.wait();
+  return std::shared_ptr<const Bf16PackedWeights>(new Bf16PackedWeights(N, K, std::move(impl)));
+}
+
+void Bf16PackedWeights::multiply(float* C, const uint16_t* A, int64_t M, int64_t ldc, bool accumulate) const {
+  check(M >= 0 && ldc >= N_, "Bf16PackedWeights::multiply: bad shape");
+  dnnl::engine& eng = cpu_engine();
+  thread_local std::vector<uint8_t> scratch;
+  for (int64_t m0 = 0; m0 < M; m0 += kMaxRows) {
+    const int64_t rows = std::min(kMaxRows, M - m0);
+    const PackedMatmul& mm = packed_matmul(rows, impl_->layout, N_, K_, ldc, accumulate);
+    scratch.resize(std::max<size_t>(mm.scratch.get_size(), 1));
+    const dnnl::memory a({{rows, K_}, dnnl_dt::bf16, dnnl::memory::dims{K_, 1}}, eng,
+                         const_cast<uint16_t*>(A + m0 * K_));
+    const dnnl::memory c({{rows, N_}, dnnl_dt::f32, dnnl::memory::dims{ldc, 1}}, eng, C + m0 * ldc);
+    const dnnl::memory s(mm.scratch, eng, scratch.data());
+    dnnl::stream st(eng);
+    mm.prim.execute(st, {{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, impl_->data}, {DNNL_ARG_DST, c}, {DNNL_ARG_SCRATCHPAD, s}});
+    st.wait();
+  }
+}
+
 }  // namespace moepp

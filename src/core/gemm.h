@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 namespace moepp {
@@ -43,5 +44,33 @@ void sgemm_parallel(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
 bool gemm_bf16_native();
 void gemm_bf16_parallel(int64_t M, int64_t N, int64_t K, const uint16_t* A, const uint16_t* B, float* C,
                         int64_t ldc, bool accumulate);
+
+// A bf16 weight matrix B [N, K] (gemm_bf16_parallel's B) copied once into the blocked layout oneDNN's
+// matmul prefers, so that products of many rows stop re-packing B on every call. Each row count M gets
+// its own primitive (made on first use, kept and shared by every matrix of the same shape; M above
+// kMaxRows runs in chunks of it), which is what lets oneDNN take its brgemm kernels (AMX where the CPU
+// has them); with the plain layout and a run-time M it takes its jit gemm, which packs B each call.
+// Measured on the AMX Xeon (bench/results/packed_bf16_xeon.txt): 1.2-1.7x at 16-256 rows.
+// Ownership: the copy (N * K * 2 bytes) is held by the object; B is not kept. Immutable after pack():
+// multiply() may be called from several threads' serial code, not from inside a parallel region.
+class Bf16PackedWeights {
+ public:
+  static constexpr int64_t kMaxRows = 512;
+  // Null where gemm_bf16_native() is false or oneDNN offers no packed layout for this shape (callers
+  // then keep gemm_bf16_parallel). Throws moepp::Error on a bad shape.
+  static std::shared_ptr<const Bf16PackedWeights> pack(const uint16_t* B, int64_t N, int64_t K);
+  ~Bf16PackedWeights();
+  // C [M, N] (+= when accumulate) = A [M, K] . B^T, with C's rows ldc apart; as gemm_bf16_parallel.
+  void multiply(float* C, const uint16_t* A, int64_t M, int64_t ldc, bool accumulate) const;
+  int64_t rows() const { return N_; }
+  int64_t cols() const { return K_; }
+  size_t bytes() const;  // the packed copy
+
+ private:
+  struct Impl;
+  Bf16PackedWeights(int64_t N, int64_t K, std::unique_ptr<Impl> impl);
+  int64_t N_, K_;
+  std::unique_ptr<Impl> impl_;
+};
 
 }  // namespace moepp

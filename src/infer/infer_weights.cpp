@@ -252,6 +252,16 @@ size_t InferWeights::mapped_bytes() const {
   return n;
 }
 
+size_t InferWeights::pack_bf16_for_many_rows() {
+  size_t n = lm_head.pack_for_many_rows();
+  for (Layer& l : layers) {
+    for (WeightMatrix* m : {&l.wq, &l.wk, &l.wv, &l.wo}) n += m->pack_for_many_rows();
+    for (WeightMatrix& m : l.up) n += m.pack_for_many_rows();
+    for (WeightMatrix& m : l.down) n += m.pack_for_many_rows();
+  }
+  return n;
+}
+
 size_t InferWeights::bytes() const {
   size_t n = (embed.numel() + final_norm.numel()) * 4 + lm_head.bytes();
   for (const Layer& l : layers) {

@@ -68,7 +68,13 @@ struct InferWeights {
   static InferWeights load(const ModelConfig& cfg, std::shared_ptr<const io::WeightSource> src, WeightDType d,
                            ExpertShard shard = {});
 
-  size_t bytes() const;         // memory held (views into a mapping not included)
+  // BF16 weights: every matrix also keeps a copy in oneDNN's blocked layout for the products of many
+  // rows (prefill, evaluation; WeightMatrix::pack_for_many_rows), which doubles their memory. Returns
+  // the bytes added (0 for other dtypes or where the CPU lacks native bf16 products). Call before the
+  // weights are shared between threads.
+  size_t pack_bf16_for_many_rows();
+
+  size_t bytes() const;         // memory held (views into a mapping not included; packed copies included)
   size_t mapped_bytes() const;  // matrices read in place from a mapping
   // FNV-1a 64 of everything but the FFN experts (shapes, dtypes and stored values), in a fixed order:
   // equal on every rank of an expert group that loaded the same checkpoint in the same dtype.

@@ -1,6 +1,7 @@
 // Opening a model directory for inference (see model_dir.h).
 #include "infer/model_dir.h"
 
+#include <cstdio>
 #include <filesystem>
 #include <memory>
 
@@ -32,7 +33,11 @@ ModelDir open_model_dir(const std::string& path, const std::string& tokenizer, c
   return m;
 }
 
-Decoder load_decoder(const ModelDir& m, WeightDType dtype, Comm* expert_group, std::optional<KvDType> kv_dtype) {
+Decoder load_decoder(const ModelDir& m, WeightDType dtype, Comm* expert_group, std::optional<KvDType> kv_dtype,
+                     bool packed_prefill) {
+  check(!packed_prefill || dtype == WeightDType::kBF16,
+        std::string("--packed-prefill keeps a packed copy of BF16 weights: it needs --dtype bf16, not ") +
+            weight_dtype_name(dtype));
   ExpertShard shard;
   if (expert_group) {
     const std::string config_path = (std::filesystem::path(m.dir) / "config.json").string();
@@ -54,6 +59,9 @@ Decoder load_decoder(const ModelDir& m, WeightDType dtype, Comm* expert_group, s
     check_same_on_every_rank(*expert_group, w.dense_hash(),
                              "the dense weights (all but the FFN experts) of " + m.dir + " as " +
                                  weight_dtype_name(dtype));
+  if (packed_prefill && w.pack_bf16_for_many_rows() == 0)
+    std::fprintf(stderr, "moepp: note: --packed-prefill has no effect here: oneDNN runs no native bf16 products on "
+                         "this CPU (or MOEPP_BF16_GEMM=0), so many-row products stay in fp32\n");
   const KvDType kv = kv_dtype.value_or(default_kv_dtype(dtype));
   if (expert_group)
     check_same_on_every_rank(*expert_group, static_cast<uint64_t>(kv), std::string("the KV cache dtype (") + kv_dtype_name(kv) + ")");

@@ -36,7 +36,11 @@ ModelDir open_model_dir(const std::string& path, const std::string& tokenizer, c
 // does not divide a layer's FFN expert count or when the hashes differ (naming the ranks).
 // kv_dtype: the decoder's KV cache dtype (default_kv_dtype(dtype) when not given; the same on every
 // rank of the group, checked).
+// packed_prefill (--packed-prefill): BF16 weights also kept packed for the products of many rows
+// (InferWeights::pack_bf16_for_many_rows: faster prefill and evaluation, twice the weight memory);
+// moepp::Error before anything is loaded when dtype is not BF16; a note on stderr where the CPU has no
+// native bf16 products (the weights then stay as they are).
 Decoder load_decoder(const ModelDir& m, WeightDType dtype, Comm* expert_group = nullptr,
-                     std::optional<KvDType> kv_dtype = std::nullopt);
+                     std::optional<KvDType> kv_dtype = std::nullopt, bool packed_prefill = false);
 
 }  // namespace moepp

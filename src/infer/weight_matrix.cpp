@@ -4,11 +4,12 @@
 //     has AVX-512 (else AVX2), one input row with software prefetch kPrefetchBytes ahead (decoding is
 //     bound by the bytes of weights read, so BF16, INT8 and Q4 read 2x, 4x and 7x less than F32; Q4's
 //     integer block kernels are core/q4_blocks.h's);
-//   many rows: F32 weights go straight to sgemm_parallel. BF16 and Q4 weights, where oneDNN runs native
-//     AVX-512 BF16 kernels, take a bf16 product (core/gemm.h's gemm_bf16_parallel; about 2x sgemm's
-//     FLOP/s): the input rows are rounded to bf16, BF16 weights are used as stored, Q4 weights are
-//     dequantised to bf16 a chunk at a time. Otherwise (and always for INT8) every thread dequantises a
-//     block of kBlockRows weight rows into fp32 and runs sgemm on it.
+//   many rows: F32 weights go straight to sgemm_parallel. BF16, INT8 and Q4 weights, where oneDNN runs
+//     native AVX-512 BF16 kernels, take a bf16 product (core/gemm.h; about 2x sgemm's FLOP/s): the input
+//     rows are rounded to bf16; BF16 weights are used as stored (or as their packed copy, after
+//     pack_for_many_rows()), INT8 codes are converted to bf16 exactly a chunk at a time with the row
+//     scales applied to the products, Q4 weights are dequantised to bf16 a chunk at a time. Otherwise
+//     every thread dequantises a block of kBlockRows weight rows into fp32 and runs sgemm on it.
 #include "infer/weight_matrix.h"
 
 // GCC 12 warns that the 512-bit intrinsics' own undefined-vector temporaries "may be used
@@ -309,12 +310,13 @@ WeightMatrix WeightMatrix::owned_copy() const {
       copy(m.q4_scales_, s, st.scale_bytes);
       break;
   }
+  m.packed_ = packed_;
   return m;
 }
 
 size_t WeightMatrix::bytes() const {
   return f32_.size() * 4 + bf16_.size() * 2 + i8_.size() + scale_.size() * 4 + q4_codes_.size() +
-         q4_scales_.size() * 2;
+         q4_scales_.size() * 2 + packed_bytes();
 }
 
 size_t WeightMatrix::mapped_bytes() const {
@@ -412,7 +414,10 @@ void WeightMatrix::matmul_bf16(float* out, const float* x, int64_t M, bool accum
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i) xp[i] = f32_to_bf16(x[i]);
   if (dtype_ == WeightDType::kBF16) {
-    gemm_bf16_parallel(M, O_, I_, xp, bf16(), out, O_, accumulate);
+    if (packed_)
+      packed_->multiply(out, xp, M, O_, accumulate);
+    else
+      gemm_bf16_parallel(M, O_, I_, xp, bf16(), out, O_, accumulate);
     return;
   }
   // Q4 and INT8: chunks of weight rows made bf16 (kBf16ChunkRows*), each
@@ -459,6 +464,14 @@ void WeightMatrix::matmul_bf16(float* out, const float* x, int64_t M, bool accum
     }
   }
 }
+
+size_t WeightMatrix::pack_for_many_rows() {
+  if (dtype_ != WeightDType::kBF16 || packed_ || O_ == 0 || I_ == 0) return 0;
+  packed_ = Bf16PackedWeights::pack(bf16(), O_, I_);
+  return packed_bytes();
+}
+
+size_t WeightMatrix::packed_bytes() const { return packed_ ? packed_->bytes() : 0; }
 
 void WeightMatrix::add_to_hash(Fnv1a64& h) const {
   const int64_t head[3] = {static_cast<int64_t>(dtype_), O_, I_};

@@ -18,6 +18,7 @@
 namespace moepp {
 
 class Fnv1a64;
+class Bf16PackedWeights;
 
 enum class WeightDType { kF32, kBF16, kInt8, kQ4 };
 
@@ -56,12 +57,20 @@ class WeightMatrix {
   int64_t rows() const { return O_; }
   int64_t cols() const { return I_; }
   WeightDType dtype() const { return dtype_; }
-  size_t bytes() const;         // storage held, scales included (0 for a view)
+  size_t bytes() const;         // storage held, scales and a packed copy included (a view's: the packed copy)
   size_t mapped_bytes() const;  // bytes read in place from the owner's memory (views only)
 
   // out [M, O] = x [M, I] · W^T (added to out when accumulate). Uses all OpenMP threads; do not call
   // from inside a parallel region.
   void matmul(float* out, const float* x, int64_t M, bool accumulate = false) const;
+
+  // BF16 only: keeps a second copy of the matrix in oneDNN's blocked layout (core/gemm.h's
+  // Bf16PackedWeights) for products of many rows, which then stop re-packing the weights on every call;
+  // products of few rows keep reading the stored layout. Doubles the matrix's memory. Returns the bytes
+  // added: 0 for other dtypes, where the CPU lacks native bf16 products, or when already packed. Not
+  // thread-safe against concurrent matmul() calls: pack before sharing the matrix.
+  size_t pack_for_many_rows();
+  size_t packed_bytes() const;  // the packed copy (0 without one)
 
   // Row r of W as fp32 (dequantised) into out [I].
   void row_f32(int64_t r, float* out) const;
@@ -82,6 +91,7 @@ class WeightMatrix {
   const void* view_data_ = nullptr;    // set for views (then the vectors are empty)
   const void* view_scales_ = nullptr;
   std::shared_ptr<const void> owner_;  // keeps a view's memory alive
+  std::shared_ptr<const Bf16PackedWeights> packed_;  // pack_for_many_rows(); shared by copies
   const uint16_t* bf16() const { return view_data_ ? static_cast<const uint16_t*>(view_data_) : bf16_.data(); }
   const int8_t* i8() const { return view_data_ ? static_cast<const int8_t*>(view_data_) : i8_.data(); }
   const float* row_scales() const { return view_data_ ? static_cast<const float*>(view_scales_) : scale_.data(); }

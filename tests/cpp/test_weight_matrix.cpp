@@ -1,7 +1,8 @@
 // Unit tests of WeightMatrix (src/infer/weight_matrix): products in F32/BF16/INT8/Q4 on both the
 // streaming and the sgemm path against the dequantised weights (Q4's streaming path: against the
 // dequantised weights times its 8-bit blocks of the input), the dtype names, and BF16 views of
-// memory the matrix does not own (bf16_view: aligned and non-empty only).
+// memory the matrix does not own (bf16_view: aligned and non-empty only), and BF16 matrices packed for
+// products of many rows (pack_for_many_rows; core/gemm.h's Bf16PackedWeights).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -119,6 +120,40 @@ TEST(WeightMatrix, ViewsMustBeAlignedAndNonEmpty) {
   const auto* odd = reinterpret_cast<const uint8_t*>(owner->data()) + 1;
   EXPECT_THROW(WeightMatrix::bf16_view(odd, 1, 6, owner), Error);
   EXPECT_THROW(WeightMatrix::bf16_view(owner->data(), 0, 7, owner), Error);
+}
+
+// The packed copy gives the products of the plain bf16 GEMM (the same rounded inputs and weights, fp32
+// accumulation; only the summation order may differ), over row counts on both sides of the packed
+// primitives' chunk (Bf16PackedWeights::kMaxRows) and with accumulate; few rows keep the stored layout.
+TEST(WeightMatrix, PackedBf16MatchesPlainProducts) {
+  if (!gemm_bf16_native()) GTEST_SKIP() << "oneDNN runs no native bf16 products on this CPU";
+  // O and I off the packed layout's blocks (64 columns, 32 pairs of the inner dimension): padded tails.
+  const int64_t O = 200, I = 300;
+  std::mt19937 rng(11);
+  const std::vector<float> w = randn(O * I, rng, 0.1f);
+  const WeightMatrix plain = WeightMatrix::from_f32(w.data(), O, I, WeightDType::kBF16);
+  WeightMatrix packed = plain.owned_copy();
+  const size_t before = packed.bytes();
+  const size_t added = packed.pack_for_many_rows();
+  ASSERT_GT(added, 0u) << "native bf16 products, but nothing was packed";
+  EXPECT_EQ(packed.packed_bytes(), added);
+  EXPECT_EQ(packed.bytes(), before + added);
+  EXPECT_EQ(packed.pack_for_many_rows(), 0u) << "packed twice";
+  EXPECT_EQ(packed.owned_copy().packed_bytes(), added) << "a copy shares the packed weights";
+  for (const int64_t M : {int64_t{3}, int64_t{9}, int64_t{100}, Bf16PackedWeights::kMaxRows + 77}) {
+    const std::vector<float> x = randn(M * I, rng);
+    for (const bool acc : {false, true}) {
+      std::vector<float> want(M * O, 0.5f), got(M * O, 0.5f);
+      plain.matmul(want.data(), x.data(), M, acc);
+      packed.matmul(got.data(), x.data(), M, acc);
+      for (int64_t i = 0; i < M * O; ++i)
+        ASSERT_NEAR(got[i], want[i], 1e-5f * (1.0f + std::fabs(want[i]))) << "M=" << M << " acc=" << acc << " i=" << i;
+    }
+  }
+  // Other dtypes have nothing to pack.
+  WeightMatrix i8 = WeightMatrix::from_f32(w.data(), O, I, WeightDType::kInt8);
+  EXPECT_EQ(i8.pack_for_many_rows(), 0u);
+  EXPECT_EQ(i8.packed_bytes(), 0u);
 }
 
 }  // namespace

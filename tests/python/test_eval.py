@@ -204,7 +204,7 @@ def ref_ppl(ref, tokens, window, stride):
 
 
 def ppl_case(exe, tmp, tok, vocab, name, seed, window=None, stride=None, dtype="f32", max_tokens=None,
-             run_dir=False, L=2, batch_tokens=None, kv=None):
+             run_dir=False, L=2, batch_tokens=None, kv=None, packed=False):
     with open(os.path.join(tmp, "text.txt"), "rb") as f:
         text = f.read().decode("utf-8")
     tokens = [BOS] + tok.encode(text)
@@ -236,11 +236,13 @@ def ppl_case(exe, tmp, tok, vocab, name, seed, window=None, stride=None, dtype="
         cmd += ["--batch-tokens", str(batch_tokens)]
     if kv:
         cmd += ["--kv-dtype", kv]
+    if packed:
+        cmd += ["--packed-prefill"]
     p = run(cmd)
     j = last_json(p.stdout)
     problems = []
     exact = dict(tokens=len(tokens), tokens_scored=want["scored"], windows=want["windows"], window=win, stride=strd,
-                 bytes=nbytes, dtype=dtype, kv_dtype="bf16" if kv_is_bf16(dtype, kv) else "f32")
+                 bytes=nbytes, dtype=dtype, kv_dtype="bf16" if kv_is_bf16(dtype, kv) else "f32", packed_prefill=packed)
     for k, v in exact.items():
         if j.get(k) != v:
             problems.append(f"{k} = {j.get(k)!r}, expected {v!r}")
@@ -430,6 +432,7 @@ def error_cases(exe, tmp, model_dir):
         "ppl_window_too_long": (["--text", text, "--window", "65"], ["max_position_embeddings"]),
         "ppl_stride_over_window": (["--text", text, "--window", "16", "--stride", "17"], ["--stride"]),
         "ppl_not_a_model": (["--text", text, "--model", tmp], ["config.json"]),
+        "ppl_packed_prefill_f32": (["--text", text, "--packed-prefill"], ["--packed-prefill", "--dtype bf16", "f32"]),
     }
     results = []
     for cmdname, cases in (("mc", mc), ("ppl", ppl)):
@@ -480,6 +483,8 @@ def main():
             ("ppl_int8", lambda: ppl_case(exe, tmp, tok, vocab, "ppl_int8", 7, dtype="int8")),
             # The KV cache dtype on its own: bf16 keys/values with fp32 weights (the reference rounds them
             # too), and INT8 weights with the fp32 cache.
+            # BF16 weights also packed for the products of many rows (--packed-prefill).
+            ("ppl_bf16_packed", lambda: ppl_case(exe, tmp, tok, vocab, "ppl_bf16_packed", 6, dtype="bf16", packed=True)),
             ("ppl_f32_kv_bf16", lambda: ppl_case(exe, tmp, tok, vocab, "ppl_kv_bf16", 8, kv="bf16")),
             ("ppl_int8_kv_f32", lambda: ppl_case(exe, tmp, tok, vocab, "ppl_int8_kv_f32", 9, dtype="int8", kv="f32")),
             ("mc_example", lambda: mc_case(exe, tmp, tok, vocab, "mc_example", 11, EXAMPLE_MC,
