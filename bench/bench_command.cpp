@@ -24,9 +24,9 @@ void register_bench_command(CLI::App& app) {
   CLI::App* bench = app.add_subcommand("bench", "Benchmarks (GEMM backends, the MoE++ layer, training and inference throughput)");
   bench->require_subcommand(1);
 
-  // moepp bench gemm [--json] [--reps N]
+  // moepp bench gemm [--json] [--reps N] [--bf16-packed]
   struct GemmArgs {
-    bool json = false;
+    bool json = false, bf16_packed = false;
     int reps = 5;
   };
   auto g = std::make_shared<GemmArgs>();
@@ -35,9 +35,12 @@ void register_bench_command(CLI::App& app) {
   gemm->add_flag("--json", g->json, "One JSON object per line per shape");
   gemm->add_option("--reps", g->reps, "Timings per shape and backend; the best is reported")
       ->capture_default_str();
+  gemm->add_flag("--bf16-packed", g->bf16_packed,
+                 "Instead: bf16 products of many rows, plain layout vs weights packed once (--packed-prefill), "
+                 "at the benchmark model's expert shapes; JSON lines");
   gemm->callback([g] {
     if (g->reps < 1) throw Error("bench gemm: --reps must be >= 1 (got " + std::to_string(g->reps) + ")");
-    check_status("bench gemm", run_gemm_bench(g->json, g->reps));
+    check_status("bench gemm", g->bf16_packed ? run_bf16_packed_bench(g->reps) : run_gemm_bench(g->json, g->reps));
   });
 
   // moepp bench layer [--json] [--reps N] [--tokens T] [--cases LIST] [--fractions LIST] [--torch]

@@ -10,6 +10,8 @@
 // All with alpha = 1, beta = 0 (the auto rule in core/gemm.cpp also looks at beta: with beta = 1 the
 // A^T·B products stay on OpenBLAS). "auto" is GemmBackend::kAuto, the per-call choice of core/gemm.cpp.
 // Backends are interleaved within each repetition so machine noise hits them alike; best of `reps`.
+// With --bf16-packed: the bf16 products of many rows, plain layout against weights packed once
+// (core/gemm.h Bf16PackedWeights; run_bf16_packed_bench below), at the benchmark model's expert shapes.
 #include "gemm_bench.h"
 
 #include <omp.h>
@@ -22,8 +24,13 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
+#include "bench_env.h"
+#include "bench_stats.h"
 #include "core/error.h"
 #include "core/gemm.h"
+#include "core/half_float.h"
 
 namespace moepp {
 namespace {
@@ -193,6 +200,68 @@ int run_gemm_bench(bool json, int reps) {
                   gf_exp[1], gf_exp[2], ratio_exp, gf_par[0], gf_par[1], gf_par[2], ratio_par);
     }
     std::fflush(stdout);
+  }
+  return 0;
+}
+
+int run_bf16_packed_bench(int reps) {
+  check(reps >= 1, "bench gemm: --reps must be >= 1 (got " + std::to_string(reps) + ")");
+  struct Weights {
+    const char* op;
+    int64_t n, k;
+  };
+  const Weights shapes[] = {{"up", 2 * 2816, 1024}, {"down", 1024, 2816}};
+  const int64_t rows[] = {9, 16, 32, 64, 128, 256, 512};
+  std::mt19937 rng(5);
+  std::normal_distribution<float> n01;
+  for (const Weights& w : shapes) {
+    std::vector<uint16_t> b(static_cast<size_t>(w.n * w.k));
+    for (uint16_t& v : b) v = f32_to_bf16(0.05f * n01(rng));
+    const auto packed = Bf16PackedWeights::pack(b.data(), w.n, w.k);
+    if (!packed) {
+      std::fprintf(stderr, "bench gemm --bf16-packed: nothing is packed here (no native bf16 products in oneDNN)\n");
+      return 1;
+    }
+    for (const int64_t M : rows) {
+      std::vector<uint16_t> a(static_cast<size_t>(M * w.k));
+      for (uint16_t& v : a) v = f32_to_bf16(n01(rng));
+      std::vector<float> c(static_cast<size_t>(M * w.n));
+      auto plain_call = [&] { gemm_bf16_parallel(M, w.n, w.k, a.data(), b.data(), c.data(), w.n, false); };
+      auto packed_call = [&] { packed->multiply(c.data(), a.data(), M, w.n, false); };
+      auto time_ms = [](const auto& f) {
+        const int iters = 10;
+        const auto t0 = std::chrono::steady_clock::now();
+        for (int i = 0; i < iters; ++i) f();
+        return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() * 1e3 / iters;
+      };
+      plain_call();  // warm-up: oneDNN makes its primitives
+      packed_call();
+      std::vector<double> tp, tk, ratio;
+      for (int r = 0; r < reps; ++r) {
+        double p, k;
+        if (r % 2 == 0) {
+          p = time_ms(plain_call);
+          k = time_ms(packed_call);
+        } else {
+          k = time_ms(packed_call);
+          p = time_ms(plain_call);
+        }
+        tp.push_back(p);
+        tk.push_back(k);
+        ratio.push_back(p / k);
+      }
+      auto range = [](const std::vector<double>& v) {
+        return nlohmann::json{{"median", median(v)}, {"min", *std::min_element(v.begin(), v.end())},
+                              {"max", *std::max_element(v.begin(), v.end())}};
+      };
+      nlohmann::json j = {{"bench", "gemm_bf16_packed"}, {"op", w.op}, {"m", M}, {"n", w.n}, {"k", w.k},
+                          {"reps", reps}, {"plain_ms", range(tp)}, {"packed_ms", range(tk)},
+                          {"ratio_plain_over_packed", range(ratio)},
+                          {"packed_gflops", 2.0 * static_cast<double>(M * w.n * w.k) / median(tk) * 1e-6}};
+      j.update(bench_environment());
+      std::printf("%s\n", j.dump().c_str());
+      std::fflush(stdout);
+    }
   }
   return 0;
 }

@@ -5,11 +5,11 @@ from round to round (these machines drift 20-40 % between runs; a round's two va
 minutes apart). Appends every JSON line to OUT (with the round number) and prints, per dtype, the
 medians (min-max) of both variants' tokens/s and of the per-round MoE++ speedups.
 
-With --ab FLAG (e.g. --ab --packed-prefill) every round runs twice, without and with that bench infer
+With --ab=FLAG (e.g. --ab=--packed-prefill) every round runs twice, without and with that bench infer
 flag (which goes first alternating from round to round), and the table has a row per dtype for each.
 
 usage: scripts/bench_infer_rounds.py OUT.jsonl [--rounds 5] [--dtypes f32,bf16,int8,q4] [--moepp build/moepp]
-       [--ab FLAG] [-- EXTRA bench infer ARGS]   (run on a quiet machine, OMP_NUM_THREADS=2 or as wanted)
+       [--ab=FLAG] [-- EXTRA bench infer ARGS]   (run on a quiet machine, OMP_NUM_THREADS=2 or as wanted)
        scripts/bench_infer_rounds.py OUT.jsonl --table   (only the table, from the lines OUT holds)
 """
 import argparse
