@@ -50,9 +50,11 @@ void gemm_bf16_parallel(int64_t M, int64_t N, int64_t K, const uint16_t* A, cons
 // its own primitive (made on first use, kept and shared by every matrix of the same shape; M above
 // kMaxRows runs in chunks of it), which is what lets oneDNN take its brgemm kernels (AMX where the CPU
 // has them); with the plain layout and a run-time M it takes its jit gemm, which packs B each call.
-// Measured on the AMX Xeon (bench/results/packed_bf16_xeon.txt): 1.2-1.7x at 16-256 rows.
-// Ownership: the copy (N * K * 2 bytes) is held by the object; B is not kept. Immutable after pack():
-// multiply() may be called from several threads' serial code, not from inside a parallel region.
+// Measured on the AMX Xeon (`moepp bench gemm --bf16-packed`, bench/results/gemm_bf16_packed_xeon.jsonl):
+// 1.1-2.0x over 9-512 rows at the benchmark model's expert shapes.
+// Ownership: the copy (N * K * 2 bytes, padded to the layout's blocks) is held by the object; B is not
+// kept. Immutable after pack(): multiply() may be called from several threads' serial code, not from
+// inside a parallel region.
 class Bf16PackedWeights {
  public:
   static constexpr int64_t kMaxRows = 512;
