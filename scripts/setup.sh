@@ -17,7 +17,8 @@ PKGS=(
   openmpi-bin libopenmpi-dev                  # multi-process runs (src/comm/, mpirun) and the MPI tests
   chromium                                    # the chat page's headless-browser test (tests/browser/)
 )
-# node and npm for that test (it installs playwright-core from npm): Debian's, unless a node with its own
+# node and npm for that test and the OpenAI SDK test (tests/sdk/; they install playwright-core and the
+# `openai` package from npm at their locked versions): Debian's, unless a node with its own
 # npm is already there (NodeSource's nodejs bundles npm and conflicts with Debian's npm package).
 command -v node >/dev/null || PKGS+=(nodejs)
 command -v npm >/dev/null || PKGS+=(npm)

@@ -16,7 +16,6 @@ exit 1 on failure.
 import http.client
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,34 +33,8 @@ CHROMIUM = os.environ.get("MOEPP_CHROMIUM", "/usr/bin/chromium")
 
 
 def tool_check():
-    missing = [t for t in ("node", "npm") if shutil.which(t) is None]
     if not os.access(CHROMIUM, os.X_OK):
-        missing.append(CHROMIUM)
-    if missing:
-        raise RuntimeError(f"missing {', '.join(missing)}: install them with `bash scripts/setup.sh` "
-                           "(Debian packages nodejs, npm, chromium)")
-
-
-def install_playwright(work):
-    """playwright-core at the version of package-lock.json, in work/node_modules."""
-    os.makedirs(work, exist_ok=True)
-    for f in ("package.json", "package-lock.json", "page_test.mjs"):
-        shutil.copyfile(os.path.join(HERE, f), os.path.join(work, f))
-    with open(os.path.join(HERE, "package-lock.json")) as f:
-        want = json.load(f)["packages"]["node_modules/playwright-core"]["version"]
-    have = None
-    try:
-        with open(os.path.join(work, "node_modules", "playwright-core", "package.json")) as f:
-            have = json.load(f)["version"]
-    except (OSError, ValueError, KeyError):
-        pass
-    if have == want:
-        return
-    env = dict(os.environ, PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD="1")
-    p = subprocess.run(["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund"], cwd=work, env=env,
-                       capture_output=True, text=True, timeout=300)
-    if p.returncode != 0:
-        raise RuntimeError(f"npm ci (playwright-core {want}) failed in {work}:\n{p.stdout}\n{p.stderr}")
+        raise RuntimeError(f"missing {CHROMIUM}: install it with `bash scripts/setup.sh` (Debian package chromium)")
 
 
 def make_model(exe, d):
@@ -195,7 +168,9 @@ def main():
     work = os.path.abspath(a.work)
     try:
         tool_check()
-        install_playwright(work)
+        # playwright-core at its locked version, without its browser download (Debian's chromium is used).
+        H.npm_ci(HERE, work, ("package.json", "package-lock.json", "page_test.mjs"), "playwright-core",
+                 env={"PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD": "1"})
     except Exception as e:  # noqa: BLE001
         tally.fail(f"setup: {e}")
         return tally.finish()

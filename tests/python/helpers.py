@@ -10,10 +10,15 @@
                                 model.safetensors.index.json)
   write_slice_corpus(tmp, chars) and write_tiny_train_config(tmp, train, valid, ...)
                                 the tiny corpus and `moepp train` config of the end-to-end training tests
+  npm_ci(src_dir, work, files, package, env)
+                                the pinned npm packages of a Node-driven test (tests/browser, tests/sdk)
+                                installed into a work directory
 """
 import argparse
 import json
 import os
+import shutil
+import subprocess
 import time
 
 import numpy as np
@@ -150,3 +155,30 @@ def write_tiny_train_config(tmp, train, valid, layers, tokenizer_vocab, steps, e
     with open(path, "w") as f:
         json.dump(cfg, f)
     return path
+
+
+def npm_ci(src_dir, work, files, package, env=None):
+    """Copies `files` (package.json, package-lock.json, the test's scripts) from src_dir into work and
+    installs the lock file's packages into work/node_modules with `npm ci --ignore-scripts` (no install
+    scripts run), skipped when `package` is already there at its locked version. Raises RuntimeError
+    naming what is missing (node, npm) or with npm's output."""
+    missing = [t for t in ("node", "npm") if shutil.which(t) is None]
+    if missing:
+        raise RuntimeError(f"missing {', '.join(missing)}: install them with `bash scripts/setup.sh`")
+    os.makedirs(work, exist_ok=True)
+    for f in files:
+        shutil.copyfile(os.path.join(src_dir, f), os.path.join(work, f))
+    with open(os.path.join(src_dir, "package-lock.json")) as f:
+        want = json.load(f)["packages"][f"node_modules/{package}"]["version"]
+    have = None
+    try:
+        with open(os.path.join(work, "node_modules", package, "package.json")) as f:
+            have = json.load(f)["version"]
+    except (OSError, ValueError, KeyError):
+        pass
+    if have == want:
+        return
+    p = subprocess.run(["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund"], cwd=work,
+                       env=dict(os.environ, **(env or {})), capture_output=True, text=True, timeout=300)
+    if p.returncode != 0:
+        raise RuntimeError(f"npm ci ({package} {want}) failed in {work}:\n{p.stdout}\n{p.stderr}")
