@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -23,6 +24,7 @@
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/fault_point.h"
+#include "core/half_float.h"
 #include "core/tensor.h"
 #include "io/file.h"
 #include "io/json_file.h"
@@ -109,7 +111,6 @@ void write_converted(const fs::path& dir, const ConvertArgs& a, const io::Weight
   const fs::path in_dir(a.model);
   std::error_code ec;
   io::SafetensorsWriter w;
-  uint64_t bytes = 0;
   std::vector<std::string> names;
   size_t skipped = 0;
   for (const std::string& name : src.names()) {
@@ -122,31 +123,43 @@ void write_converted(const fs::path& dir, const ConvertArgs& a, const io::Weight
   if (skipped > 0)
     std::fprintf(stderr, "moepp: note: %s: skipped %zu rotary-embedding buffer%s (not parameters; not written)\n",
                  src.source().c_str(), skipped, skipped == 1 ? "" : "s");
+  // Every tensor is made when the writer reaches it (SafetensorsWriter::add_lazy): read from the source,
+  // converted, written, dropped; the whole output is never in memory.
   for (const std::string& name : names) {
     const io::WeightInfo info = src.info(name);
     if (info.dtype == io::DType::kF32 || info.dtype == io::DType::kF16 || info.dtype == io::DType::kBF16) {
-      Tensor t(info.shape);
-      src.read_f32(name, t.ptr());
-      if (matrices.count(name) && t.shape.size() == 2) {
-        const WeightMatrix m = WeightMatrix::from_f32(t.ptr(), t.shape[0], t.shape[1], parse_weight_dtype(a.dtype));
-        add_stored_matrix(w, name, m);
-        const WeightMatrix::Stored st = m.stored();
-        bytes += st.data_bytes + st.scale_bytes;
+      const std::vector<int64_t> shape = info.shape;
+      auto read = [&src, name, shape] {
+        Tensor t(shape);
+        src.read_f32(name, t.ptr());
+        return t;
+      };
+      const size_t n = Tensor::numel_of(shape);
+      if (matrices.count(name) && shape.size() == 2) {
+        const WeightDType d = parse_weight_dtype(a.dtype);
+        add_stored_matrix(w, name, shape[0], shape[1], d, [read, shape, d] {
+          const Tensor t = read();
+          return WeightMatrix::from_f32(t.ptr(), shape[0], shape[1], d);
+        });
       } else if (bf16) {
-        w.add_bf16(name, t);
-        bytes += t.numel() * 2;
+        w.add_lazy(name, io::DType::kBF16, shape, [read, n](uint8_t* out) {
+          const Tensor t = read();
+          auto* h = reinterpret_cast<uint16_t*>(out);
+          for (size_t i = 0; i < n; ++i) h[i] = f32_to_bf16(t.data[i]);
+        });
       } else {
-        w.add_f32(name, t);
-        bytes += t.numel() * 4;
+        w.add_lazy(name, io::DType::kF32, shape, [read, n](uint8_t* out) {
+          const Tensor t = read();
+          std::memcpy(out, t.data.data(), n * sizeof(float));
+        });
       }
-    } else {  // integer tensors (I32, I64) pass through unchanged
+    } else {  // integer tensors (I32, I64) pass through unchanged, from the mapping
       const uint8_t* p = src.mapped(name);
       if (!p)
         throw Error(src.source() + ": tensor '" + name + "' (" + io::dtype_name(info.dtype) +
                     ") is not contiguous; integer tensors are only copied when contiguous");
       const size_t nb = Tensor::numel_of(info.shape) * io::dtype_size(info.dtype);
-      w.add(name, info.dtype, info.shape, p, nb);
-      bytes += nb;
+      w.add_lazy(name, info.dtype, info.shape, [p, nb](uint8_t* out) { std::memcpy(out, p, nb); });
     }
   }
   w.set_metadata("format", "pt");
@@ -170,7 +183,7 @@ void write_converted(const fs::path& dir, const ConvertArgs& a, const io::Weight
     io::write_file_atomic((dir / "tokenizer.model").string(), tok);
     tokenizer = true;
   }
-  std::printf("converted %zu tensors (%.1f MB, %s) from %s to %s%s\n", names.size(), static_cast<double>(bytes) / 1e6,
+  std::printf("converted %zu tensors (%.1f MB, %s) from %s to %s%s\n", names.size(), static_cast<double>(w.data_bytes()) / 1e6,
               quantise ? (a.dtype == "q4" ? "Q4 matrices, F32 rest" : "INT8 matrices, F32 rest") : bf16 ? "BF16" : "F32",
               src.source().c_str(), (fs::path(a.out) / "model.safetensors").string().c_str(),
               tokenizer ? " (+ config.json, tokenizer.model)" : " (+ config.json)");

@@ -2,6 +2,7 @@
 // infer_weights.h).
 #include "infer/infer_weights.h"
 
+#include <cstring>
 #include <map>
 #include <set>
 #include <tuple>
@@ -129,17 +130,30 @@ bool is_weight_matrix(const ParamSpec& p) {
   }
 }
 
-void add_stored_matrix(io::SafetensorsWriter& w, const std::string& name, const WeightMatrix& m) {
-  const WeightMatrix::Stored st = m.stored();
-  const std::vector<int64_t> shape = {m.rows(), m.cols()};
-  switch (m.dtype()) {
-    case WeightDType::kF32: w.add(name, io::DType::kF32, shape, st.data, st.data_bytes); return;
-    case WeightDType::kBF16: w.add(name, io::DType::kBF16, shape, st.data, st.data_bytes); return;
+void add_stored_matrix(io::SafetensorsWriter& w, const std::string& name, int64_t O, int64_t I, WeightDType d,
+                       std::function<WeightMatrix()> make) {
+  // One of the matrix's tensors: `scales` picks the scales, else the data.
+  auto part = [name, O, I, d, make](bool scales) {
+    return [name, O, I, d, make, scales](uint8_t* out) {
+      const WeightMatrix m = make();
+      check(m.rows() == O && m.cols() == I && m.dtype() == d,
+            "add_stored_matrix: " + name + ": the matrix made is not the one declared");
+      const WeightMatrix::Stored st = m.stored();
+      if (scales)
+        std::memcpy(out, st.scales, st.scale_bytes);
+      else
+        std::memcpy(out, st.data, st.data_bytes);
+    };
+  };
+  const std::vector<int64_t> shape = {O, I};
+  switch (d) {
+    case WeightDType::kF32: w.add_lazy(name, io::DType::kF32, shape, part(false)); return;
+    case WeightDType::kBF16: w.add_lazy(name, io::DType::kBF16, shape, part(false)); return;
     case WeightDType::kInt8:
     case WeightDType::kQ4: {
-      const QuantLayout ql = quant_layout(m.dtype(), shape);
-      w.add(name, ql.data_dtype, ql.data_shape, st.data, st.data_bytes);
-      w.add(name + kQuantScalesSuffix, ql.scale_dtype, ql.scale_shape, st.scales, st.scale_bytes);
+      const QuantLayout ql = quant_layout(d, shape);
+      w.add_lazy(name, ql.data_dtype, ql.data_shape, part(false));
+      w.add_lazy(name + kQuantScalesSuffix, ql.scale_dtype, ql.scale_shape, part(true));
       return;
     }
   }

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -36,9 +37,12 @@ bool is_weight_matrix(const ParamSpec& spec);
 // memory mapping.
 constexpr const char* kQuantScalesSuffix = ".scales";
 
-// Adds m's stored values to w under `name` (INT8 and Q4 as above with their scales; BF16 and F32 as
-// plain tensors).
-void add_stored_matrix(io::SafetensorsWriter& w, const std::string& name, const WeightMatrix& m);
+// Adds to w, under `name`, the stored values of a matrix [O, I] in dtype d (INT8 and Q4 as above with
+// their scales; BF16 and F32 as plain tensors), made by `make` only when w.write() reaches each tensor
+// (SafetensorsWriter::add_lazy): once for the data and, for INT8 / Q4, once more for the scales, so that
+// nothing is held between them. `make` must return a matrix of that shape and dtype (checked).
+void add_stored_matrix(io::SafetensorsWriter& w, const std::string& name, int64_t O, int64_t I, WeightDType d,
+                       std::function<WeightMatrix()> make);
 
 struct InferWeights {
   WeightDType dtype = WeightDType::kF32;

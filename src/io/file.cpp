@@ -25,38 +25,62 @@ std::string read_file(const std::string& path, const std::string& what) {
   return ss.str();
 }
 
-void write_file_atomic(const std::string& path, const std::vector<ByteRange>& parts) {
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) {
+AtomicFileWriter::AtomicFileWriter(const std::string& path)
+    : path_(path), tmp_(path + ".tmp." + std::to_string(::getpid())) {
+  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd_ < 0) {
     const int e = errno;
-    throw Error("cannot write " + path + ": cannot create " + tmp + ": " + std::strerror(e));
+    throw Error("cannot write " + path_ + ": cannot create " + tmp_ + ": " + std::strerror(e));
   }
-  auto abort_with = [&](const std::string& what, int e, bool fd_open) {
-    if (fd_open) ::close(fd);
-    ::unlink(tmp.c_str());
-    throw Error("cannot write " + path + ": " + what + ": " + std::strerror(e));
-  };
-  for (const auto& [ptr, size] : parts) {
-    const char* p = static_cast<const char*>(ptr);
-    size_t left = size;
-    while (left > 0) {
-      const size_t chunk = std::min<size_t>(left, size_t{1} << 30);
-      const ssize_t w = ::write(fd, p, chunk);
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        abort_with("write failed", errno, true);
-      }
-      if (w == 0) abort_with("write failed", EIO, true);
-      p += w;
-      left -= static_cast<size_t>(w);
+}
+
+AtomicFileWriter::~AtomicFileWriter() {
+  if (done_) return;
+  if (fd_ >= 0) ::close(fd_);
+  ::unlink(tmp_.c_str());
+}
+
+void AtomicFileWriter::fail(const std::string& step, int err) {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+  ::unlink(tmp_.c_str());
+  done_ = true;  // nothing left for the destructor
+  throw Error("cannot write " + path_ + ": " + step + ": " + std::strerror(err));
+}
+
+void AtomicFileWriter::write(const void* data, size_t size) {
+  if (done_) throw Error("cannot write " + path_ + ": the file is already committed or failed");
+  const char* p = static_cast<const char*>(data);
+  size_t left = size;
+  while (left > 0) {
+    const size_t chunk = std::min<size_t>(left, size_t{1} << 30);
+    const ssize_t w = ::write(fd_, p, chunk);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      fail("write failed", errno);
     }
+    if (w == 0) fail("write failed", EIO);
+    p += w;
+    left -= static_cast<size_t>(w);
   }
-  if (::fsync(fd) != 0) abort_with("fsync failed", errno, true);
-  if (::close(fd) != 0) abort_with("close failed", errno, false);
-  fault_point("atomic_write:" + std::filesystem::path(path).filename().string());
-  if (::rename(tmp.c_str(), path.c_str()) != 0) abort_with("rename failed", errno, false);
-  sync_directory(std::filesystem::path(path).parent_path().string());  // make the rename durable
+}
+
+void AtomicFileWriter::commit() {
+  if (done_) throw Error("cannot write " + path_ + ": the file is already committed or failed");
+  if (::fsync(fd_) != 0) fail("fsync failed", errno);
+  const int fd = fd_;
+  fd_ = -1;
+  if (::close(fd) != 0) fail("close failed", errno);
+  fault_point("atomic_write:" + std::filesystem::path(path_).filename().string());
+  if (::rename(tmp_.c_str(), path_.c_str()) != 0) fail("rename failed", errno);
+  done_ = true;
+  sync_directory(std::filesystem::path(path_).parent_path().string());  // make the rename durable
+}
+
+void write_file_atomic(const std::string& path, const std::vector<ByteRange>& parts) {
+  AtomicFileWriter f(path);
+  for (const auto& [ptr, size] : parts) f.write(ptr, size);
+  f.commit();
 }
 
 bool is_atomic_write_temporary(const std::string& filename) {

@@ -391,20 +391,32 @@ const uint8_t* SafetensorsModel::raw(const std::string& name) const { return sha
 // ---------------------------------------------------------------------------------------------------
 // Writing
 
-void SafetensorsWriter::add(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
-                            const void* data, size_t nbytes) {
+uint64_t SafetensorsWriter::checked_size(const std::string& name, DType dtype, const std::vector<int64_t>& shape) {
   if (name == "__metadata__") throw Error("safetensors writer: the tensor name '__metadata__' is reserved");
   if (names_.count(name)) throw Error("safetensors writer: duplicate tensor name " + q(name));
   uint64_t need = 0;
   if (!checked_nbytes(shape, dtype_size(dtype), &need))
     throw Error("safetensors writer: tensor " + q(name) + ": invalid shape " + shape_str(shape));
+  return need;
+}
+
+void SafetensorsWriter::add(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
+                            const void* data, size_t nbytes) {
+  const uint64_t need = checked_size(name, dtype, shape);
   if (need != nbytes)
     throw Error("safetensors writer: tensor " + q(name) + ": " + std::to_string(nbytes) + " bytes given but shape " +
                 shape_str(shape) + " of " + dtype_name(dtype) + " needs " + std::to_string(need));
   if (nbytes && data == nullptr) throw Error("safetensors writer: tensor " + q(name) + ": null data");
-  Entry e{name, dtype, shape, {}};
+  Entry e{name, dtype, shape, need, {}, nullptr};
   if (nbytes) e.bytes.assign(static_cast<const uint8_t*>(data), static_cast<const uint8_t*>(data) + nbytes);
   entries_.push_back(std::move(e));
+  names_.insert(name);
+}
+
+void SafetensorsWriter::add_lazy(const std::string& name, DType dtype, const std::vector<int64_t>& shape, Fill fill) {
+  const uint64_t need = checked_size(name, dtype, shape);
+  if (!fill) throw Error("safetensors writer: tensor " + q(name) + ": no fill function");
+  entries_.push_back(Entry{name, dtype, shape, need, {}, std::move(fill)});
   names_.insert(name);
 }
 
@@ -412,6 +424,15 @@ void SafetensorsWriter::add_f32(const std::string& name, const Tensor& t) {
   if (t.data.size() != Tensor::numel_of(t.shape))
     throw Error("safetensors writer: tensor " + q(name) + ": data size does not match shape " + shape_str(t.shape));
   add(name, DType::kF32, t.shape, t.data.data(), t.data.size() * 4);
+}
+
+void SafetensorsWriter::add_f32_ref(const std::string& name, const Tensor& t) {
+  if (t.data.size() != Tensor::numel_of(t.shape))
+    throw Error("safetensors writer: tensor " + q(name) + ": data size does not match shape " + shape_str(t.shape));
+  const Tensor* p = &t;
+  add_lazy(name, DType::kF32, t.shape, [p](uint8_t* out) {
+    if (!p->data.empty()) std::memcpy(out, p->data.data(), p->data.size() * sizeof(float));
+  });
 }
 
 void SafetensorsWriter::add_f32(const std::string& name, const std::vector<int64_t>& shape, const float* data) {
@@ -436,6 +457,12 @@ void SafetensorsWriter::add_i32(const std::string& name, const std::vector<int64
   add(name, DType::kI32, shape, data, static_cast<size_t>(nbytes));
 }
 
+uint64_t SafetensorsWriter::data_bytes() const {
+  uint64_t n = 0;
+  for (const Entry& e : entries_) n += e.nbytes;
+  return n;
+}
+
 void SafetensorsWriter::set_metadata(const std::string& key, const std::string& value) { metadata_[key] = value; }
 
 void SafetensorsWriter::write(const std::string& path) const {
@@ -452,7 +479,7 @@ void SafetensorsWriter::write(const std::string& path) const {
   json header = json::object();  // std::map-backed: keys come out sorted
   uint64_t offset = 0;
   for (const Entry* e : order) {
-    const uint64_t end = offset + e->bytes.size();
+    const uint64_t end = offset + e->nbytes;
     header[e->name] = {{"dtype", dtype_name(e->dtype)}, {"shape", e->shape}, {"data_offsets", {offset, end}}};
     offset = end;
   }
@@ -468,13 +495,20 @@ void SafetensorsWriter::write(const std::string& path) const {
   uint8_t len[8];
   store_le64(len, static_cast<uint64_t>(text.size()));
 
-  std::vector<ByteRange> parts;
-  parts.reserve(order.size() + 2);
-  parts.emplace_back(len, 8);
-  parts.emplace_back(text.data(), text.size());
-  for (const Entry* e : order)
-    if (!e->bytes.empty()) parts.emplace_back(e->bytes.data(), e->bytes.size());
-  write_file_atomic(path, parts);
+  AtomicFileWriter f(path);
+  f.write(len, 8);
+  f.write(text.data(), text.size());
+  std::vector<uint8_t> made;  // the lazy tensors' bytes, one at a time
+  for (const Entry* e : order) {
+    if (!e->fill) {
+      f.write(e->bytes.data(), e->bytes.size());
+      continue;
+    }
+    made.resize(static_cast<size_t>(e->nbytes));
+    e->fill(made.data());
+    f.write(made.data(), made.size());
+  }
+  f.commit();
 }
 
 void write_sharded(const std::string& dir, const std::vector<std::pair<std::string, Tensor>>& tensors,

@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -82,25 +83,40 @@ class SafetensorsModel {
   const SafetensorsFile& shard_of(const std::string& name) const;
 };
 
-// Collects tensors and writes one safetensors file atomically (temp file + fsync + rename).
+// Collects tensors and writes one safetensors file atomically (temp file + fsync + rename). add*()
+// copies the bytes; add_lazy() only records how to make them, so that write() holds one lazy tensor at
+// a time and a file larger than memory can be written (`moepp convert`).
 class SafetensorsWriter {
  public:
+  // Makes the bytes of a lazy tensor into `out` (exactly the bytes of its dtype and shape).
+  using Fill = std::function<void(uint8_t* out)>;
+
   void add(const std::string& name, DType dtype, const std::vector<int64_t>& shape, const void* data,
            size_t nbytes);
+  // A tensor whose bytes write() asks `fill` for when it reaches it, into a buffer the writer owns
+  // (reused: the largest lazy tensor's size). Throws as add() on a bad or duplicate name or shape;
+  // what fill throws ends write() (no file is left).
+  void add_lazy(const std::string& name, DType dtype, const std::vector<int64_t>& shape, Fill fill);
   void add_f32(const std::string& name, const Tensor& t);                        // stored as F32
+  // Stored as F32 without a copy: t must stay alive and unchanged until write() (a lazy tensor).
+  void add_f32_ref(const std::string& name, const Tensor& t);
   void add_f32(const std::string& name, const std::vector<int64_t>& shape, const float* data);
   void add_bf16(const std::string& name, const Tensor& t);                       // rounded to nearest even
   void add_i32(const std::string& name, const std::vector<int64_t>& shape, const int32_t* data);
   void set_metadata(const std::string& key, const std::string& value);
   void write(const std::string& path) const;  // throws moepp::Error on I/O failure
+  uint64_t data_bytes() const;                 // the tensors' bytes added so far (the file less its header)
 
  private:
   struct Entry {
     std::string name;
     DType dtype;
     std::vector<int64_t> shape;
-    std::vector<uint8_t> bytes;
+    uint64_t nbytes = 0;
+    std::vector<uint8_t> bytes;  // add*(): the copy
+    Fill fill;                   // add_lazy(): how to make them
   };
+  uint64_t checked_size(const std::string& name, DType dtype, const std::vector<int64_t>& shape);
   std::vector<Entry> entries_;
   std::set<std::string> names_;  // for the duplicate-name check in add()
   std::map<std::string, std::string> metadata_;

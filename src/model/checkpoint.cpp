@@ -48,7 +48,7 @@ void save_model_shard(const std::string& dir, const ModelConfig& cfg, const Mode
     if (shard_of(cfg, spec, shard.count) != shard.index) continue;
     const Tensor* t = params.slot(spec);
     check(t != nullptr && t->shape == spec.shape, "save_model: this process does not hold '" + spec.name + "'");
-    w.add_f32(spec.name, *t);
+    w.add_f32_ref(spec.name, *t);  // the parameters are not copied
   }
   w.set_metadata("format", "pt");
   const std::string file = shard.count == 1 ? "model.safetensors" : io::shard_file_name("model", shard.index, shard.count);

@@ -120,8 +120,8 @@ void save_optimizer_shard(const std::string& dir, const ModelConfig& mc, AdamW& 
     if (in != shard.index) continue;
     const auto it = at.find(spec.name);
     check(it != at.end(), "optimizer: this process does not hold '" + spec.name + "'");
-    w.add_f32("m." + spec.name, opt.m()[it->second]);
-    w.add_f32("v." + spec.name, opt.v()[it->second]);
+    w.add_f32_ref("m." + spec.name, opt.m()[it->second]);  // the moments are not copied
+    w.add_f32_ref("v." + spec.name, opt.v()[it->second]);
   }
   w.set_metadata("step", std::to_string(opt.steps()));
   const std::string file = shard.count == 1 ? "optimizer.safetensors" : io::shard_file_name("optimizer", shard.index, shard.count);

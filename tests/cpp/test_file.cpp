@@ -1,6 +1,6 @@
 // Tests for io/file: read_file, and write_file_atomic (writes, replaces, leaves no temporary file
 // behind on success or failure, and fails naming the file and the system's reason on a missing or
-// unwritable directory).
+// unwritable directory), and AtomicFileWriter (pieces appended, nothing left without commit()).
 #include <gtest/gtest.h>
 #include <sys/fsuid.h>
 #include <sys/stat.h>
@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -85,6 +86,39 @@ TEST_F(FileTest, LeavesNoTemporaryFileBehind) {
   const std::string m = error_message([&] { write_file_atomic(path("target"), "x"); });
   EXPECT_NE(m.find("cannot write " + path("target") + ": rename failed: "), std::string::npos) << m;
   EXPECT_EQ(listing(), (std::vector<std::string>{"one", "sub", "target"}));
+}
+
+TEST_F(FileTest, AtomicFileWriterAppendsAndCommits) {
+  write_bytes(path("f"), "old");
+  {
+    AtomicFileWriter w(path("f"));
+    w.write("ab", 2);
+    w.write(nullptr, 0);
+    w.write("cde", 3);
+    EXPECT_EQ(read_bytes(path("f")), "old") << "visible before commit()";
+    w.commit();
+    const std::string m = error_message([&] { w.write("x", 1); });
+    EXPECT_NE(m.find("already committed"), std::string::npos) << m;
+    EXPECT_THROW(w.commit(), moepp::Error);
+  }
+  EXPECT_EQ(read_bytes(path("f")), "abcde");
+  EXPECT_EQ(listing(), (std::vector<std::string>{"f"}));
+}
+
+TEST_F(FileTest, AtomicFileWriterWithoutCommitLeavesTheOldFile) {
+  write_bytes(path("f"), "old");
+  try {
+    AtomicFileWriter w(path("f"));
+    w.write("partial", 7);
+    throw std::runtime_error("the producer failed");
+  } catch (const std::runtime_error&) {
+  }
+  EXPECT_EQ(read_bytes(path("f")), "old");
+  EXPECT_EQ(listing(), (std::vector<std::string>{"f"})) << "the temporary file stayed";
+  {
+    AtomicFileWriter w(path("new"));  // never committed: no file at all
+  }
+  EXPECT_EQ(listing(), (std::vector<std::string>{"f"}));
 }
 
 TEST_F(FileTest, MissingDirectoryIsAnError) {

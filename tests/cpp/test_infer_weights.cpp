@@ -108,9 +108,9 @@ TEST(InferWeights, QuantisedCheckpointIsReadInPlaceWithTheSameLogits) {
         w.add_f32(spec.name, t);
         continue;
       }
-      const WeightMatrix m = WeightMatrix::from_f32(t.ptr(), t.shape[0], t.shape[1], d);
-      add_stored_matrix(w, spec.name, m);
-      want += m.bytes();
+      add_stored_matrix(w, spec.name, t.shape[0], t.shape[1], d,
+                        [&t, d] { return WeightMatrix::from_f32(t.ptr(), t.shape[0], t.shape[1], d); });
+      want += WeightMatrix::from_f32(t.ptr(), t.shape[0], t.shape[1], d).bytes();
     }
     w.write((tmp.dir() / "model.safetensors").string());
     std::shared_ptr<const io::WeightSource> src = io::open_weights(tmp.dir().string());

@@ -242,6 +242,51 @@ TEST_F(Safetensors, OverwriteIsAtomicAndLeavesNoTemp) {
   EXPECT_EQ(count, 1u);
 }
 
+// Lazy tensors: the same file as the bytes added eagerly, each made once when write() reaches it; a
+// fill that throws leaves neither the file nor a temporary behind; their names and shapes are checked
+// as add()'s.
+TEST_F(Safetensors, LazyTensorsWriteTheSameFile) {
+  const std::vector<float> a = {1.5f, -2.0f, 3.25f};
+  const std::vector<int32_t> b = {7, 8};
+  const std::vector<uint16_t> c = {0x3f80, 0x4000, 0x4040, 0x4080};
+  SafetensorsWriter eager, lazy;
+  eager.add_f32("a", {3}, a.data());
+  eager.add_i32("b", {2}, b.data());
+  eager.add("c", DType::kBF16, {2, 2}, c.data(), 8);
+  int calls = 0;
+  lazy.add_lazy("c", DType::kBF16, {2, 2}, [&](uint8_t* out) { ++calls, std::memcpy(out, c.data(), 8); });
+  lazy.add_lazy("a", DType::kF32, {3}, [&](uint8_t* out) { ++calls, std::memcpy(out, a.data(), 12); });
+  lazy.add("b", DType::kI32, {2}, b.data(), 8);  // eager and lazy mixed
+  EXPECT_EQ(lazy.data_bytes(), 28u);
+  EXPECT_EQ(calls, 0) << "made before write()";
+  eager.write(path("eager.safetensors"));
+  lazy.write(path("lazy.safetensors"));
+  EXPECT_EQ(calls, 2);
+  EXPECT_EQ(read_bytes(path("lazy.safetensors")), read_bytes(path("eager.safetensors")));
+  // add_f32_ref: not copied, read at write().
+  Tensor ta({3});
+  ta.data = {9.0f, 9.0f, 9.0f};
+  SafetensorsWriter ref;
+  ref.add_f32_ref("a", ta);
+  ref.add_i32("b", {2}, b.data());
+  ref.add("c", DType::kBF16, {2, 2}, c.data(), 8);
+  ta.data = a;  // changed after add_f32_ref, before write(): the file has the new values
+  ref.write(path("ref.safetensors"));
+  EXPECT_EQ(read_bytes(path("ref.safetensors")), read_bytes(path("eager.safetensors")));
+
+  SafetensorsWriter failing;
+  failing.add_f32("a", {3}, a.data());
+  failing.add_lazy("z", DType::kF32, {1}, [](uint8_t*) { throw Error("source unreadable"); });
+  EXPECT_HAS(error_of([&] { failing.write(path("failed.safetensors")); }), "source unreadable");
+  size_t count = 0;
+  for (const auto& e : fs::directory_iterator(dir())) (void)e, ++count;
+  EXPECT_EQ(count, 3u) << "a file or temporary of the failed write stayed";
+
+  EXPECT_HAS(error_of([&] { lazy.add_lazy("a", DType::kF32, {3}, [](uint8_t*) {}); }), "duplicate tensor name");
+  EXPECT_HAS(error_of([&] { lazy.add_lazy("n", DType::kF32, {-1}, [](uint8_t*) {}); }), "invalid shape");
+  EXPECT_HAS(error_of([&] { lazy.add_lazy("n", DType::kF32, {1}, nullptr); }), "no fill function");
+}
+
 // ------------------------------------------------------------------------------------------------
 // Sharded models
 
