@@ -35,6 +35,14 @@ class Comm {
   // bytes [n] of `root` copied to every rank.
   virtual void broadcast(void* bytes, int64_t n, int root) = 0;
 
+  // The same, for a message the other ranks may wait long for (a follower waiting for its leader's next
+  // call, idle between requests): they wait without keeping a core busy. MPI: a nonblocking broadcast,
+  // tested in a tight loop for the first kTightWaitMicros, then between sleeps that double from 50 us
+  // to kMaxIdleSleepMicros (so a message after a long idle time is picked up within that). Every rank
+  // calls this one, not broadcast(), for the matching message.
+  virtual void broadcast_waiting(void* bytes, int64_t n, int root) = 0;
+  static constexpr int kTightWaitMicros = 200, kMaxIdleSleepMicros = 5000;
+
   // The ranks with the same `color` form a new communicator, ordered by `key` (ties by rank).
   virtual std::unique_ptr<Comm> split(int color, int key) = 0;
 

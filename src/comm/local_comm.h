@@ -16,6 +16,7 @@ class LocalComm : public Comm {
   void allreduce_sum(float*, int64_t) override {}
   void allreduce_sum(double*, int64_t) override {}
   void broadcast(void*, int64_t, int) override {}
+  void broadcast_waiting(void*, int64_t, int) override {}
   std::unique_ptr<Comm> split(int color, int key) override;
   [[noreturn]] void abort(int code) override;
 };

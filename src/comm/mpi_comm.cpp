@@ -2,8 +2,11 @@
 // (MPI_ERRORS_ARE_FATAL) already ends the job on a communication failure.
 #include "comm/mpi_comm.h"
 
+#include <algorithm>
+#include <chrono>
 #include <climits>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/error.h"
@@ -74,6 +77,26 @@ void MpiComm::allreduce_sum(double* data, int64_t n) {
 
 void MpiComm::broadcast(void* bytes, int64_t n, int root) {
   mpi_check(MPI_Bcast(bytes, as_int(n, "broadcast size"), MPI_BYTE, root, comm_), "Bcast");
+}
+
+void MpiComm::broadcast_waiting(void* bytes, int64_t n, int root) {
+  MPI_Request req;
+  mpi_check(MPI_Ibcast(bytes, as_int(n, "broadcast size"), MPI_BYTE, root, comm_, &req), "Ibcast");
+  if (rank_ == root) {
+    mpi_check(MPI_Wait(&req, MPI_STATUS_IGNORE), "Wait");
+    return;
+  }
+  using Clock = std::chrono::steady_clock;
+  const auto tight_until = Clock::now() + std::chrono::microseconds(kTightWaitMicros);
+  int sleep_us = 50;
+  for (;;) {
+    int done = 0;
+    mpi_check(MPI_Test(&req, &done, MPI_STATUS_IGNORE), "Test");
+    if (done) return;
+    if (Clock::now() < tight_until) continue;
+    std::this_thread::sleep_for(std::chrono::microseconds(sleep_us));
+    sleep_us = std::min(2 * sleep_us, static_cast<int>(kMaxIdleSleepMicros));
+  }
 }
 
 std::unique_ptr<Comm> MpiComm::split(int color, int key) {

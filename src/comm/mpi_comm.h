@@ -27,6 +27,7 @@ class MpiComm : public Comm {
   void allreduce_sum(float* data, int64_t n) override;
   void allreduce_sum(double* data, int64_t n) override;
   void broadcast(void* bytes, int64_t n, int root) override;
+  void broadcast_waiting(void* bytes, int64_t n, int root) override;
   std::unique_ptr<Comm> split(int color, int key) override;
   [[noreturn]] void abort(int code) override;
 

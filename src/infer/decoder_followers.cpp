@@ -24,7 +24,7 @@ void announce_forward(Comm& group, const KvCache& cache, const std::vector<Decod
   for (const DecodeChunk& c : batch) n_tokens += c.n;
   int64_t h[kHeaderSize] = {kForward, cache.n_slots(), cache.max_len(), router_logits ? 1 : 0,
                             static_cast<int64_t>(batch.size()), n_tokens};
-  group.broadcast(h, sizeof h, 0);
+  group.broadcast_waiting(h, sizeof h, 0);
   std::vector<int64_t> meta;
   meta.reserve(batch.size() * kChunkFields);
   std::vector<int32_t> tokens;
@@ -39,12 +39,12 @@ void announce_forward(Comm& group, const KvCache& cache, const std::vector<Decod
 
 void announce_copy(Comm& group, const KvCache& cache, int64_t dst, int64_t src) {
   int64_t h[kHeaderSize] = {kCopy, cache.n_slots(), cache.max_len(), src, cache.length(src), dst};
-  group.broadcast(h, sizeof h, 0);
+  group.broadcast_waiting(h, sizeof h, 0);
 }
 
 void announce_stop(Comm& group) {
   int64_t h[kHeaderSize] = {kStop, 0, 0, 0, 0, 0};
-  group.broadcast(h, sizeof h, 0);
+  group.broadcast_waiting(h, sizeof h, 0);
 }
 
 int64_t follow_decoder(const Decoder& dec) {
@@ -60,7 +60,7 @@ int64_t follow_decoder(const Decoder& dec) {
   int64_t calls = 0;
   for (;;) {
     int64_t h[kHeaderSize] = {};
-    group->broadcast(h, sizeof h, 0);
+    group->broadcast_waiting(h, sizeof h, 0);  // idle between requests: without spinning a core
     if (h[kKind] == kStop) return calls;
     if (h[kKind] == kCopy) {
       check(cache.n_slots() == h[kSlots] && cache.max_len() == h[kMaxLen],

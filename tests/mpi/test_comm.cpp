@@ -1,11 +1,15 @@
 // The communication layer under mpirun (tests/CMakeLists.txt runs this binary at np 1, 2 and 4, one
 // OpenMP thread per rank): every collective with zero counts, a rank that sends and receives nothing,
-// every row to one peer, sums sent equal to sums received, sub-communicators, and the INT_MAX check.
+// every row to one peer, sums sent equal to sums received, sub-communicators, the INT_MAX check, and
+// broadcast_waiting (delivered; a long wait costs little CPU).
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <climits>
 #include <cstdint>
+#include <sys/resource.h>
 #include <numeric>
+#include <thread>
 #include <vector>
 
 #include "comm/comm.h"
@@ -99,6 +103,41 @@ TEST(Comm, AllreduceAndBroadcast) {
   c.broadcast(v, sizeof v, P - 1);
   EXPECT_EQ(v[0], 42);
   EXPECT_EQ(v[1], P - 1);
+}
+
+// broadcast_waiting delivers like broadcast, and a rank that waits long for it (rank 0 sleeps 1.5 s
+// before sending, as a leader idle between requests) sleeps between tests of the nonblocking broadcast
+// instead of spinning in MPI_Bcast: its thread blocks voluntarily hundreds of times (a spinning wait,
+// even one that yields, blocks never; counted with getrusage, so a loaded machine cannot hide it) and
+// spends little CPU.
+TEST(Comm, BroadcastWaitingDeliversWithoutSpinning) {
+  Comm& c = world_comm();
+  int64_t v[2] = {c.rank() == 0 ? 7 : 0, c.rank() == 0 ? -3 : 0};
+  c.broadcast_waiting(v, sizeof v, 0);  // no wait: delivered
+  EXPECT_EQ(v[0], 7);
+  EXPECT_EQ(v[1], -3);
+  if (c.size() == 1) return;
+  const auto thread_usage = [] {
+    rusage u{};
+    getrusage(RUSAGE_THREAD, &u);
+    return u;
+  };
+  const rusage u0 = thread_usage();
+  const auto wall0 = std::chrono::steady_clock::now();
+  int64_t w = c.rank() == 0 ? 11 : 0;
+  if (c.rank() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  c.broadcast_waiting(&w, sizeof w, 0);
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count();
+  const rusage u1 = thread_usage();
+  EXPECT_EQ(w, 11);
+  if (c.rank() != 0) {
+    const auto secs = [](const timeval& t) { return static_cast<double>(t.tv_sec) + 1e-6 * static_cast<double>(t.tv_usec); };
+    const double cpu = secs(u1.ru_utime) - secs(u0.ru_utime) + secs(u1.ru_stime) - secs(u0.ru_stime);
+    const long blocked = u1.ru_nvcsw - u0.ru_nvcsw;
+    EXPECT_GT(wall, 1.0) << "the wait did not wait";
+    EXPECT_GE(blocked, 100) << "rank " << c.rank() << " blocked " << blocked << " times in a " << wall << " s wait";
+    EXPECT_LT(cpu, 0.3 * wall) << "rank " << c.rank() << " spent " << cpu << " s of CPU in a " << wall << " s wait";
+  }
 }
 
 TEST(Comm, SplitIntoGroups) {
