@@ -191,9 +191,10 @@ void sgemm_parallel(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alp
 
 namespace {
 
-// The bf16 matmul primitives, one per (N, K, ldc, accumulate), with M a run-time dimension (oneDNN then
-// takes its jit gemm, which measured 480-590 GFLOP/s here at M = 77-300 against 170-280 for sgemm).
-// Scratch memory is the caller's (user scratchpad mode), so concurrent calls do not share it.
+// A bf16 matmul primitive: C [M, N] (+= with accumulate) = A [M, K] . W, W described by `weights` (the
+// plain [N, K] row-major layout, or a packed one), A and C row-major with C's rows ldc apart; M fixed or
+// DNNL_RUNTIME_DIM_VAL. Scratch memory is the caller's (user scratchpad mode), so concurrent calls do
+// not share it.
 struct Bf16Matmul {
   dnnl::matmul prim;
   dnnl::memory::desc weights, scratch;
@@ -204,17 +205,11 @@ dnnl::engine& cpu_engine() {
   return e;
 }
 
-const Bf16Matmul& bf16_matmul(int64_t N, int64_t K, int64_t ldc, bool accumulate) {
-  static std::mutex mu;
-  static std::map<std::tuple<int64_t, int64_t, int64_t, bool>, Bf16Matmul> cache;
-  std::lock_guard<std::mutex> lock(mu);
-  auto it = cache.find({N, K, ldc, accumulate});
-  if (it != cache.end()) return it->second;
+Bf16Matmul make_bf16_matmul(int64_t M, const dnnl::memory::desc& weights, int64_t N, int64_t K, int64_t ldc,
+                            bool accumulate) {
   using dt = dnnl::memory::data_type;
-  const dnnl::memory::dim rt = DNNL_RUNTIME_DIM_VAL;
-  const dnnl::memory::desc src({rt, K}, dt::bf16, dnnl::memory::dims{K, 1});
-  const dnnl::memory::desc wei({K, N}, dt::bf16, dnnl::memory::dims{1, K});  // B [N, K] row-major
-  const dnnl::memory::desc dst({rt, N}, dt::f32, dnnl::memory::dims{ldc, 1});
+  const dnnl::memory::desc src({M, K}, dt::bf16, dnnl::memory::dims{K, 1});
+  const dnnl::memory::desc dst({M, N}, dt::f32, dnnl::memory::dims{ldc, 1});
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   if (accumulate) {
@@ -222,9 +217,37 @@ const Bf16Matmul& bf16_matmul(int64_t N, int64_t K, int64_t ldc, bool accumulate
     po.append_sum(1.0f);
     attr.set_post_ops(po);
   }
-  const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, wei, dst), attr, cpu_engine());
-  Bf16Matmul m{dnnl::matmul(pd), wei, pd.scratchpad_desc()};
-  return cache.emplace(std::make_tuple(N, K, ldc, accumulate), std::move(m)).first->second;
+  const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, weights, dst), attr, cpu_engine());
+  return Bf16Matmul{dnnl::matmul(pd), weights, pd.scratchpad_desc()};
+}
+
+// gemm_bf16_parallel's primitives, one per (N, K, ldc, accumulate), with M a run-time dimension (oneDNN
+// then takes its jit gemm, which measured 480-590 GFLOP/s here at M = 77-300 against 170-280 for sgemm).
+const Bf16Matmul& bf16_matmul(int64_t N, int64_t K, int64_t ldc, bool accumulate) {
+  static std::mutex mu;
+  static std::map<std::tuple<int64_t, int64_t, int64_t, bool>, Bf16Matmul> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cache.find({N, K, ldc, accumulate});
+  if (it != cache.end()) return it->second;
+  const dnnl::memory::desc plain({K, N}, dnnl::memory::data_type::bf16, dnnl::memory::dims{1, K});  // B [N, K]
+  return cache.emplace(std::make_tuple(N, K, ldc, accumulate),
+                       make_bf16_matmul(DNNL_RUNTIME_DIM_VAL, plain, N, K, ldc, accumulate))
+      .first->second;
+}
+
+// Runs mm on M rows of A into C (the weights' memory given), with this thread's scratch memory.
+void run_bf16_matmul(const Bf16Matmul& mm, float* C, const uint16_t* A, const dnnl::memory& weights, int64_t M,
+                     int64_t N, int64_t K, int64_t ldc) {
+  using dt = dnnl::memory::data_type;
+  dnnl::engine& eng = cpu_engine();
+  thread_local std::vector<uint8_t> scratch;
+  scratch.resize(std::max<size_t>(mm.scratch.get_size(), 1));
+  const dnnl::memory a({{M, K}, dt::bf16, dnnl::memory::dims{K, 1}}, eng, const_cast<uint16_t*>(A));
+  const dnnl::memory c({{M, N}, dt::f32, dnnl::memory::dims{ldc, 1}}, eng, C);
+  const dnnl::memory s(mm.scratch, eng, scratch.data());
+  dnnl::stream st(eng);
+  mm.prim.execute(st, {{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, c}, {DNNL_ARG_SCRATCHPAD, s}});
+  st.wait();
 }
 
 }  // namespace
@@ -245,17 +268,7 @@ void gemm_bf16_parallel(int64_t M, int64_t N, int64_t K, const uint16_t* A, cons
   check(M >= 0 && N > 0 && K > 0 && ldc >= N, "gemm_bf16_parallel: bad shape");
   if (M == 0) return;
   const Bf16Matmul& mm = bf16_matmul(N, K, ldc, accumulate);
-  using dt = dnnl::memory::data_type;
-  dnnl::engine& eng = cpu_engine();
-  thread_local std::vector<uint8_t> scratch;
-  scratch.resize(std::max<size_t>(mm.scratch.get_size(), 1));
-  const dnnl::memory a({{M, K}, dt::bf16, dnnl::memory::dims{K, 1}}, eng, const_cast<uint16_t*>(A));
-  const dnnl::memory b(mm.weights, eng, const_cast<uint16_t*>(B));
-  const dnnl::memory c({{M, N}, dt::f32, dnnl::memory::dims{ldc, 1}}, eng, C);
-  const dnnl::memory s(mm.scratch, eng, scratch.data());
-  dnnl::stream st(eng);
-  mm.prim.execute(st, {{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, b}, {DNNL_ARG_DST, c}, {DNNL_ARG_SCRATCHPAD, s}});
-  st.wait();
+  run_bf16_matmul(mm, C, A, dnnl::memory(mm.weights, cpu_engine(), const_cast<uint16_t*>(B)), M, N, K, ldc);
 }
 
 namespace {
@@ -265,37 +278,16 @@ using dnnl_dt = dnnl::memory::data_type;
 // The fixed-M bf16 matmul primitives over packed weights, one per (M, N, K, ldc, accumulate), shared by
 // every Bf16PackedWeights of that shape (they all have the same packed layout, the one pack() takes).
 // Primitive descriptors cost 0.3-0.8 ms to make, so they are kept.
-struct PackedMatmul {
-  dnnl::matmul prim;
-  dnnl::memory::desc scratch;
-};
-
-dnnl::matmul::primitive_desc packed_matmul_pd(int64_t M, const dnnl::memory::desc& wei, int64_t N, int64_t K,
-                                              int64_t ldc, bool accumulate) {
-  const dnnl::memory::desc src({M, K}, dnnl_dt::bf16, dnnl::memory::dims{K, 1});
-  const dnnl::memory::desc dst({M, N}, dnnl_dt::f32, dnnl::memory::dims{ldc, 1});
-  dnnl::primitive_attr attr;
-  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-  if (accumulate) {
-    dnnl::post_ops po;
-    po.append_sum(1.0f);
-    attr.set_post_ops(po);
-  }
-  return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wei, dst), attr, cpu_engine());
-}
-
-const PackedMatmul& packed_matmul(int64_t M, const dnnl::memory::desc& wei, int64_t N, int64_t K, int64_t ldc,
-                                  bool accumulate) {
+const Bf16Matmul& packed_matmul(int64_t M, const dnnl::memory::desc& wei, int64_t N, int64_t K, int64_t ldc,
+                                bool accumulate) {
   static std::mutex mu;
-  static std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, bool>, PackedMatmul> cache;
+  static std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, bool>, Bf16Matmul> cache;
   std::lock_guard<std::mutex> lock(mu);
   const auto key = std::make_tuple(M, N, K, ldc, accumulate);
   auto it = cache.find(key);
   if (it != cache.end()) return it->second;
   try {
-    const dnnl::matmul::primitive_desc pd = packed_matmul_pd(M, wei, N, K, ldc, accumulate);
-    PackedMatmul m{dnnl::matmul(pd), pd.scratchpad_desc()};
-    return cache.emplace(key, std::move(m)).first->second;
+    return cache.emplace(key, make_bf16_matmul(M, wei, N, K, ldc, accumulate)).first->second;
   } catch (const dnnl::error& e) {
     throw Error("Bf16PackedWeights: oneDNN has no bf16 matmul of " + std::to_string(M) +
                 " rows over the packed layout of a " + std::to_string(N) + " x " + std::to_string(K) +
@@ -347,19 +339,10 @@ std::shared_ptr<const Bf16PackedWeights> Bf16PackedWeights::pack(const uint16_t*
 
 void Bf16PackedWeights::multiply(float* C, const uint16_t* A, int64_t M, int64_t ldc, bool accumulate) const {
   check(M >= 0 && ldc >= N_, "Bf16PackedWeights::multiply: bad shape");
-  dnnl::engine& eng = cpu_engine();
-  thread_local std::vector<uint8_t> scratch;
   for (int64_t m0 = 0; m0 < M; m0 += kMaxRows) {
     const int64_t rows = std::min(kMaxRows, M - m0);
-    const PackedMatmul& mm = packed_matmul(rows, impl_->layout, N_, K_, ldc, accumulate);
-    scratch.resize(std::max<size_t>(mm.scratch.get_size(), 1));
-    const dnnl::memory a({{rows, K_}, dnnl_dt::bf16, dnnl::memory::dims{K_, 1}}, eng,
-                         const_cast<uint16_t*>(A + m0 * K_));
-    const dnnl::memory c({{rows, N_}, dnnl_dt::f32, dnnl::memory::dims{ldc, 1}}, eng, C + m0 * ldc);
-    const dnnl::memory s(mm.scratch, eng, scratch.data());
-    dnnl::stream st(eng);
-    mm.prim.execute(st, {{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, impl_->data}, {DNNL_ARG_DST, c}, {DNNL_ARG_SCRATCHPAD, s}});
-    st.wait();
+    const Bf16Matmul& mm = packed_matmul(rows, impl_->layout, N_, K_, ldc, accumulate);
+    run_bf16_matmul(mm, C + m0 * ldc, A + m0 * K_, impl_->data, rows, N_, K_, ldc);
   }
 }
 
