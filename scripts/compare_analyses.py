@@ -41,6 +41,12 @@ def main():
     def mean(xs):
         return sum(xs) / len(xs)
 
+    # One colour per preset, the same in every figure (tab10 repeats after 10 presets: tab20 then).
+    palette = plt.get_cmap("tab10" if len(names) <= 10 else "tab20").colors
+
+    def colour(n):
+        return palette[names.index(n) % len(palette)]
+
     # FFN experts per layer.
     L = len(groups[names[0]][0]["ffn_experts_per_token"]["per_layer"])
     fig, ax = plt.subplots(figsize=(9, 3.5))
@@ -49,7 +55,7 @@ def main():
     print("|---|---|---|---|")
     for i, n in enumerate(names):
         per = [mean([r["ffn_experts_per_token"]["per_layer"][l] for r in groups[n]]) for l in range(L)]
-        ax.bar([l + i * width for l in range(L)], per, width, label=n)
+        ax.bar([l + i * width for l in range(L)], per, width, label=n, color=colour(n))
         et = groups[n][0]["expert_type_fraction"]
         shares = []
         for k in ("constant", "copy", "zero"):
@@ -76,7 +82,7 @@ def main():
             for tid in ids:
                 v = [t["mean_ffn_experts"] for r in groups[n] for t in r["tokens_by_frequency"] if t["id"] == tid]
                 vals.append(mean(v) if v else 0.0)
-            ax.bar([j + i * width for j in range(len(ids))], vals, width, label=n)
+            ax.bar([j + i * width for j in range(len(ids))], vals, width, label=n, color=colour(n))
         ax.set_xticks([j + 0.4 - width / 2 for j in range(len(ids))])
         ax.set_xticklabels(labels, rotation=60, fontsize=8)
         ax.set_ylabel("FFN experts per token")
