@@ -430,8 +430,11 @@ void SafetensorsWriter::add_f32_ref(const std::string& name, const Tensor& t) {
   if (t.data.size() != Tensor::numel_of(t.shape))
     throw Error("safetensors writer: tensor " + q(name) + ": data size does not match shape " + shape_str(t.shape));
   const Tensor* p = &t;
-  add_lazy(name, DType::kF32, t.shape, [p](uint8_t* out) {
-    if (!p->data.empty()) std::memcpy(out, p->data.data(), p->data.size() * sizeof(float));
+  const size_t n = t.data.size();
+  add_lazy(name, DType::kF32, t.shape, [p, n, name](uint8_t* out) {
+    if (p->data.size() != n)
+      throw Error("safetensors writer: tensor " + q(name) + " changed size between add_f32_ref() and write()");
+    if (n) std::memcpy(out, p->data.data(), n * sizeof(float));
   });
 }
 
