@@ -250,13 +250,9 @@ int run_bf16_packed_bench(int reps) {
         tk.push_back(k);
         ratio.push_back(p / k);
       }
-      auto range = [](const std::vector<double>& v) {
-        return nlohmann::json{{"median", median(v)}, {"min", *std::min_element(v.begin(), v.end())},
-                              {"max", *std::max_element(v.begin(), v.end())}};
-      };
       nlohmann::json j = {{"bench", "gemm_bf16_packed"}, {"op", w.op}, {"m", M}, {"n", w.n}, {"k", w.k},
-                          {"reps", reps}, {"plain_ms", range(tp)}, {"packed_ms", range(tk)},
-                          {"ratio_plain_over_packed", range(ratio)},
+                          {"reps", reps}, {"plain_ms", median_range(tp)}, {"packed_ms", median_range(tk)},
+                          {"ratio_plain_over_packed", median_range(ratio)},
                           {"packed_gflops", 2.0 * static_cast<double>(M * w.n * w.k) / median(tk) * 1e-6}};
       j.update(bench_environment());
       std::printf("%s\n", j.dump().c_str());

@@ -387,23 +387,19 @@ int run_side_by_side(const InferBenchOptions& o, const std::vector<WeightDType>&
       std::printf("%s\n", j.dump().c_str());
       std::fflush(stdout);
     }
-    auto range = [](const std::vector<double>& v) {
-      return nlohmann::json{{"median", median(v)}, {"min", *std::min_element(v.begin(), v.end())},
-                            {"max", *std::max_element(v.begin(), v.end())}};
-    };
     nlohmann::json sum = {{"bench", "infer_vs_llama_cpp_summary"},
                           {"dtype", dn},
                           {"llama_cpp_type", lt},
                           {"pairs", o.pairs},
-                          {"pp_ratio", range(pp_ratio)},
-                          {"tg_ratio", range(tg_ratio)},
-                          {"moepp_pp_tokens_per_s", range(m_pp)},
-                          {"moepp_tg_tokens_per_s", range(m_tg)},
-                          {"llama_cpp_pp_tokens_per_s", range(l_pp)},
-                          {"llama_cpp_tg_tokens_per_s", range(l_tg)},
-                          {"moepp_decode_roofline_share", range(share)},
-                          {"llama_cpp_decode_roofline_share_est", range(l_share)},
-                          {"read_bandwidth_gbs", range(bws)},
+                          {"pp_ratio", median_range(pp_ratio)},
+                          {"tg_ratio", median_range(tg_ratio)},
+                          {"moepp_pp_tokens_per_s", median_range(m_pp)},
+                          {"moepp_tg_tokens_per_s", median_range(m_tg)},
+                          {"llama_cpp_pp_tokens_per_s", median_range(l_pp)},
+                          {"llama_cpp_tg_tokens_per_s", median_range(l_tg)},
+                          {"moepp_decode_roofline_share", median_range(share)},
+                          {"llama_cpp_decode_roofline_share_est", median_range(l_share)},
+                          {"read_bandwidth_gbs", median_range(bws)},
                           {"llama_cpp", llama_info}};
     // The goals of issue 12: decode >= 1.2x llama.cpp at BF16, 8-bit and 4-bit; prefill >= 1.5x; F32 and
     // BF16 decode at >= 85 % of the roofline (medians over the pairs).

@@ -53,11 +53,6 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-nlohmann::json stats(const std::vector<double>& v) {
-  return nlohmann::json{{"median", median(v)}, {"min", *std::min_element(v.begin(), v.end())},
-                        {"max", *std::max_element(v.begin(), v.end())}};
-}
-
 // The decode step's attention over `copies` caches of the benchmark model: library path vs fused kernel.
 void attention_row_bench(int reps, int copies) {
   const int64_t layers = 8 * copies, heads = 16, hd = 64, n = 576, per_head = n * hd;
@@ -118,11 +113,11 @@ void attention_row_bench(int reps, int copies) {
   j["shape"] = "8 layers x 16 heads x hd 64, 576 cached positions";
   j["copies"] = copies;
   j["reps"] = reps;
-  j["library_sgemm_ms_per_token"] = stats(lib);
-  j["fused_f32_ms_per_token"] = stats(f32);
-  j["fused_bf16_ms_per_token"] = stats(bf16);
-  j["speedup_fused_f32_vs_library"] = stats(r32);
-  j["speedup_fused_bf16_vs_library"] = stats(r16);
+  j["library_sgemm_ms_per_token"] = median_range(lib);
+  j["fused_f32_ms_per_token"] = median_range(f32);
+  j["fused_bf16_ms_per_token"] = median_range(bf16);
+  j["speedup_fused_f32_vs_library"] = median_range(r32);
+  j["speedup_fused_bf16_vs_library"] = median_range(r16);
   std::printf("%s\n", j.dump().c_str());
   std::fflush(stdout);
 }
@@ -188,10 +183,10 @@ int run_kernel_bench(int reps, int rows, int copies) {
     j["weights_mb"] = static_cast<double>(bytes) / 1e6;
     j["reps"] = reps;
     j["probe_gbs"] = bw.all_threads_gbs;
-    j[std::string(f.fast) + "_gbs"] = stats(fast);
-    j[std::string(f.baseline) + "_gbs"] = stats(base);
+    j[std::string(f.fast) + "_gbs"] = median_range(fast);
+    j[std::string(f.baseline) + "_gbs"] = median_range(base);
     j[std::string(f.fast) + "_probe_share"] = median(fast) / bw.all_threads_gbs;
-    j["ratio"] = stats(ratio);
+    j["ratio"] = median_range(ratio);
     std::printf("%s\n", j.dump().c_str());
     std::fflush(stdout);
   }

@@ -59,7 +59,7 @@ LoadedModel load(const ModelArgs& a, const char* cmd) {
   LoadedModel m{open_model_dir(a.model, a.tokenizer, who), nullptr};
   m.md.cfg.set_zc_bias(a.zc_bias);
   m.dec = std::make_unique<Decoder>(load_decoder(m.md, dtype, group, parse_kv_dtype_choice(a.kv_dtype, "--kv-dtype"),
-                                      a.packed_prefill));
+                                                    a.packed_prefill));
   return m;
 }
 

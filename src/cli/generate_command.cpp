@@ -98,7 +98,7 @@ void run_generate(const GenArgs& a) {
 
   const auto t_load = std::chrono::steady_clock::now();
   Decoder dec = load_decoder(md, dtype, group, parse_kv_dtype_choice(a.kv_dtype, "--kv-dtype"),
-                                      a.packed_prefill);
+                             a.packed_prefill);
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
   if (is_follower(dec)) {
     follow_decoder(dec);

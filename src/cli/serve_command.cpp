@@ -121,7 +121,7 @@ void run_serve(const ServeArgs& a) {
   sigaction(SIGTERM, &sa, nullptr);
 
   Decoder dec = load_decoder(md, dtype, group, parse_kv_dtype_choice(a.kv_dtype, "--kv-dtype"),
-                                      a.packed_prefill);
+                             a.packed_prefill);
   if (is_follower(dec)) {
     follow_decoder(dec);
     return;

@@ -256,37 +256,43 @@ uint64_t InferWeights::dense_hash() const {
   return h.value();
 }
 
-size_t InferWeights::mapped_bytes() const {
-  size_t n = lm_head.mapped_bytes();
-  for (const Layer& l : layers) {
-    n += l.wq.mapped_bytes() + l.wk.mapped_bytes() + l.wv.mapped_bytes() + l.wo.mapped_bytes();
-    for (const WeightMatrix& m : l.up) n += m.mapped_bytes();
-    for (const WeightMatrix& m : l.down) n += m.mapped_bytes();
+namespace {
+
+// Calls f on every large matrix of w (WeightMatrix: the LM head, then per layer the attention
+// projections and the FFN experts held); Weights is InferWeights or const InferWeights.
+template <class Weights, class F>
+void for_each_matrix(Weights& w, F f) {
+  f(w.lm_head);
+  for (auto& l : w.layers) {
+    for (auto* m : {&l.wq, &l.wk, &l.wv, &l.wo}) f(*m);
+    for (auto& m : l.up) f(m);
+    for (auto& m : l.down) f(m);
   }
+}
+
+}  // namespace
+
+size_t InferWeights::mapped_bytes() const {
+  size_t n = 0;
+  for_each_matrix(*this, [&](const WeightMatrix& m) { n += m.mapped_bytes(); });
   return n;
 }
 
 size_t InferWeights::pack_bf16_for_many_rows() {
-  size_t n = lm_head.pack_for_many_rows();
-  for (Layer& l : layers) {
-    for (WeightMatrix* m : {&l.wq, &l.wk, &l.wv, &l.wo}) n += m->pack_for_many_rows();
-    for (WeightMatrix& m : l.up) n += m.pack_for_many_rows();
-    for (WeightMatrix& m : l.down) n += m.pack_for_many_rows();
-  }
+  size_t n = 0;
+  for_each_matrix(*this, [&](WeightMatrix& m) { n += m.pack_for_many_rows(); });
   return n;
 }
 
 size_t InferWeights::bytes() const {
-  size_t n = (embed.numel() + final_norm.numel()) * 4 + lm_head.bytes();
+  size_t n = (embed.numel() + final_norm.numel()) * 4;
+  for_each_matrix(*this, [&](const WeightMatrix& m) { n += m.bytes(); });
   for (const Layer& l : layers) {
     n += (l.attn_norm.numel() + l.mlp_norm.numel()) * 4;
-    n += l.wq.bytes() + l.wk.bytes() + l.wv.bytes() + l.wo.bytes();
     const MoeParams& p = l.moe_small;
     for (const Tensor* t : {&p.wg, &p.wg0, &p.wg2, &p.gate_map}) n += t->numel() * 4;
     for (const auto* v : {&p.const_wg, &p.const_v})
       for (const Tensor& t : *v) n += t.numel() * 4;
-    for (const WeightMatrix& m : l.up) n += m.bytes();
-    for (const WeightMatrix& m : l.down) n += m.bytes();
   }
   return n;
 }
