@@ -91,11 +91,12 @@ void register_bench_command(CLI::App& app) {
     check_status("bench train", run_train_bench(*t));
   });
 
-  // moepp bench kernels [--reps N] [--rows N] [--copies N]
+  // moepp bench kernels [--reps N] [--rows N] [--copies N] [--prefetch SETTING]
   struct KernelArgs {
     int reps = 9;
     int rows = 1;
     int copies = 16;
+    std::string prefetch;
   };
   auto kb = std::make_shared<KernelArgs>();
   CLI::App* kernels = bench->add_subcommand(
@@ -104,7 +105,12 @@ void register_bench_command(CLI::App& app) {
   kernels->add_option("--rows", kb->rows, "Input rows per product (1 = decoding)")->capture_default_str();
   kernels->add_option("--copies", kb->copies, "Copies of each expert matrix per pass (1: cache-resident)")
       ->capture_default_str();
-  kernels->callback([kb] { check_status("bench kernels", run_kernel_bench(kb->reps, kb->rows, kb->copies)); });
+  kernels->add_option("--prefetch", kb->prefetch,
+                      "Instead: every dtype's few-row products with the default streaming prefetch (l2_8192) vs this "
+                      "setting (l1_BYTES or l2_BYTES, e.g. l1_2048)");
+  kernels->callback([kb] {
+    check_status("bench kernels", run_kernel_bench(kb->reps, kb->rows, kb->copies, kb->prefetch));
+  });
 
   // moepp bench infer [--dtypes LIST] [--variants LIST] [--prompt N] [--gen N] [--reps N] [--gguf-out PATH]
   //                   [--llama-bench PATH [--llama-quantize PATH] [--pairs N]]
@@ -143,6 +149,12 @@ void register_bench_command(CLI::App& app) {
   infer->add_flag("--packed-prefill", inf->packed_prefill,
                   "BF16 weights: also keep a copy packed for products of many rows (faster prefill, twice the "
                   "BF16 weight memory; generate/eval/serve --packed-prefill)");
+  infer->add_option("--prefetch", inf->prefetch,
+                    "The few-row products' streaming prefetch: l1_BYTES or l2_BYTES (default l2_8192; l1_2048 "
+                    "was the former setting)");
+  infer->add_option("--q4-kernel", inf->q4_kernel,
+                    "Q4 weights: run this kernel instead of the best this CPU has (avx512vnni, avx2, portable; "
+                    "e.g. avx2 to measure the AVX2 kernel on an AVX-512 machine)");
   infer->add_flag("--profile", inf->profile,
                   "Add the decoder's wall ms per section (qkv, attend, wo, route, experts, head) of the last "
                   "repetition's prefill and per decode step (\"profile\")");

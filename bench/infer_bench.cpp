@@ -31,6 +31,8 @@
 #include "bench_stats.h"
 #include "core/error.h"
 #include "core/profile.h"
+#include "core/q4_blocks.h"
+#include "core/stream_prefetch.h"
 #include "infer/decoder.h"
 #include "io/weight_source.h"
 #include "llama_cpp_runner.h"
@@ -456,6 +458,8 @@ int run_infer_bench(const InferBenchOptions& o) {
   const std::optional<KvDType> kv_choice = parse_kv_dtype_choice(o.kv_dtype, "bench infer: --kv-dtype");
   check(o.llama_quantize.empty() || !o.llama_bench.empty(), "bench infer: --llama-quantize needs --llama-bench");
   if (!o.llama_bench.empty()) check_llama_binary(o.llama_bench, "--llama-bench");  // before any slow work
+  if (!o.prefetch.empty()) set_stream_prefetch(parse_stream_prefetch(o.prefetch));
+  if (!o.q4_kernel.empty()) q4_force_kernel(o.q4_kernel.c_str());
   const int64_t max_pos = o.prompt + o.gen;
   std::mt19937 rng(1);
   std::vector<int32_t> prompt(o.prompt);

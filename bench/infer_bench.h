@@ -38,6 +38,10 @@ struct InferBenchOptions {
   bool profile = false;                  // add the decoder's section times ("profile"; not side by side)
   bool packed_prefill = false;           // BF16: also keep the weights packed for prefill
                                          // (InferWeights::pack_bf16_for_many_rows)
+  std::string prefetch;                  // non-empty: the streaming prefetch setting to run with
+                                         // (core/stream_prefetch.h, e.g. "l1_2048"); default: the default
+  std::string q4_kernel;                 // non-empty: the Q4 kernel to run with (q4_force_kernel: avx512vnni,
+                                         // avx2, portable); default: the best this CPU runs
 };
 
 int run_infer_bench(const InferBenchOptions& opt);

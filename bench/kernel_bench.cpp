@@ -9,6 +9,8 @@
 // one pass per kernel, alternating which goes first; reported: GB/s of weights read (median, min, max
 // over the repetitions), the share of the read-bandwidth probe, and the ratio of the two kernels (median
 // and range of the per-repetition ratios). Needs a quiet machine.
+// With --prefetch SETTING: the streaming prefetch (core/stream_prefetch.h) of every dtype's few-row
+// products, the default setting against SETTING (e.g. l1_2048, the one before), the same way.
 // Also the decode step's attention (core/attention_row.h) on the benchmark model's cache (8 layers x 16
 // heads of 64, 576 cached positions, `copies` such caches read in turn): the library path (sgemm for
 // the 1-row scores and weighted sum, with the causal softmax between) against the fused kernel on an
@@ -35,18 +37,19 @@
 #include "core/gemm.h"
 #include "core/half_float.h"
 #include "core/q4_blocks.h"
+#include "core/stream_prefetch.h"
 #include "infer/weight_matrix.h"
 
 namespace moepp {
 namespace {
 
 struct Family {
-  const char* name;
+  std::string name;
   WeightDType dtype;
-  const char* fast;      // moepp's kernel
-  const char* baseline;  // the alternative
-  std::function<void(const char*)> force;
-  std::function<const char*()> current;
+  std::string fast;      // moepp's kernel (or setting)
+  std::string baseline;  // the alternative
+  std::function<void(const std::string&)> force;
+  std::function<std::string()> current;
 };
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
@@ -124,7 +127,7 @@ void attention_row_bench(int reps, int copies) {
 
 }  // namespace
 
-int run_kernel_bench(int reps, int rows, int copies) {
+int run_kernel_bench(int reps, int rows, int copies, const std::string& prefetch_baseline) {
   check(reps >= 1, "bench kernels: --reps must be >= 1");
   check(rows >= 1 && rows <= 512, "bench kernels: --rows must be in [1, 512]");
   check(copies >= 1 && copies <= 64, "bench kernels: --copies must be in [1, 64]");
@@ -136,13 +139,23 @@ int run_kernel_bench(int reps, int rows, int copies) {
   for (float& v : down) v = 0.03f * n01(rng);
   for (float& v : x) v = n01(rng);
   const Bandwidth bw = measure_read_bandwidth();
-  const std::vector<Family> families = {
-      {"q4", WeightDType::kQ4, "avx512vnni", "avx2", [](const char* k) { q4_force_kernel(k); }, [] { return q4_kernel_name(); }},
-  };
+  std::vector<Family> families;
+  if (prefetch_baseline.empty()) {
+    families.push_back({"q4", WeightDType::kQ4, "avx512vnni", "avx2", [](const std::string& k) { q4_force_kernel(k.c_str()); },
+                        [] { return std::string(q4_kernel_name()); }});
+  } else {
+    const std::string base = stream_prefetch_name(parse_stream_prefetch(prefetch_baseline));  // validated first
+    const std::string def = stream_prefetch_name(kDefaultStreamPrefetch);
+    check(base != def, "bench kernels: --prefetch " + base + " is the default setting; name another to compare");
+    for (const WeightDType d : {WeightDType::kF32, WeightDType::kBF16, WeightDType::kInt8, WeightDType::kQ4})
+      families.push_back({std::string("prefetch_") + weight_dtype_name(d), d, def, base,
+                          [](const std::string& k) { set_stream_prefetch(parse_stream_prefetch(k)); },
+                          [] { return stream_prefetch_name(stream_prefetch()); }});
+  }
   for (const Family& f : families) {
     const std::string chosen = f.current();
     if (chosen != f.fast) {
-      std::fprintf(stderr, "bench kernels: %s: this CPU does not run the %s kernel; skipped\n", f.name, f.fast);
+      std::fprintf(stderr, "bench kernels: %s: this CPU does not run the %s kernel; skipped\n", f.name.c_str(), f.fast.c_str());
       continue;
     }
     std::vector<WeightMatrix> mats;
@@ -152,7 +165,7 @@ int run_kernel_bench(int reps, int rows, int copies) {
       mats.push_back(WeightMatrix::from_f32(down.data(), D, I, f.dtype));
       bytes += mats[mats.size() - 2].bytes() + mats.back().bytes();
     }
-    auto pass = [&](const char* kernel) {
+    auto pass = [&](const std::string& kernel) {
       f.force(kernel);
       const auto t0 = std::chrono::steady_clock::now();
       for (const WeightMatrix& m : mats) m.matmul(out.data(), x.data(), rows);
@@ -174,7 +187,7 @@ int run_kernel_bench(int reps, int rows, int copies) {
       base.push_back(b);
       ratio.push_back(a / b);
     }
-    f.force(chosen.c_str());
+    f.force(chosen);
     nlohmann::json j = bench_environment();
     j["bench"] = "kernels";
     j["family"] = f.name;
@@ -183,14 +196,15 @@ int run_kernel_bench(int reps, int rows, int copies) {
     j["weights_mb"] = static_cast<double>(bytes) / 1e6;
     j["reps"] = reps;
     j["probe_gbs"] = bw.all_threads_gbs;
-    j[std::string(f.fast) + "_gbs"] = median_range(fast);
-    j[std::string(f.baseline) + "_gbs"] = median_range(base);
-    j[std::string(f.fast) + "_probe_share"] = median(fast) / bw.all_threads_gbs;
+    j[f.fast + "_gbs"] = median_range(fast);
+    j[f.baseline + "_gbs"] = median_range(base);
+    j[f.fast + "_probe_share"] = median(fast) / bw.all_threads_gbs;
+    j[f.baseline + "_probe_share"] = median(base) / bw.all_threads_gbs;
     j["ratio"] = median_range(ratio);
     std::printf("%s\n", j.dump().c_str());
     std::fflush(stdout);
   }
-  if (rows == 1) attention_row_bench(reps, copies);
+  if (rows == 1 && prefetch_baseline.empty()) attention_row_bench(reps, copies);
   return 0;
 }
 

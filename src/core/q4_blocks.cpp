@@ -18,6 +18,7 @@
 
 #include "core/error.h"
 #include "core/half_float.h"
+#include "core/stream_prefetch.h"
 
 namespace moepp {
 
@@ -122,14 +123,15 @@ void q8_quantize_row(int8_t* xq, float* xd, int32_t* xsum, const float* x, int64
 
 namespace {
 
+// The kernels' common signature; the last argument is the streaming prefetch (core/stream_prefetch.h).
 using DotFn = void (*)(float*, int64_t, const uint8_t*, const uint16_t*, const int8_t*, const float*,
-                       const int32_t*, int64_t, int64_t, int64_t, int64_t, bool);
+                       const int32_t*, int64_t, int64_t, int64_t, int64_t, bool, StreamPrefetch);
 
 inline void store(float* dst, float v, bool accumulate) { *dst = accumulate ? *dst + v : v; }
 
 void dot_portable(float* out, int64_t ldo, const uint8_t* codes, const uint16_t* scales, const int8_t* xq,
                   const float* xd, const int32_t* xsum, int64_t M, int64_t nb, int64_t o0, int64_t o1,
-                  bool accumulate) {
+                  bool accumulate, StreamPrefetch) {
   for (int64_t o = o0; o < o1; ++o) {
     const uint8_t* cr = codes + o * nb * 16;
     const uint16_t* sr = scales + o * nb;
@@ -163,10 +165,11 @@ void dot_portable(float* out, int64_t ldo, const uint8_t* codes, const uint16_t*
   })
 
 #define MOEPP_Q4_SIMD_KERNEL(NAME, TARGET, PRODUCT)                                                           \
-  __attribute__((target(TARGET))) void NAME(float* out, int64_t ldo, const uint8_t* codes,                 \
-                                            const uint16_t* scales, const int8_t* xq, const float* xd,     \
-                                            const int32_t* xsum, int64_t M, int64_t nb, int64_t o0,        \
-                                            int64_t o1, bool accumulate) {                                 \
+  template <PrefetchLevel L>                                                                                  \
+  __attribute__((target(TARGET))) void NAME##_rows(float* out, int64_t ldo, const uint8_t* codes,           \
+                                                   const uint16_t* scales, const int8_t* xq, const float* xd, \
+                                                   const int32_t* xsum, int64_t M, int64_t nb, int64_t o0,  \
+                                                   int64_t o1, bool accumulate, int64_t pf) {               \
     const __m128i low = _mm_set1_epi8(0x0F);                                                                \
     [[maybe_unused]] const __m256i ones = _mm256_set1_epi16(1);                                            \
     for (int64_t o = o0; o < o1; ++o) {                                                                     \
@@ -180,6 +183,7 @@ void dot_portable(float* out, int64_t ldo, const uint8_t* codes, const uint16_t*
         float corr = 0.0f;                                                                                  \
         int64_t b = 0;                                                                                      \
         for (; b + 2 <= nb; b += 2) {                                                                       \
+          if (m == 0 && (b & 3) == 0) prefetch_line<L>(cr + b * 16 + pf); /* one line: four blocks */      \
           const float s0 = _cvtsh_ss(sr[b]) * dr[b], s1 = _cvtsh_ss(sr[b + 1]) * dr[b + 1];                 \
           a0 = _mm256_fmadd_ps(MOEPP_Q4_BLOCK(cr + b * 16, xr + b * kQ4Block, PRODUCT), _mm256_set1_ps(s0), a0);             \
           a1 = _mm256_fmadd_ps(MOEPP_Q4_BLOCK(cr + (b + 1) * 16, xr + (b + 1) * kQ4Block, PRODUCT), _mm256_set1_ps(s1), a1); \
@@ -197,6 +201,14 @@ void dot_portable(float* out, int64_t ldo, const uint8_t* codes, const uint16_t*
         store(out + m * ldo + o, _mm_cvtss_f32(h) - 8.0f * corr, accumulate);                               \
       }                                                                                                      \
     }                                                                                                        \
+  }                                                                                                          \
+  void NAME(float* out, int64_t ldo, const uint8_t* codes, const uint16_t* scales, const int8_t* xq,          \
+            const float* xd, const int32_t* xsum, int64_t M, int64_t nb, int64_t o0, int64_t o1,              \
+            bool accumulate, StreamPrefetch pf) {                                                             \
+    with_prefetch_level(pf.level, [&](auto level) {                                                           \
+      NAME##_rows<decltype(level)::value>(out, ldo, codes, scales, xq, xd, xsum, M, nb, o0, o1, accumulate,  \
+                                          pf.bytes);                                                          \
+    });                                                                                                       \
   }
 
 MOEPP_Q4_SIMD_KERNEL(dot_avx2, "avx2,fma,f16c", _mm256_madd_epi16(_mm256_maddubs_epi16(w, xv), ones))
@@ -217,14 +229,13 @@ struct alignas(64) Q8Group {
   float c4[4];
 };
 
-constexpr int64_t kQ4PrefetchBytes = 2048;  // codes prefetched this far ahead of the line in use
-
 // out rows [o0, o1) for MB (1-4) input rows given as groups g [MB][ng] (plus, for blocks past the last
-// whole group, the plain Q8 rows: `tail` is the first such block).
-template <int MB>
+// whole group, the plain Q8 rows: `tail` is the first such block); codes prefetched pf bytes ahead into L.
+template <int MB, PrefetchLevel L>
 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vnni"))) void q4_rows_avx512(
     float* out, int64_t ldo, const uint8_t* codes, const uint16_t* scales, const Q8Group* g, const int8_t* xq,
-    const float* xd, const int32_t* xsum, int64_t nb, int64_t ng, int64_t o0, int64_t o1, bool accumulate) {
+    const float* xd, const int32_t* xsum, int64_t nb, int64_t ng, int64_t o0, int64_t o1, bool accumulate,
+    int64_t pf) {
   const __m512i low = _mm512_set1_epi8(0x0F);
   const __m512i spread = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
   for (int64_t o = o0; o < o1; ++o) {
@@ -237,7 +248,7 @@ __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vnni"))) void q4_row
       corr[i] = _mm_setzero_ps();
     }
     for (int64_t k = 0; k < ng; ++k) {
-      _mm_prefetch(reinterpret_cast<const char*>(cr + k * 64 + kQ4PrefetchBytes), _MM_HINT_T0);
+      prefetch_line<L>(cr + k * 64 + pf);
       const __m512i p = _mm512_loadu_si512(cr + k * 64);
       const __m512i wl = _mm512_and_si512(p, low), wh = _mm512_and_si512(_mm512_srli_epi16(p, 4), low);
       const __m128 dw4 = _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sr + k * 4)));
@@ -267,7 +278,7 @@ __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vnni"))) void q4_row
 
 void dot_avx512vnni(float* out, int64_t ldo, const uint8_t* codes, const uint16_t* scales, const int8_t* xq,
                     const float* xd, const int32_t* xsum, int64_t M, int64_t nb, int64_t o0, int64_t o1,
-                    bool accumulate) {
+                    bool accumulate, StreamPrefetch pf) {
   const int64_t ng = nb / 4;
   thread_local std::vector<Q8Group> groups;  // [M][ng], made by each calling thread (a few KB)
   groups.resize(static_cast<size_t>(M * ng));
@@ -288,12 +299,15 @@ void dot_avx512vnni(float* out, int64_t ldo, const uint8_t* codes, const uint16_
     const float* dr = xd + m0 * nb;
     const int32_t* sr = xsum + m0 * nb;
     float* outr = out + m0 * ldo;
-    switch (std::min<int64_t>(4, M - m0)) {
-      case 1: q4_rows_avx512<1>(outr, ldo, codes, scales, g, xr, dr, sr, nb, ng, o0, o1, accumulate); break;
-      case 2: q4_rows_avx512<2>(outr, ldo, codes, scales, g, xr, dr, sr, nb, ng, o0, o1, accumulate); break;
-      case 3: q4_rows_avx512<3>(outr, ldo, codes, scales, g, xr, dr, sr, nb, ng, o0, o1, accumulate); break;
-      default: q4_rows_avx512<4>(outr, ldo, codes, scales, g, xr, dr, sr, nb, ng, o0, o1, accumulate); break;
-    }
+    with_prefetch_level(pf.level, [&](auto level) {
+      constexpr PrefetchLevel L = decltype(level)::value;
+      switch (std::min<int64_t>(4, M - m0)) {
+        case 1: q4_rows_avx512<1, L>(outr, ldo, codes, scales, g, xr, dr, sr, nb, ng, o0, o1, accumulate, pf.bytes); break;
+        case 2: q4_rows_avx512<2, L>(outr, ldo, codes, scales, g, xr, dr, sr, nb, ng, o0, o1, accumulate, pf.bytes); break;
+        case 3: q4_rows_avx512<3, L>(outr, ldo, codes, scales, g, xr, dr, sr, nb, ng, o0, o1, accumulate, pf.bytes); break;
+        default: q4_rows_avx512<4, L>(outr, ldo, codes, scales, g, xr, dr, sr, nb, ng, o0, o1, accumulate, pf.bytes); break;
+      }
+    });
   }
 }
 
@@ -329,7 +343,7 @@ Kernel& current() {
 void q4_dot_rows(float* out, int64_t ldo, const uint8_t* codes, const uint16_t* scales, const int8_t* xq,
                  const float* xd, const int32_t* xsum, int64_t M, int64_t blocks, int64_t o0, int64_t o1,
                  bool accumulate) {
-  current().fn(out, ldo, codes, scales, xq, xd, xsum, M, blocks, o0, o1, accumulate);
+  current().fn(out, ldo, codes, scales, xq, xd, xsum, M, blocks, o0, o1, accumulate, stream_prefetch());
 }
 
 const char* q4_kernel_name() { return current().name; }

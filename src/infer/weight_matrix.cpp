@@ -1,7 +1,7 @@
 // WeightMatrix storage conversion and products (see weight_matrix.h). Two paths:
 //   few rows (M <= kStreamRows): every thread takes a range of output rows and streams their stored
 //     weights once through dot products against the M input rows, on 512-bit vectors where the build
-//     has AVX-512 (else AVX2), one input row with software prefetch kPrefetchBytes ahead (decoding is
+//     has AVX-512 (else AVX2), weights prefetched ahead as core/stream_prefetch.h sets (decoding is
 //     bound by the bytes of weights read, so BF16, INT8 and Q4 read 2x, 4x and 7x less than F32; Q4's
 //     integer block kernels are core/q4_blocks.h's);
 //   many rows: F32 weights go straight to sgemm_parallel. BF16, INT8 and Q4 weights, where oneDNN runs
@@ -29,6 +29,7 @@
 #include "core/gemm.h"
 #include "core/half_float.h"
 #include "core/q4_blocks.h"
+#include "core/stream_prefetch.h"
 
 namespace moepp {
 namespace {
@@ -39,7 +40,6 @@ constexpr int64_t kBlockRows = 64;   // weight rows dequantised per sgemm block
 // stays in the L2 cache; INT8's conversion is cheap, so fewer, larger GEMM calls win (the INT8 MoE++
 // prefill's experts took 185 instead of 219 ms with 1024 rows against 256; Q4's did not gain).
 constexpr int64_t kBf16ChunkRowsQ4 = 256, kBf16ChunkRowsInt8 = 1024;
-constexpr int64_t kPrefetchBytes = 2048;  // one-row streaming: weights prefetched this far ahead
 
 #ifdef __AVX2__
 inline float hsum(__m256 v) {
@@ -76,9 +76,10 @@ inline float to_f32(int8_t v) { return static_cast<float>(v); }
 
 // out[o] (+)= scale(o) * <x, W[o]> for o in [o0, o1): one input row (decoding). Four independent
 // accumulators keep the FMA units busy (one accumulator would wait on the FMA latency every step).
-template <typename Wt>
+// Weights are prefetched `pf` bytes ahead into level L (core/stream_prefetch.h).
+template <PrefetchLevel L, typename Wt>
 void stream_one_row(float* out, const float* x, const Wt* W, const float* scale, int64_t I, int64_t o0, int64_t o1,
-                    bool accumulate) {
+                    bool accumulate, [[maybe_unused]] int64_t pf) {
   for (int64_t o = o0; o < o1; ++o) {
     const Wt* w = W + o * I;
     float acc = 0.0f;
@@ -86,9 +87,9 @@ void stream_one_row(float* out, const float* x, const Wt* W, const float* scale,
 #ifdef __AVX512F__
     __m512 b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps(), b2 = _mm512_setzero_ps(), b3 = _mm512_setzero_ps();
     for (; j + 64 <= I; j += 64) {
-      // 64 weights are sizeof(Wt) cache lines: each is prefetched kPrefetchBytes ahead of its use.
-      const char* ahead = reinterpret_cast<const char*>(w + j) + kPrefetchBytes;
-      for (size_t l = 0; l < sizeof(Wt); ++l) _mm_prefetch(ahead + 64 * l, _MM_HINT_T0);
+      // 64 weights are sizeof(Wt) cache lines: each is prefetched pf bytes ahead of its use.
+      const char* ahead = reinterpret_cast<const char*>(w + j) + pf;
+      for (size_t l = 0; l < sizeof(Wt); ++l) prefetch_line<L>(ahead + 64 * l);
       b0 = _mm512_fmadd_ps(load16(w + j), _mm512_loadu_ps(x + j), b0);
       b1 = _mm512_fmadd_ps(load16(w + j + 16), _mm512_loadu_ps(x + j + 16), b1);
       b2 = _mm512_fmadd_ps(load16(w + j + 32), _mm512_loadu_ps(x + j + 32), b2);
@@ -100,6 +101,9 @@ void stream_one_row(float* out, const float* x, const Wt* W, const float* scale,
 #ifdef __AVX2__
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
     for (; j + 32 <= I; j += 32) {
+      constexpr int64_t kStepBytes = 32 * static_cast<int64_t>(sizeof(Wt));  // half a line for INT8
+      if (kStepBytes >= 64 || (j * static_cast<int64_t>(sizeof(Wt))) % 64 == 0)
+        for (int64_t b = 0; b < kStepBytes; b += 64) prefetch_line<L>(reinterpret_cast<const char*>(w + j) + pf + b);
       a0 = _mm256_fmadd_ps(load8(w + j), _mm256_loadu_ps(x + j), a0);
       a1 = _mm256_fmadd_ps(load8(w + j + 8), _mm256_loadu_ps(x + j + 8), a1);
       a2 = _mm256_fmadd_ps(load8(w + j + 16), _mm256_loadu_ps(x + j + 16), a2);
@@ -115,12 +119,12 @@ void stream_one_row(float* out, const float* x, const Wt* W, const float* scale,
 }
 
 // out[m * ldo + o] (+)= scale(o) * <x[m], W[o]> for o in [o0, o1), m in [0, M), up to 4 input rows at a
-// time so that each loaded weight vector feeds 4 FMAs.
-template <typename Wt>
+// time so that each loaded weight vector feeds 4 FMAs; weights prefetched as in stream_one_row.
+template <PrefetchLevel L, typename Wt>
 void stream_rows(float* out, int64_t ldo, const float* x, int64_t M, const Wt* W, const float* scale, int64_t I,
-                 int64_t o0, int64_t o1, bool accumulate) {
+                 int64_t o0, int64_t o1, bool accumulate, int64_t pf) {
   if (M == 1) {
-    stream_one_row(out, x, W, scale, I, o0, o1, accumulate);
+    stream_one_row<L>(out, x, W, scale, I, o0, o1, accumulate, pf);
     return;
   }
   for (int64_t m0 = 0; m0 < M; m0 += 4) {
@@ -134,6 +138,7 @@ void stream_rows(float* out, int64_t ldo, const float* x, int64_t M, const Wt* W
 #ifdef __AVX512F__
       __m512 b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps(), b2 = _mm512_setzero_ps(), b3 = _mm512_setzero_ps();
       for (; j + 16 <= I; j += 16) {
+        if ((j * static_cast<int64_t>(sizeof(Wt))) % 64 == 0) prefetch_line<L>(reinterpret_cast<const char*>(w + j) + pf);
         const __m512 wv = load16(w + j);
         b0 = _mm512_fmadd_ps(wv, _mm512_loadu_ps(xr[0] + j), b0);
         if (mb > 1) b1 = _mm512_fmadd_ps(wv, _mm512_loadu_ps(xr[1] + j), b1);
@@ -148,6 +153,7 @@ void stream_rows(float* out, int64_t ldo, const float* x, int64_t M, const Wt* W
 #ifdef __AVX2__
       __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
       for (; j + 8 <= I; j += 8) {
+        if ((j * static_cast<int64_t>(sizeof(Wt))) % 64 == 0) prefetch_line<L>(reinterpret_cast<const char*>(w + j) + pf);
         const __m256 wv = load8(w + j);
         a0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xr[0] + j), a0);
         if (mb > 1) a1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xr[1] + j), a1);
@@ -362,6 +368,7 @@ void WeightMatrix::matmul(float* out, const float* x, int64_t M, bool accumulate
     const int8_t* q = xq.data();
     const float* d = xd.data();
     const int32_t* sum = xsum.data();
+    const StreamPrefetch pf = stream_prefetch();
     // Output rows split evenly over threads (in multiples of 8 so neighbours do not share cache lines).
 #pragma omp parallel
     {
@@ -369,14 +376,17 @@ void WeightMatrix::matmul(float* out, const float* x, int64_t M, bool accumulate
       const int64_t per = ((O_ + nt - 1) / nt + 7) / 8 * 8;
       const int64_t o0 = std::min(O_, t * per), o1 = std::min(O_, o0 + per);
       if (o0 < o1) {
-        switch (dtype_) {
-          case WeightDType::kF32: stream_rows(out, O_, x, M, f32_.data(), nullptr, I_, o0, o1, accumulate); break;
-          case WeightDType::kBF16: stream_rows(out, O_, x, M, bf16(), nullptr, I_, o0, o1, accumulate); break;
-          case WeightDType::kInt8: stream_rows(out, O_, x, M, i8(), row_scales(), I_, o0, o1, accumulate); break;
-          case WeightDType::kQ4:
-            q4_dot_rows(out, O_, q4_codes(), q4_scales(), q, d, sum, M, nb, o0, o1, accumulate);
-            break;
-        }
+        with_prefetch_level(pf.level, [&](auto level) {
+          constexpr PrefetchLevel L = decltype(level)::value;
+          switch (dtype_) {
+            case WeightDType::kF32: stream_rows<L>(out, O_, x, M, f32_.data(), nullptr, I_, o0, o1, accumulate, pf.bytes); break;
+            case WeightDType::kBF16: stream_rows<L>(out, O_, x, M, bf16(), nullptr, I_, o0, o1, accumulate, pf.bytes); break;
+            case WeightDType::kInt8: stream_rows<L>(out, O_, x, M, i8(), row_scales(), I_, o0, o1, accumulate, pf.bytes); break;
+            case WeightDType::kQ4:
+              q4_dot_rows(out, O_, q4_codes(), q4_scales(), q, d, sum, M, nb, o0, o1, accumulate);
+              break;
+          }
+        });
       }
     }
     return;
