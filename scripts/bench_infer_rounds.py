@@ -3,7 +3,9 @@
 `moepp bench infer` once over all --dtypes with both variants, the order of the variants alternating
 from round to round (these machines drift 20-40 % between runs; a round's two variants are measured
 minutes apart). Appends every JSON line to OUT (with the round number) and prints, per dtype, the
-medians (min-max) of both variants' tokens/s and of the per-round MoE++ speedups.
+medians (min-max) of both variants' tokens/s and of the per-round MoE++ speedups, and the decode
+speedup that the bytes read allow (vanilla's active bytes per decoded token / MoE++'s, from the
+benchmark's own accounting: the speedup of a decode that streams its bytes at one rate).
 
 With --ab=FLAG (e.g. --ab=--packed-prefill) every round runs twice, without and with that bench infer
 flag (which goes first alternating from round to round), and the table has a row per dtype for each.
@@ -39,14 +41,14 @@ def main():
     a = ap.parse_args()
     if a.rounds < 1:
         sys.exit("bench_infer_rounds: --rounds must be >= 1")
-    res = {}  # (dtype, variant) -> list of (pp, tg, kv dtype, FFN experts per token) per round
+    res = {}  # (dtype, variant) -> list of (pp, tg, kv dtype, FFN experts per token, active bytes) per round
 
     def take(j):
         if j.get("bench") == "infer":
             label = j["dtype"] + (" " + j["ab"] if j.get("ab") else "")
             res.setdefault((label, j["variant"]), []).append(
                 (j["prefill_tokens_per_s"], j["decode_tokens_per_s"], j.get("kv_dtype", "f32"),
-                 j["ffn_experts_per_token"]))
+                 j["ffn_experts_per_token"], j.get("active_bytes_per_token")))
 
     if a.table:
         try:
@@ -82,8 +84,8 @@ def main():
                     take(j)
                 out.flush()
     print("| weights | KV cache | MoE prefill tok/s | MoE decode tok/s | MoE++ prefill tok/s | MoE++ decode tok/s "
-          "| MoE++ speedup prefill | MoE++ speedup decode | MoE++ FFN experts / token |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| MoE++ speedup prefill | MoE++ speedup decode | bytes bound | MoE++ FFN experts / token |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     labels = sorted({k[0] for k in res}, key=lambda l: (a.dtypes.split(",").index(l.split()[0])
                                                          if l.split()[0] in a.dtypes.split(",") else 99, l))
     for dt in labels:
@@ -92,8 +94,10 @@ def main():
             continue
         sp = [x[0] / y[0] for x, y in zip(p, m)]
         st = [x[1] / y[1] for x, y in zip(p, m)]
+        bb = [y[4] / x[4] for x, y in zip(p, m) if x[4] and y[4]]
+        bound = f"{statistics.median(bb):.2f}" if bb else "-"
         print(f"| {dt} | {m[0][2]} | {med([x[0] for x in m])} | {med([x[1] for x in m])} | {med([x[0] for x in p])} "
-              f"| {med([x[1] for x in p])} | {med(sp)} | {med(st)} | {statistics.median([x[3] for x in p]):.2f} |")
+              f"| {med([x[1] for x in p])} | {med(sp)} | {med(st)} | {bound} | {statistics.median([x[3] for x in p]):.2f} |")
 
 
 if __name__ == "__main__":
