@@ -9,9 +9,11 @@ benchmark's own accounting: the speedup of a decode that streams its bytes at on
 
 With --ab=FLAG (e.g. --ab=--packed-prefill) every round runs twice, without and with that bench infer
 flag (which goes first alternating from round to round), and the table has a row per dtype for each.
+With --ab-moepp=PATH the second side is another moepp binary instead (e.g. a build of the commit
+before a change), run with the same arguments.
 
 usage: scripts/bench_infer_rounds.py OUT.jsonl [--rounds 5] [--dtypes f32,bf16,int8,q4] [--moepp build/moepp]
-       [--ab=FLAG] [-- EXTRA bench infer ARGS]   (run on a quiet machine, OMP_NUM_THREADS=2 or as wanted)
+       [--ab=FLAG | --ab-moepp=PATH] [-- EXTRA bench infer ARGS]   (run on a quiet machine, OMP_NUM_THREADS=2 or as wanted)
        scripts/bench_infer_rounds.py OUT.jsonl --table   (only the table, from the lines OUT holds)
 """
 import argparse
@@ -36,11 +38,14 @@ def main():
     ap.add_argument("--dtypes", default="f32,bf16,int8,q4")
     ap.add_argument("--moepp", default="build/moepp")
     ap.add_argument("--ab", default="", help="a bench infer flag: each round runs without and with it")
+    ap.add_argument("--ab-moepp", default="", help="another moepp binary: each round runs both")
     ap.add_argument("--table", action="store_true", help="print the table of OUT's lines; run nothing")
     ap.add_argument("extra", nargs="*", help="more `bench infer` arguments (after --)")
     a = ap.parse_args()
     if a.rounds < 1:
         sys.exit("bench_infer_rounds: --rounds must be >= 1")
+    if a.ab and a.ab_moepp:
+        sys.exit("bench_infer_rounds: --ab and --ab-moepp are alternatives; give one")
     res = {}  # (dtype, variant) -> list of (pp, tg, kv dtype, FFN experts per token, active bytes) per round
 
     def take(j):
@@ -64,11 +69,16 @@ def main():
     with open(a.out, "a", encoding="utf-8") as out:
         for r in range(a.rounds):
             order = "moe,moepp" if r % 2 == 0 else "moepp,moe"
-            sides = ["", a.ab] if a.ab else [""]
+            # (label, binary, extra flag) per side; the unlabelled side is --moepp as given
+            sides = [("", a.moepp, "")]
+            if a.ab:
+                sides.append((a.ab, a.moepp, a.ab))
+            elif a.ab_moepp:
+                sides.append(("moepp=" + a.ab_moepp, a.ab_moepp, ""))
             if r % 2 == 1:
                 sides.reverse()
-            for flag in sides:
-                cmd = [a.moepp, "bench", "infer", "--dtypes", a.dtypes, "--variants", order, "--reps", "2"] + a.extra
+            for label, binary, flag in sides:
+                cmd = [binary, "bench", "infer", "--dtypes", a.dtypes, "--variants", order, "--reps", "2"] + a.extra
                 if flag:
                     cmd.append(flag)
                 print(f"round {r + 1}/{a.rounds}: {' '.join(cmd)}", file=sys.stderr, flush=True)
@@ -78,8 +88,8 @@ def main():
                 for line in p.stdout.splitlines():
                     j = json.loads(line)
                     j["round"] = r
-                    if flag:
-                        j["ab"] = flag
+                    if label:
+                        j["ab"] = label
                     out.write(json.dumps(j, sort_keys=True) + "\n")
                     take(j)
                 out.flush()
