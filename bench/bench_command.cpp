@@ -152,6 +152,8 @@ void register_bench_command(CLI::App& app) {
   infer->add_option("--prefetch", inf->prefetch,
                     "The few-row products' streaming prefetch: l1_BYTES or l2_BYTES (default l2_8192; l1_2048 "
                     "was the former setting)");
+  infer->add_flag("--adaptive-threads", inf->adaptive_threads,
+                  "Decode steps with the thread count a ThreadGovernor picks (generate/serve --adaptive-threads)");
   infer->add_option("--q4-kernel", inf->q4_kernel,
                     "Q4 weights: run this kernel instead of the best this CPU has (avx512vnni, avx2, portable; "
                     "e.g. avx2 to measure the AVX2 kernel on an AVX-512 machine)");

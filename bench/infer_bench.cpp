@@ -34,6 +34,7 @@
 #include "core/q4_blocks.h"
 #include "core/stream_prefetch.h"
 #include "infer/decoder.h"
+#include "infer/thread_governor.h"
 #include "io/weight_source.h"
 #include "llama_cpp_runner.h"
 #include "model/checkpoint.h"
@@ -168,7 +169,9 @@ double zc_share(const DecoderScratch& sc, int64_t k) {
 }
 
 Result measure(const ModelConfig& cfg, const InferWeights& w, KvDType kv, const std::vector<int32_t>& prompt,
-               int64_t gen, int reps, bool profile) {
+               int64_t gen, int reps, bool profile, bool adaptive_threads) {
+  std::unique_ptr<ThreadGovernor> governor;  // --adaptive-threads: the decode steps, as the engine runs them
+  if (adaptive_threads) governor = std::make_unique<ThreadGovernor>(omp_get_max_threads());
   const Decoder dec(cfg, w, nullptr, kv);
   KvCache cache = dec.make_cache(1, static_cast<int64_t>(prompt.size()) + gen);
   DecoderScratch sc;
@@ -189,8 +192,9 @@ Result measure(const ModelConfig& cfg, const InferWeights& w, KvDType kv, const 
     const double t1 = now_s();
     for (int64_t i = 0; i < gen; ++i) {
       const int32_t next = static_cast<int32_t>(std::max_element(logits.data.begin(), logits.data.end()) - logits.data.begin());
-      dec.forward(logits, cache, {{0, &next, 1, false}}, sc);
+      run_governed(governor.get(), true, 1, [&] { dec.forward(logits, cache, {{0, &next, 1, false}}, sc); });
     }
+    if (governor) omp_set_num_threads(governor->high());
     best_tg = std::min(best_tg, now_s() - t1);
     if (prof) r.profile["decode_ms_per_token"] = take_profile(static_cast<double>(gen));
     set_profiling(false);
@@ -438,6 +442,8 @@ int run_infer_bench(const InferBenchOptions& o) {
   check(o.prompt >= 1 && o.gen >= 1 && o.reps >= 1, "bench infer: --prompt, --gen and --reps must be >= 1");
   check(o.zc_fraction >= 0.0 && o.zc_fraction < 1.0, "bench infer: --zc-fraction must be in [0, 1)");
   check(!o.profile || o.llama_bench.empty(), "bench infer: --profile times moepp alone; it cannot be combined with --llama-bench");
+  check(!o.adaptive_threads || o.llama_bench.empty(),
+        "bench infer: --adaptive-threads applies to the own measurement only; it cannot be combined with --llama-bench");
   std::vector<WeightDType> dtypes;
   for (const std::string& d : split(o.dtypes)) dtypes.push_back(parse_weight_dtype(d));
   std::vector<bool> variants;
@@ -537,7 +543,7 @@ int run_infer_bench(const InferBenchOptions& o) {
         const double load_s = now_s() - t0;
         const Bandwidth bw = measure_read_bandwidth();
         const KvDType kv = kv_choice.value_or(default_kv_dtype(dt));
-        const Result r = measure(run_cfg, w, kv, prompt, o.gen, o.reps, o.profile);
+        const Result r = measure(run_cfg, w, kv, prompt, o.gen, o.reps, o.profile, o.adaptive_threads);
         // Decode reads the cache at positions prompt .. prompt + gen: on average prompt + gen / 2.
         const double active = active_decode_bytes(run_cfg, w, kv, static_cast<double>(cfg.moe.top_k) * (1.0 - r.zc_share),
                                                   static_cast<double>(o.prompt) + 0.5 * static_cast<double>(o.gen));
@@ -545,6 +551,7 @@ int run_infer_bench(const InferBenchOptions& o) {
                             {"variant", moepp ? "moepp" : "moe"},
                             {"dtype", dn},
                             {"kv_dtype", kv_dtype_name(kv)},
+                            {"adaptive_threads", o.adaptive_threads},
                             {"layers", o.layers},
                             {"hidden", o.hidden},
                             {"experts", moepp ? "8 FFN + 1 zero + 1 copy + 2 constant" : "8 FFN"},

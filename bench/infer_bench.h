@@ -40,6 +40,7 @@ struct InferBenchOptions {
                                          // (InferWeights::pack_bf16_for_many_rows)
   std::string prefetch;                  // non-empty: the streaming prefetch setting to run with
                                          // (core/stream_prefetch.h, e.g. "l1_2048"); default: the default
+  bool adaptive_threads = false;         // decode steps through a ThreadGovernor (infer/thread_governor.h)
   std::string q4_kernel;                 // non-empty: the Q4 kernel to run with (q4_force_kernel: avx512vnni,
                                          // avx2, portable); default: the best this CPU runs
 };

@@ -4,9 +4,9 @@ settings side by side, on a quiet machine and with BUSY competing busy-loop proc
 rounds. moepp runs a parallel region per matrix product, so an OpenMP thread that loses its core makes
 the others spin at the next barrier; this measures how much, and what the OpenMP settings change.
 
-Settings (environment of the benchmark): default (OMP_NUM_THREADS=THREADS), passive
-(+ OMP_WAIT_POLICY=PASSIVE: threads sleep at once instead of spinning), spin1k (+ GOMP_SPINCOUNT=1000),
-one_thread (OMP_NUM_THREADS=1). Appends every JSON line to OUT with "setting", "busy" and "round",
+Settings: default (OMP_NUM_THREADS=THREADS), passive (+ OMP_WAIT_POLICY=PASSIVE: threads sleep at
+once instead of spinning), spin1k (+ GOMP_SPINCOUNT=1000), one_thread (OMP_NUM_THREADS=1), adaptive
+(--adaptive-threads: moepp's ThreadGovernor picks the thread count per decode step). Appends every JSON line to OUT with "setting", "busy" and "round",
 and prints a table of decode tokens/s (median, min-max) per dtype, setting and load.
 
 usage: scripts/bench_contention.py OUT.jsonl [--rounds 2] [--busy 1] [--threads 2] [--dtypes q4,bf16]
@@ -20,11 +20,12 @@ import statistics
 import subprocess
 import sys
 
-SETTINGS = {
-    "default": {},
-    "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
-    "spin1k": {"GOMP_SPINCOUNT": "1000"},
-    "one_thread": {"OMP_NUM_THREADS": "1"},
+SETTINGS = {  # name: (environment, extra bench infer arguments)
+    "default": ({}, []),
+    "passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, []),
+    "spin1k": ({"GOMP_SPINCOUNT": "1000"}, []),
+    "one_thread": ({"OMP_NUM_THREADS": "1"}, []),
+    "adaptive": ({}, ["--adaptive-threads"]),
 }
 
 
@@ -73,9 +74,9 @@ def main():
                     for s in names:
                         env = dict(os.environ)
                         env["OMP_NUM_THREADS"] = str(a.threads)
-                        env.update(SETTINGS[s])
+                        env.update(SETTINGS[s][0])
                         cmd = [a.moepp, "bench", "infer", "--dtypes", a.dtypes, "--variants", "moe", "--prompt", "16",
-                               "--gen", "64", "--reps", "2"]
+                               "--gen", "64", "--reps", "2"] + SETTINGS[s][1]
                         print(f"round {r + 1}/{a.rounds}, busy {busy}: {s}", file=sys.stderr, flush=True)
                         p = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True)
                         if p.returncode != 0:

@@ -38,6 +38,7 @@ struct GenArgs {
   float zc_bias = 0.0f;
   std::string kv_dtype = "auto";
   bool packed_prefill = false;
+  bool adaptive_threads = false;
 };
 
 // Option values are read as text and converted here, so that a bad one is a moepp::Error (exit 1)
@@ -110,6 +111,7 @@ void run_generate(const GenArgs& a) {
   eo.n_slots = 1;
   eo.max_queue = 0;
   eo.max_len = std::min(limit, P + std::max<int64_t>(1, max_tokens));  // the cache holds what is needed
+  eo.adaptive_threads = a.adaptive_threads;
   Engine engine(dec, &tok, eo);
 
   GenerationRequest req;
@@ -151,6 +153,9 @@ void run_generate(const GenArgs& a) {
                static_cast<long long>(fin.prompt_tokens), fin.prefill_s, prefill_tps,
                static_cast<long long>(fin.completion_tokens), fin.decode_s, decode_tps, fin.reason.c_str());
   if (group) std::fprintf(stderr, "generate: %s\n", expert_group_summary(dec).c_str());
+  if (a.adaptive_threads)
+    std::fprintf(stderr, "generate: adaptive threads: %llu change(s) of the thread count\n",
+                 static_cast<unsigned long long>(engine.stats().thread_switches));
 }
 
 }  // namespace
@@ -178,6 +183,7 @@ void register_generate_command(CLI::App& app) {
   add_zc_bias_option(gen, a->zc_bias);
   add_kv_dtype_option(gen, a->kv_dtype);
   add_packed_prefill_option(gen, a->packed_prefill);
+  add_adaptive_threads_option(gen, a->adaptive_threads);
   gen->callback([a] { run_generate(*a); });
 }
 

@@ -34,6 +34,12 @@ void add_packed_prefill_option(CLI::App* sub, bool& packed_prefill) {
                 "evaluation, twice the weight memory); docs/inference.md");
 }
 
+void add_adaptive_threads_option(CLI::App* sub, bool& adaptive_threads) {
+  sub->add_flag("--adaptive-threads", adaptive_threads,
+                "decode with fewer OpenMP threads while other processes hold cores (the same outputs); "
+                "docs/inference.md");
+}
+
 Comm* inference_expert_group(int64_t ep_size, const std::string& who) {
   Comm& job = job_comm();
   const int64_t P = job.size();

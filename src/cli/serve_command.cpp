@@ -44,6 +44,7 @@ struct ServeArgs {
   float zc_bias = 0.0f;
   std::string kv_dtype = "auto";
   bool packed_prefill = false;
+  bool adaptive_threads = false;
   std::vector<std::string> served_names;
 };
 
@@ -133,6 +134,7 @@ void run_serve(const ServeArgs& a) {
   eo.max_len = ctx;  // 0: max_pos
   eo.prefill_chunk = prefill_chunk;
   eo.step_prefill_tokens = std::max<int64_t>(prefill_chunk, 512);
+  eo.adaptive_threads = a.adaptive_threads;
   Engine engine(dec, &tok, eo);
 
   serve::ServerOptions so;
@@ -214,6 +216,7 @@ void register_serve_command(CLI::App& app) {
   add_zc_bias_option(sub, a->zc_bias);
   add_kv_dtype_option(sub, a->kv_dtype);
   add_packed_prefill_option(sub, a->packed_prefill);
+  add_adaptive_threads_option(sub, a->adaptive_threads);
   sub->add_option("--ep-size", a->ep_size,
                   "ranks the FFN experts are split over; under mpirun it must equal the number of processes")
       ->capture_default_str();

@@ -64,6 +64,7 @@ Engine::Engine(const Decoder& decoder, const Tokenizer* tokenizer, EngineOptions
         "engine: max_len " + std::to_string(opt_.max_len) + " exceeds the model's max_position_embeddings " +
             std::to_string(dec_.config().max_pos));
   cache_ = dec_.make_cache(opt_.n_slots, opt_.max_len);
+  if (opt_.adaptive_threads) governor_ = std::make_unique<ThreadGovernor>(omp_get_max_threads());
   for (int64_t s = opt_.n_slots - 1; s >= 0; --s) free_slots_.push_back(s);
   totals_.n_slots = opt_.n_slots;
   totals_.max_queue = opt_.max_queue;
@@ -217,7 +218,14 @@ bool Engine::run_batch(const std::vector<DecodeChunk>& batch, const std::vector<
                        std::vector<Finished>& done) {
   std::string error;
   try {
-    dec_.forward(logits_, cache_, batch, scratch_);
+    int64_t rows = 0;
+    bool decode_only = true;
+    for (const DecodeChunk& c : batch) {
+      rows += c.n;
+      decode_only = decode_only && c.n == 1;
+    }
+    run_governed(governor_.get(), decode_only && rows <= EngineOptions::kGovernedRows, rows,
+                 [&] { dec_.forward(logits_, cache_, batch, scratch_); });
     return true;
   } catch (const std::exception& e) {
     error = e.what();
@@ -293,6 +301,7 @@ bool Engine::settle(std::vector<Finished>& done, bool ran, StepTokens n) {
     for (auto& d : done) live_.erase(d.first->id);
     n_active_ = static_cast<int64_t>(active_.size());
     if (ran) ++totals_.steps;
+    if (governor_) totals_.thread_switches = static_cast<uint64_t>(governor_->switches());
     totals_.prompt_tokens += n.prompt_fed;
     totals_.generated_tokens += n.sampled;
     totals_.finished += done.size();

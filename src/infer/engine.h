@@ -37,6 +37,7 @@
 #include "infer/decoder.h"
 #include "infer/kv_cache.h"
 #include "infer/sampler.h"
+#include "infer/thread_governor.h"
 
 namespace moepp {
 
@@ -69,6 +70,12 @@ struct EngineOptions {
   int64_t max_queue = 64;             // requests waiting for a slot, beyond the n_slots running
   int64_t prefill_chunk = 256;        // most prompt tokens of one sequence per step
   int64_t step_prefill_tokens = 512;  // most prompt tokens of all sequences per step
+  // Decode-only steps of up to kGovernedRows rows (the streaming products) take their OpenMP thread
+  // count from a ThreadGovernor (infer/thread_governor.h): fewer threads while other processes hold
+  // cores; the outputs stay the same bits. Off by default (opt-in while its cost on a quiet machine,
+  // a few per cent or noise, is measured further).
+  bool adaptive_threads = false;
+  static constexpr int64_t kGovernedRows = 8;
   void validate() const;              // throws moepp::Error naming the field
 };
 
@@ -117,6 +124,7 @@ struct EngineStats {
   uint64_t prompt_tokens = 0;         // prompt tokens prefilled, all requests
   uint64_t generated_tokens = 0;      // tokens sampled, all requests
   uint64_t finished = 0;              // requests finished (any reason)
+  uint64_t thread_switches = 0;       // adaptive_threads: the ThreadGovernor's level changes
 };
 
 class Engine {
@@ -198,6 +206,7 @@ class Engine {
   DecoderScratch scratch_;
   Tensor logits_;
   std::vector<float> raw_;  // a row of logits before sampling (for logprobs)
+  std::unique_ptr<ThreadGovernor> governor_;  // with adaptive_threads; used by the stepping thread
 
   // Owned by the stepping thread.
   std::vector<std::shared_ptr<Seq>> active_;
