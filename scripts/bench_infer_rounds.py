@@ -40,8 +40,11 @@ def main():
     ap.add_argument("--ab", default="", help="a bench infer flag: each round runs without and with it")
     ap.add_argument("--ab-moepp", default="", help="another moepp binary: each round runs both")
     ap.add_argument("--table", action="store_true", help="print the table of OUT's lines; run nothing")
-    ap.add_argument("extra", nargs="*", help="more `bench infer` arguments (after --)")
-    a = ap.parse_args()
+    # Everything after a lone "--" goes to bench infer as it is (argparse would read its options).
+    argv = sys.argv[1:]
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    a = ap.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    a.extra = extra
     if a.rounds < 1:
         sys.exit("bench_infer_rounds: --rounds must be >= 1")
     if a.ab and a.ab_moepp:
