@@ -35,9 +35,9 @@ void add_packed_prefill_option(CLI::App* sub, bool& packed_prefill) {
 }
 
 void add_adaptive_threads_option(CLI::App* sub, bool& adaptive_threads) {
-  sub->add_flag("--adaptive-threads", adaptive_threads,
-                "decode with fewer OpenMP threads while other processes hold cores (the same outputs); "
-                "docs/inference.md");
+  sub->add_flag("--adaptive-threads,!--no-adaptive-threads", adaptive_threads,
+                "decode with fewer OpenMP threads while other processes hold cores (the same outputs; on by "
+                "default, --no-adaptive-threads keeps every decode step at all threads); docs/inference.md");
 }
 
 Comm* inference_expert_group(int64_t ep_size, const std::string& who) {

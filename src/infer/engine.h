@@ -72,9 +72,9 @@ struct EngineOptions {
   int64_t step_prefill_tokens = 512;  // most prompt tokens of all sequences per step
   // Decode-only steps of up to kGovernedRows rows (the streaming products) take their OpenMP thread
   // count from a ThreadGovernor (infer/thread_governor.h): fewer threads while other processes hold
-  // cores; the outputs stay the same bits. Off by default for now (its quiet-machine cost measured
-  // within the noise; README "Decode under CPU contention").
-  bool adaptive_threads = false;
+  // cores; the outputs stay the same bits. On by default (its quiet-machine cost measured within the
+  // noise; README "Decode under CPU contention"); generate/serve --no-adaptive-threads turn it off.
+  bool adaptive_threads = true;
   static constexpr int64_t kGovernedRows = 8;
   void validate() const;              // throws moepp::Error naming the field
 };

@@ -771,11 +771,15 @@ def run_cases(case, srv, exe, model):
         k = gen(*base, "--kv-dtype", "bf16")
         expect(k.returncode == 0 and "KV cache bf16" in k.stderr.decode(), f"--kv-dtype bf16: {k.stderr!r}")
         expect("KV cache f32" in err, f"default with f32 weights: {err!r}")
-        # --adaptive-threads: the same greedy text here (12 steps of one row: the streaming products, whose
-        # results do not depend on the thread count), and the count of thread changes on stderr.
+        # Adaptive threads are on by default (the count of thread changes on stderr); --no-adaptive-threads
+        # gives the same greedy text (12 steps of one row: the streaming products, whose results do not
+        # depend on the thread count) without that line; --adaptive-threads is still accepted.
+        expect("adaptive threads:" in err, f"adaptive threads by default: {err!r}")
+        t = gen(*base, "--no-adaptive-threads")
+        expect(t.returncode == 0 and t.stdout == p.stdout, f"--no-adaptive-threads: {t.stdout!r} {t.stderr!r}")
+        expect("adaptive threads:" not in t.stderr.decode(), f"--no-adaptive-threads stderr: {t.stderr!r}")
         t = gen(*base, "--adaptive-threads")
         expect(t.returncode == 0 and t.stdout == p.stdout, f"--adaptive-threads: {t.stdout!r} {t.stderr!r}")
-        expect("adaptive threads:" in t.stderr.decode(), f"--adaptive-threads stderr: {t.stderr!r}")
         r = gen(*base, "--stop", cut)
         want = "The ship sailed across" + ref["text"][:ref["text"].find(cut)] + "\n"
         expect(r.returncode == 0 and r.stdout.decode("utf-8", errors="replace") == want, f"--stop: {r.stdout!r}")
