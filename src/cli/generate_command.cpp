@@ -38,7 +38,7 @@ struct GenArgs {
   float zc_bias = 0.0f;
   std::string kv_dtype = "auto";
   bool packed_prefill = false;
-  bool adaptive_threads = true;
+  bool adaptive_threads = EngineOptions{}.adaptive_threads;
 };
 
 // Option values are read as text and converted here, so that a bad one is a moepp::Error (exit 1)

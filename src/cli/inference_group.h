@@ -24,8 +24,8 @@ void add_kv_dtype_option(CLI::App* sub, std::string& kv_dtype);
 
 // Adds --packed-prefill (load_decoder's packed_prefill: BF16 weights also packed for prefill).
 void add_packed_prefill_option(CLI::App* sub, bool& packed_prefill);
-// --adaptive-threads / --no-adaptive-threads (generate, serve): EngineOptions::adaptive_threads, on
-// unless the caller's default says otherwise.
+// --adaptive-threads / --no-adaptive-threads (generate, serve): EngineOptions::adaptive_threads; the
+// flag's default is the bool's value on entry (the callers take EngineOptions' default).
 void add_adaptive_threads_option(CLI::App* sub, bool& adaptive_threads);
 
 // Null in one process (ep_size 1); the job's communicator when ep_size equals the number of

@@ -44,7 +44,7 @@ struct ServeArgs {
   float zc_bias = 0.0f;
   std::string kv_dtype = "auto";
   bool packed_prefill = false;
-  bool adaptive_threads = true;
+  bool adaptive_threads = EngineOptions{}.adaptive_threads;
   std::vector<std::string> served_names;
 };
 

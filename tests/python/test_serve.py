@@ -780,6 +780,7 @@ def run_cases(case, srv, exe, model):
         expect("adaptive threads:" not in t.stderr.decode(), f"--no-adaptive-threads stderr: {t.stderr!r}")
         t = gen(*base, "--adaptive-threads")
         expect(t.returncode == 0 and t.stdout == p.stdout, f"--adaptive-threads: {t.stdout!r} {t.stderr!r}")
+        expect("adaptive threads:" in t.stderr.decode(), f"--adaptive-threads stderr: {t.stderr!r}")
         r = gen(*base, "--stop", cut)
         want = "The ship sailed across" + ref["text"][:ref["text"].find(cut)] + "\n"
         expect(r.returncode == 0 and r.stdout.decode("utf-8", errors="replace") == want, f"--stop: {r.stdout!r}")
