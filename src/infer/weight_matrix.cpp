@@ -64,9 +64,11 @@ inline __m256 load8(const int8_t* p) {
 // fp32 weights are read as two 256-bit halves: on the AMD EPYC of family 26 (Zen 5) the one-row
 // products then streamed 1.16x (1.05-1.37) the bytes per second of 512-bit loads, 40.5 against 36.3
 // GB/s (5 interleaved rounds of `bench kernels`, bench/results/kernels_f32_load_width_epyc_zen5.jsonl).
-// The lanes, and so the sums, are the same as one 512-bit load's.
+// The lanes, and so the sums, are the same as one 512-bit load's. (The halves are joined as 64-bit
+// lanes: insertf32x8 would need AVX512DQ, which this #ifdef does not promise.)
 inline __m512 load16(const float* p) {
-  return _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(p)), _mm256_loadu_ps(p + 8), 1);
+  const __m512d lo = _mm512_castpd256_pd512(_mm256_castps_pd(_mm256_loadu_ps(p)));
+  return _mm512_castpd_ps(_mm512_insertf64x4(lo, _mm256_castps_pd(_mm256_loadu_ps(p + 8)), 1));
 }
 inline __m512 load16(const uint16_t* p) {
   const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
